@@ -1,0 +1,174 @@
+"""The `bus` command: up, serve, worker, validate, test-pattern."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+DEFAULT_DATA_DIR = ".busway"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_format, args.log_level)
+    return args.func(args) or 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bus", description="busway: an EventBridge-like event bus on Redis.")
+    p.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("BUS_LOG_FORMAT", "text"))
+    p.add_argument("--log-level", default=os.environ.get("BUS_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="private Redis + broker + worker, with ./rules and ./workers")
+    up.add_argument("--rules", default="rules")
+    up.add_argument("--functions", default="workers")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    up.add_argument("--fsync", choices=["always", "everysec"], default="always",
+                    help="Redis appendfsync for the private Redis (default: always)")
+    _redis_option(up, default=None)
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="the broker alone")
+    serve.add_argument("--rules", default="rules")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1")
+    _redis_option(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="a worker alone")
+    worker.add_argument("--functions", default="workers")
+    worker.add_argument("--concurrency", type=int, default=10)
+    worker.add_argument("--metrics-port", type=int, default=int(os.environ.get("BUS_WORKER_METRICS_PORT", "9101")),
+                        help="port for the worker's /metrics (0: none)")
+    _redis_option(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    validate = sub.add_parser("validate", help="check rules YAML; print file:line: key: error")
+    validate.add_argument("path", nargs="?", default="rules")
+    validate.set_defaults(func=cmd_validate)
+
+    tp = sub.add_parser("test-pattern", help="does EVENT_FILE match PATTERN_FILE? exit 0 yes, 1 no, 2 invalid")
+    tp.add_argument("pattern_file")
+    tp.add_argument("event_file")
+    tp.set_defaults(func=cmd_test_pattern)
+    return p
+
+
+def _redis_option(p: argparse.ArgumentParser, default: str | None | bool = True) -> None:
+    p.add_argument("--redis", default=resolve_redis_url() if default else os.environ.get("BUS_REDIS_URL"),
+                   help="Redis URL (env BUS_REDIS_URL; default: the running `bus up`'s private Redis)")
+
+
+def resolve_redis_url() -> str | None:
+    if os.environ.get("BUS_REDIS_URL"):
+        return os.environ["BUS_REDIS_URL"]
+    url_file = Path(DEFAULT_DATA_DIR) / "redis.url"
+    if url_file.exists():
+        return url_file.read_text().strip()
+    return None
+
+
+def _need_redis(args) -> str:
+    if not args.redis:
+        sys.exit("bus: no Redis: pass --redis URL or set BUS_REDIS_URL (or run `bus up` here first)")
+    return args.redis
+
+
+def cmd_up(args) -> int:
+    from bus.embedded import up
+    return up(args.rules, args.functions, args.port, args.data_dir, args.redis,
+              host=args.host, fsync=args.fsync, log_format=args.log_format)
+
+
+def cmd_serve(args) -> int:
+    from bus.broker import serve
+    from bus.rulesfile import ConfigError
+    url = _need_redis(args)
+    try:
+        return _run_until_signal(lambda stop: _serve_until(stop, serve(url, args.rules, args.host, args.port)))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+async def _serve_until(stop: asyncio.Event, server) -> None:
+    task = asyncio.create_task(server)
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    waiter.cancel()
+    if task in done:
+        task.result()  # a startup error (bad rules, port in use) ends the process with it
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def cmd_worker(args) -> int:
+    from bus.worker import run_worker
+    url = _need_redis(args)
+    return _run_until_signal(lambda stop: run_worker(url, args.functions, args.concurrency, args.metrics_port or None, stop))
+
+
+def _run_until_signal(make) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await make(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from bus.rulesfile import ConfigError, load_config
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.path}: ok ({len(config.rules)} rules on {len(config.buses)} buses)")
+    return 0
+
+
+def cmd_test_pattern(args) -> int:
+    from bus.envelope import RequestError
+    from bus.testpattern import event_matches_pattern
+    try:
+        matched = event_matches_pattern(Path(args.pattern_file).read_text(), Path(args.event_file).read_text())
+    except RequestError as err:
+        print(f"{err.type}: {err.message}", file=sys.stderr)
+        return 2
+    print(json.dumps({"Result": matched}))
+    return 0 if matched else 1
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def _setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,47 @@
+"""The `context` a handler receives: Lambda's Python context object, plus attempt and rule_name."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LambdaContext:
+    aws_request_id: str
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    deadline: float  # time.monotonic() at which the invocation times out
+    attempt: int
+    rule_name: str
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    identity: object = None
+    client_context: object = None
+    target_id: str = ""
+    bus_name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def make_context(*, request_id: str, function: str, rule: str, target: str, bus: str,
+                 attempt: int, timeout: float, memory: int) -> LambdaContext:
+    region = os.environ.get("BUS_REGION", "us-east-1")
+    account = os.environ.get("BUS_ACCOUNT", "000000000000")
+    return LambdaContext(
+        aws_request_id=request_id,
+        function_name=function,
+        invoked_function_arn=f"arn:aws:lambda:{region}:{account}:function:{function}",
+        memory_limit_in_mb=memory,
+        deadline=time.monotonic() + timeout,
+        attempt=attempt,
+        rule_name=rule,
+        log_group_name=f"/busway/{function}",
+        log_stream_name=f"{os.uname().nodename}/{os.getpid()}",
+        target_id=target,
+        bus_name=bus,
+    )

@@ -1,0 +1,165 @@
+"""PutEvents entries in, EventBridge envelopes out: validation with AWS's per-entry errors.
+
+Both ingest routes (native `POST /events` and AWS `PutEvents`) turn their input into
+`Entry` values; everything after this module trusts an Envelope.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+MAX_ENTRIES = 10
+MAX_REQUEST_BYTES = 1024 * 1024  # AWS: total entry size under 1 MB (since 2026-01)
+MAX_DETAIL_TYPE = 128
+_TIME_SIZE = 14  # AWS counts a present Time as 14 bytes
+_BUS_ARN = re.compile(r"^arn:aws[\w-]*:events:[^:]*:[^:]*:event-bus/(.+)$")
+
+
+class RequestError(Exception):
+    """A whole-request error in AWS's shape: __type and message, HTTP 400."""
+
+    def __init__(self, type_: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+        self.status = status
+
+
+class EntryError(Exception):
+    """One entry's failure: ErrorCode + ErrorMessage in the PutEvents result."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Entry:
+    """One PutEvents entry as received; fields are None when absent."""
+
+    source: Any = None
+    detail_type: Any = None
+    detail: Any = None  # JSON text (AWS) or an already-parsed object (native)
+    resources: Any = None
+    time: Any = None
+    bus: Any = None
+    size: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Origin:
+    account: str
+    region: str
+
+
+def bus_name(value: Any) -> str:
+    if value is None or value == "":
+        return "default"
+    if not isinstance(value, str):
+        raise EntryError("InvalidArgument", "Parameter EventBusName is not valid.")
+    m = _BUS_ARN.match(value)
+    return m.group(1) if m else value
+
+
+def entry_size(e: Entry) -> int:
+    """AWS's PutEvents size: Time 14 bytes, then UTF-8 lengths of the text fields."""
+    size = _TIME_SIZE if e.time is not None else 0
+    for text in (e.source, e.detail_type):
+        if isinstance(text, str):
+            size += len(text.encode())
+    if isinstance(e.detail, str):
+        size += len(e.detail.encode())
+    elif e.detail is not None:
+        size += len(msgspec.json.encode(e.detail))
+    if isinstance(e.resources, list):
+        size += sum(len(r.encode()) for r in e.resources if isinstance(r, str))
+    return size
+
+
+def check_request(entries: list[Entry]) -> None:
+    if not entries:
+        raise RequestError("ValidationException", "1 validation error detected: Value at 'entries' failed to satisfy constraint: Member must have length greater than or equal to 1")
+    if len(entries) > MAX_ENTRIES:
+        raise RequestError(
+            "ValidationException",
+            f"1 validation error detected: Value '{len(entries)} entries' at 'entries' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {MAX_ENTRIES}",
+        )
+    if sum(entry_size(e) for e in entries) > MAX_REQUEST_BYTES:
+        raise RequestError("ValidationException", "Total size of the entries in the request is over the limit.")
+
+
+def build_envelope(e: Entry, origin: Origin, received: float) -> dict[str, Any]:
+    """Validate one entry and return the EventBridge event; raise EntryError."""
+    if e.extra.get("unknown"):
+        raise EntryError("InvalidArgument", f"Unknown field(s) in event: {', '.join(e.extra['unknown'])}.")
+    _require(e.source, "Source")
+    _require(e.detail_type, "DetailType")
+    if e.detail is None:
+        raise EntryError("InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument.")
+    if len(e.detail_type) > MAX_DETAIL_TYPE:
+        raise EntryError("InvalidArgument", f"Parameter DetailType is not valid. Reason: DetailType is longer than {MAX_DETAIL_TYPE} characters.")
+    if e.source.startswith("aws."):
+        raise EntryError("NotAuthorizedForSourceException", f"Not authorized for the source {e.source}.")
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": e.detail_type,
+        "source": e.source,
+        "account": origin.account,
+        "time": _event_time(e.time, received),
+        "region": origin.region,
+        "resources": _resources(e.resources),
+        "detail": _detail(e.detail),
+    }
+
+
+def _require(value: Any, name: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise EntryError("InvalidArgument", f"Parameter {name} is not valid. Reason: {name} is a required argument.")
+
+
+def _detail(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            raise EntryError("MalformedDetail", "Detail is malformed.") from None
+    if not isinstance(value, dict):
+        raise EntryError("MalformedDetail", "Detail is malformed. Reason: Detail must be a JSON object.")
+    return value
+
+
+def _resources(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise EntryError("InvalidArgument", "Parameter Resources is not valid. Reason: Resources must be a list of strings.")
+    return value
+
+
+def _event_time(value: Any, received: float) -> str:
+    if value is None:
+        return format_time(received)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_time(float(value))
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise EntryError("InvalidArgument", "Parameter Time is not valid. Reason: Time must be RFC3339 or epoch seconds.") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return format_time(parsed.timestamp())
+    raise EntryError("InvalidArgument", "Parameter Time is not valid.")
+
+
+def format_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,99 @@
+"""PutEvents: validate entries, match them, and store their deliveries before answering.
+
+The durability contract lives here: an entry gets an EventId only after every delivery it
+produced is in Redis (one MULTI/EXEC for the whole request). If Redis fails, the whole
+request fails with a retryable InternalException; since the transaction is all-or-nothing,
+a client retry cannot half-duplicate a request.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bus import metrics
+from bus.envelope import EntryError, Entry, Origin, RequestError, build_envelope, bus_name, check_request
+from bus.queue import Delivery, enqueue, new_delivery
+from bus.router import Router
+
+log = logging.getLogger("bus.ingest")
+_encode = msgspec.json.Encoder().encode
+
+
+class Ingestor:
+    def __init__(self, redis: aioredis.Redis, router: Callable[[], Router]):
+        self._redis = redis
+        self._router = router  # a getter: YAML reloads swap the router between requests
+
+    async def put_events(self, entries: list[Entry], origin: Origin) -> list[dict[str, Any]]:
+        """One result per entry, in order: {"EventId"} or {"ErrorCode", "ErrorMessage"}."""
+        check_request(entries)
+        router = self._router()
+        received = time.time()
+        results: list[dict[str, Any]] = []
+        deliveries: list[Delivery] = []
+        accepted: list[str] = []
+        for entry in entries:
+            try:
+                bus, event = self._accept(router, entry, origin, received)
+            except EntryError as err:
+                metrics.EVENTS_REJECTED.labels(_bus_label(entry, router), err.code).inc()
+                results.append({"ErrorCode": err.code, "ErrorMessage": err.message})
+                continue
+            deliveries.extend(self._deliveries(router, bus, event, received))
+            results.append({"EventId": event["id"]})
+            accepted.append(bus)
+        await self._store(deliveries)
+        for bus in accepted:
+            metrics.EVENTS_INGESTED.labels(bus).inc()
+        return results
+
+    async def publish(self, bus: str, event: dict[str, Any], received: float) -> int:
+        """Route an already-built event (a scheduled event, a destination record); return deliveries."""
+        deliveries = self._deliveries(self._router(), bus, event, received)
+        await self._store(deliveries)
+        return len(deliveries)
+
+    def _accept(self, router: Router, entry: Entry, origin: Origin, received: float) -> tuple[str, dict[str, Any]]:
+        bus = bus_name(entry.bus)
+        if not router.has_bus(bus):
+            raise EntryError("ResourceNotFoundException", f"Event bus {bus} does not exist.")
+        return bus, build_envelope(entry, origin, received)
+
+    def _deliveries(self, router: Router, bus: str, event: dict[str, Any], received: float) -> list[Delivery]:
+        routes = router.route(bus, event)
+        if not routes:
+            return []
+        raw = _encode(event)
+        metrics.MATCHED_EVENTS.labels(bus).inc()
+        out = []
+        for rule, infos in routes:
+            metrics.RULE_MATCHES.labels(bus, rule).inc()
+            for info in infos:
+                metrics.DELIVERIES_ENQUEUED.labels(bus, rule, info.target).inc()
+                out.append(new_delivery(raw, info, received))
+        return out
+
+    async def _store(self, deliveries: list[Delivery]) -> None:
+        try:
+            await enqueue(self._redis, deliveries)
+        except (RedisError, OSError) as exc:
+            log.error("could not store %d deliveries: %s", len(deliveries), exc)
+            raise RequestError(
+                "InternalException",
+                "Events could not be stored, so none of this request was accepted. Retry the request.",
+                status=500,
+            ) from exc
+
+
+def _bus_label(entry: Entry, router: Router) -> str:
+    # Unknown bus names are user input: never let them become label values.
+    try:
+        bus = bus_name(entry.bus)
+    except EntryError:
+        return "(invalid)"
+    return bus if router.has_bus(bus) else "(unknown)"

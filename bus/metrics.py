@@ -1,0 +1,50 @@
+"""Every Prometheus metric busway exports, in one place (`busway_` prefix, base units).
+
+Labels carry bus, rule, target, function and error kinds only: never event ids or other
+unbounded values. Broker and worker processes each serve their own /metrics.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+
+from prometheus_client import (  # noqa: E402  (the env var above must be set first)
+    CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+# Broker
+EVENTS_INGESTED = Counter("busway_events_ingested_total", "Events accepted by PutEvents, by bus.", ["bus"])
+EVENTS_REJECTED = Counter("busway_events_rejected_total", "PutEvents entries rejected, by bus and AWS error code.", ["bus", "error_code"])
+MATCHED_EVENTS = Counter("busway_matched_events_total", "Events that matched at least one rule (MatchedEvents).", ["bus"])
+RULE_MATCHES = Counter("busway_rule_matches_total", "Times a rule matched an event (TriggeredRules).", ["bus", "rule"])
+DELIVERIES_ENQUEUED = Counter("busway_deliveries_enqueued_total", "Deliveries written to a target queue (InvocationsCreated).", ["bus", "rule", "target"])
+PUT_EVENTS_DURATION = Histogram("busway_put_events_duration_seconds", "PutEvents request latency, body read to answer.", ["api"], buckets=LATENCY_BUCKETS)
+SCHEDULE_FIRINGS = Counter("busway_schedule_firings_total", "Scheduled events emitted, by rule.", ["bus", "rule"])
+SCHEDULE_MISSES = Counter("busway_schedule_misses_total", "Scheduled times skipped (catch-up policy), by rule.", ["bus", "rule"])
+SCHEDULE_LATENESS = Histogram("busway_schedule_lateness_seconds", "Scheduled time to enqueue.", ["bus", "rule"], buckets=LATENCY_BUCKETS)
+
+# Worker
+INVOCATIONS = Counter("busway_invocations_total", "Handler invocations started (Lambda Invocations).", ["function", "target"])
+ERRORS = Counter("busway_invocation_errors_total", "Failed invocations by kind: exception, timeout, killed, import.", ["function", "target", "kind"])
+THROTTLES = Counter("busway_throttles_total", "Deliveries held back by reserved concurrency.", ["function"])
+RETRIES = Counter("busway_retries_total", "Deliveries scheduled for another attempt.", ["target"])
+DEAD_LETTERS = Counter("busway_dead_letters_total", "Deliveries sent to a dead-letter queue.", ["target", "condition"])
+DROPPED = Counter("busway_dropped_events_total", "Deliveries dropped after exhausting retries with no DLQ (AsyncEventsDropped).", ["target", "condition"])
+HANDLER_DURATION = Histogram("busway_handler_duration_seconds", "Handler run time (Duration).", ["function"], buckets=DURATION_BUCKETS)
+INGESTION_TO_START = Histogram("busway_ingestion_to_invocation_start_seconds", "PutEvents accepted to handler start (IngestionToInvocationStartLatency).", ["target"], buckets=LATENCY_BUCKETS)
+CONCURRENT = Gauge("busway_concurrent_executions", "Handlers running now in this process.", ["function"], multiprocess_mode="livesum")
+
+# Queue (read from Redis at scrape time)
+QUEUE_DEPTH = Gauge("busway_queue_depth", "Entries in a target's stream (waiting plus in flight).", ["target"], multiprocess_mode="max")
+QUEUE_PENDING = Gauge("busway_queue_pending", "Deliveries handed to a worker and not yet finished.", ["target"], multiprocess_mode="max")
+QUEUE_DELAYED = Gauge("busway_queue_delayed", "Deliveries waiting for a retry.", ["target"], multiprocess_mode="max")
+OLDEST_AGE = Gauge("busway_queue_oldest_age_seconds", "Age of the oldest queued delivery (AsyncEventAge).", ["target"], multiprocess_mode="max")
+DLQ_DEPTH = Gauge("busway_dlq_depth", "Dead letters kept, by DLQ name.", ["dlq"], multiprocess_mode="max")
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,19 @@
+"""Example handler: appends each placed order to a file (its visible effect) and logs it."""
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("workers.orders")
+ORDERS_FILE = Path(os.environ.get("BUSWAY_ORDERS_FILE", ".busway/orders.jsonl"))
+
+
+def record_order(event, context):
+    order = event["detail"]
+    log.info("order %s recorded: amount=%s (request %s, attempt %s)",
+             event["id"], order.get("amount"), context.aws_request_id, context.attempt)
+    ORDERS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with ORDERS_FILE.open("a") as f:
+        f.write(json.dumps({"event_id": event["id"], "amount": order.get("amount"),
+                            "rule": context.rule_name}) + "\n")
+    return {"recorded": event["id"]}
