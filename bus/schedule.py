@@ -153,12 +153,15 @@ _UNITS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": tim
 
 
 def _rate_period(body: str) -> timedelta:
-    m = re.fullmatch(r"([0-9]+)\s+([a-z]+)", body)
-    if m is None:
+    parts = body.split()
+    if len(parts) != 2:
         raise invalid_expression(f"rate needs 'value unit', e.g. rate(5 minutes), got 'rate({body})'")
-    value, unit = int(m[1]), m[2]
-    if value < 1:
-        raise invalid_expression(f"rate value {m[1]} must be a positive whole number")
+    value_text, unit = parts
+    if not re.fullmatch(r"[0-9]+", value_text) or int(value_text) < 1:
+        raise invalid_expression(f"rate value '{value_text}' must be a positive whole number")
+    if len(value_text) > 9:  # keeps N days within what timedelta can hold
+        raise invalid_expression(f"rate value {value_text} is too large")
+    value = int(value_text)
     singular = unit.removesuffix("s")
     if singular not in _UNITS:
         raise invalid_expression(f"rate unit '{unit}' must be minute(s), hour(s) or day(s)")
@@ -166,10 +169,7 @@ def _rate_period(body: str) -> timedelta:
     if (value == 1) != (unit == singular):
         want = singular if value == 1 else singular + "s"
         raise invalid_expression(f"rate({value} {unit}) must say '{want}'")
-    try:
-        return value * _UNITS[singular]
-    except OverflowError:
-        raise invalid_expression(f"rate value {value} is too large") from None
+    return value * _UNITS[singular]
 
 
 # --- at() ---------------------------------------------------------------------------------
