@@ -136,7 +136,7 @@ def parse_schedule(
     end = _window_edge("EndDate", end)
     if start is not None and end is not None and end <= start:
         raise invalid("EndDate", f"{end.isoformat()} is not after StartDate {start.isoformat()}")
-    common = dict(expression=expr, timezone=zone_name, start=start, end=end)
+    common = dict(expression=expr.strip(), timezone=zone_name, start=start, end=end)
     if kind == "cron":
         return CronSchedule(**common, spec=parse_cron(body), zone=zone)
     if kind == "rate":
