@@ -28,7 +28,7 @@ from bus.schedule_errors import ScheduleError, invalid_expression
 
 _MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
 _DAYS = "SUN MON TUE WED THU FRI SAT".split()
-_NUMBER = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[0-9]{1,6}")  # more digits can only be out of range
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,8 @@ def _day_rule(dom: str, dow: str) -> DayRule:
     return _dow_rule(dow) if dom == "?" else _dom_rule(dom)
 
 
-_LAST_OFFSET = re.compile(r"L-([0-9]+)")
-_NEAREST = re.compile(r"([0-9]+)W")
+_LAST_OFFSET = re.compile(r"L-([0-9]{1,6})")
+_NEAREST = re.compile(r"([0-9]{1,6})W")
 
 
 def _dom_rule(text: str) -> DayRule:
@@ -172,7 +172,7 @@ def _dom_rule(text: str) -> DayRule:
     return DaysOfMonth(frozenset(_values(DAY_OF_MONTH, text)))
 
 
-_LAST_OF = re.compile(r"([0-9]+|[A-Z]{3})L")
+_LAST_OF = re.compile(r"([0-9]{1,6}|[A-Z]{3})L")
 
 
 def _dow_rule(text: str) -> DayRule:

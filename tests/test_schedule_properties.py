@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus.schedule import parse_schedule
+from bus.schedule import ScheduleError, parse_schedule
 
 HORIZON = timedelta(days=366 * 12)
 
@@ -118,3 +118,20 @@ def test_next_after_agrees_with_a_day_by_day_scan(cron, after: datetime) -> None
         assert got is None or got > after + HORIZON
     else:
         assert got == want
+
+
+cron_text = st.lists(
+    st.text(alphabet="0123456789*,-/?LW#JANFEBMONSUT", min_size=1, max_size=6), min_size=0, max_size=7
+).map(lambda fields: f"cron({' '.join(fields)})")
+
+
+@settings(max_examples=300, deadline=None)
+@given(expr=st.one_of(cron_text, st.text(max_size=30)))
+def test_any_text_either_parses_and_answers_or_raises_schedule_error(expr: str) -> None:
+    try:
+        schedule = parse_schedule(expr)
+    except ScheduleError as exc:
+        assert str(exc).startswith("Parameter ScheduleExpression is not valid: ")
+        return
+    fire = schedule.next_after(datetime(2024, 1, 1, tzinfo=UTC))
+    assert fire is None or fire > datetime(2024, 1, 1, tzinfo=UTC)
