@@ -32,8 +32,8 @@ Kind = Literal["cron", "rate", "at"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
-# Cron fires only in years 1970-2199 of some zone's wall clock; a day of slack either
-# side covers every UTC offset and keeps datetime arithmetic clear of its limits.
+# Cron fires only in years 1970-2199 of some zone's wall clock; two days of slack either
+# side cover every UTC offset and keeps datetime arithmetic clear of its limits.
 _CRON_FLOOR = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC) - timedelta(days=2)
 _CRON_CEILING = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC) + timedelta(days=2)
 
@@ -66,6 +66,8 @@ class Schedule(ABC):
 
 @dataclass(frozen=True)
 class CronSchedule(Schedule):
+    """cron(...): matching wall-clock minutes in the schedule's zone."""
+
     kind: ClassVar[Kind] = "cron"
     spec: CronSpec = field(repr=False, kw_only=True)
     zone: tzinfo = field(repr=False, kw_only=True)
@@ -85,6 +87,8 @@ class CronSchedule(Schedule):
 
 @dataclass(frozen=True)
 class RateSchedule(Schedule):
+    """rate(...): a fixed period of real time, counted from an anchor."""
+
     kind: ClassVar[Kind] = "rate"
     period: timedelta = field(kw_only=True)
     anchor: datetime = field(kw_only=True)  # fires at anchor + k * period, k >= 0
@@ -101,6 +105,8 @@ class RateSchedule(Schedule):
 
 @dataclass(frozen=True)
 class AtSchedule(Schedule):
+    """at(...): one instant; start and end are always None (AWS ignores them)."""
+
     kind: ClassVar[Kind] = "at"
     fire_at: datetime = field(kw_only=True)
 
