@@ -18,6 +18,7 @@ from bus.model import Config, FunctionSettings, RetryPolicy, Rule, Target
 PREFIX = "busway"
 GROUP = "busway"
 REGISTRY = f"{PREFIX}:targets"  # hash: target key -> TargetInfo JSON
+WORKERS = f"{PREFIX}:workers"  # sorted set: consumer name -> last heartbeat (epoch s)
 FIELD = b"d"  # the one field of a stream entry: the Delivery as JSON
 
 

@@ -20,12 +20,13 @@ from aiohttp import web
 from bus import metrics
 from bus.context import make_context
 from bus.functions import FunctionLoader, FunctionLoadError
-from bus.queue import FIELD, GROUP, Delivery, TargetInfo, decode_delivery, read_targets
+from bus.queue import FIELD, GROUP, WORKERS, Delivery, TargetInfo, decode_delivery, read_targets
 
 log = logging.getLogger("bus.worker")
 
 REFRESH_SECONDS = 2.0
 BLOCK_MS = 1000
+HEARTBEAT_SECONDS = 1.0
 
 
 class Outcome(msgspec.Struct):
@@ -50,6 +51,22 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started (concurrency %d)", self.consumer, self.concurrency)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._loop(stop)
+        finally:
+            heartbeat.cancel()
+            await self.redis.zrem(WORKERS, self.consumer)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self.redis.zadd(WORKERS, {self.consumer: time.time()})
+            except Exception:  # Redis hiccups must not kill the heartbeat; the next beat retries
+                log.warning("heartbeat failed", exc_info=True)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self._refresh_targets()
             if not self.targets:

@@ -1,0 +1,142 @@
+"""Test fixtures: a real redis-server the suite starts itself, and real broker/worker processes.
+
+The Redis is ours (free port, temp dir), so flushing it between tests is allowed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import redis as redis_lib
+
+from bus.redisproc import RedisProcess, free_port
+
+FUNCTIONS = Path(__file__).parent / "functions"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisProcess(tmp_path_factory.mktemp("redis"), fsync="everysec").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    client = redis_lib.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis_lib.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Stack:
+    """Broker and worker processes against the test Redis; handlers record into out_dir."""
+
+    def __init__(self, redis_url: str, root: Path):
+        self.redis_url = redis_url
+        self.root = root
+        self.rules_dir = root / "rules"
+        self.out_dir = root / "out"
+        self.rules_dir.mkdir(exist_ok=True)
+        self.out_dir.mkdir(exist_ok=True)
+        self.procs: list[subprocess.Popen] = []
+        self.port: int | None = None
+        self.env = dict(os.environ, BUSWAY_TEST_OUT=str(self.out_dir), PYTHONUNBUFFERED="1")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_rules(self, text: str, name: str = "rules.yaml") -> None:
+        (self.rules_dir / name).write_text(text)
+
+    def start_broker(self) -> "Stack":
+        self.port = free_port()
+        self._spawn(["serve", "--rules", str(self.rules_dir), "--port", str(self.port)], "broker")
+        wait_for(lambda: _healthy(self.url), what="broker /healthz")
+        return self
+
+    def start_worker(self, concurrency: int = 10, metrics_port: int = 0, name: str = "worker") -> subprocess.Popen:
+        return self._spawn(["worker", "--functions", str(FUNCTIONS), "--concurrency", str(concurrency),
+                            "--metrics-port", str(metrics_port)], name)
+
+    def _spawn(self, args: list[str], name: str) -> subprocess.Popen:
+        log = open(self.root / f"{name}-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "bus", *args, "--redis", self.redis_url],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def records(self) -> list[dict]:
+        path = self.out_dir / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def wait_records(self, n: int, timeout: float = 10.0) -> list[dict]:
+        return wait_for(lambda: (recs := self.records()) and len(recs) >= n and recs, timeout, what=f"{n} handler calls")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.root.glob("*.log")))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def stack(redis_url, tmp_path):
+    s = Stack(redis_url, tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def events_client():
+    """A boto3 EventBridge client factory pointed at a broker URL."""
+    import boto3
+
+    def make(url: str):
+        return boto3.client("events", endpoint_url=url, region_name="us-east-1",
+                            aws_access_key_id="x", aws_secret_access_key="x")
+    return make

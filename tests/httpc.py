@@ -1,0 +1,40 @@
+"""A tiny blocking HTTP client for tests (stdlib only)."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+
+def post(url: str, body: bytes | str | object, headers: dict | None = None) -> tuple[int, dict]:
+    if not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    data = body.encode() if isinstance(body, str) else body
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode()
+
+
+def aws(url: str, operation: str, body: object) -> tuple[int, dict]:
+    return post(url + "/", body, {"X-Amz-Target": f"AWSEvents.{operation}",
+                                  "Content-Type": "application/x-amz-json-1.1"})
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0.0 when absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        if sample == (f"{name}{{{want}}}" if want else name):
+            return float(value)
+    return 0.0

@@ -1,0 +1,144 @@
+"""Rules YAML: typed loading, and errors that name the file, the line and the key."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bus.rulesfile import ConfigError, load_config
+
+GOOD = """
+buses:
+  - name: shop
+functions:
+  orders.record: {timeout: 10, reserved_concurrency: 2}
+rules:
+  - name: orders
+    bus: shop
+    description: all orders
+    event_pattern: {source: [shop.orders]}
+    targets:
+      - id: rec
+        function: orders.record
+        retry_policy: {maximum_retry_attempts: 2}
+        dead_letter: true
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def errors_of(tmp_path: Path, text: str) -> list[str]:
+    write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path)
+    return [str(e) for e in exc.value.errors]
+
+
+def test_valid_file_loads_into_typed_objects(tmp_path):
+    write(tmp_path, GOOD)
+    config = load_config(tmp_path)
+    rule = config.rules[("shop", "orders")]
+    assert rule.targets[0].retry_policy.maximum_retry_attempts == 2
+    assert rule.targets[0].retry_policy.maximum_event_age_seconds == 86400
+    assert config.function("orders.record").timeout == 10
+    assert config.function("other.fn").timeout == 3  # Lambda's default
+
+
+def test_misspelt_key_names_file_line_and_key_with_a_suggestion(tmp_path):
+    [err] = errors_of(tmp_path, """\
+        rules:
+          - name: orders
+            evnt_pattern: {source: [x]}
+            targets: []
+        """)
+    assert err.startswith(f"{tmp_path / 'rules.yaml'}:3: evnt_pattern: unknown key")
+    assert "did you mean 'event_pattern'" in err
+
+
+def test_errors_in_several_rules_are_all_reported(tmp_path):
+    errs = errors_of(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern: {source: [x]}
+            targets:
+              - {id: t, functon: m.f}
+          - name: b
+            bus: nowhere
+            event_pattern: {source: [x]}
+        """)
+    assert any(":5: functon: unknown key" in e for e in errs)
+    assert any(":7: bus: bus 'nowhere' is not declared" in e for e in errs)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    [err] = errors_of(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern: {source: [x]}
+            targets:
+              - id: t
+                function: m.f
+                retry_policy: {maximum_retry_attempts: lots}
+        """)
+    assert ":7: maximum_retry_attempts: Expected `int`, got `str`" in err
+
+
+def test_invalid_pattern_fails_with_line_of_event_pattern(tmp_path):
+    [err] = errors_of(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern:
+              source: shop.orders
+        """)
+    assert ":3: event_pattern:" in err
+
+
+def test_rule_needs_a_pattern_or_a_schedule(tmp_path):
+    [err] = errors_of(tmp_path, "rules:\n  - name: a\n    targets: []\n")
+    assert "exactly one of event_pattern or schedule" in err
+
+
+def test_retry_policy_bounds_are_aws_bounds(tmp_path):
+    errs = errors_of(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern: {source: [x]}
+            targets:
+              - id: t
+                function: m.f
+                retry_policy: {maximum_retry_attempts: 186, maximum_event_age_seconds: 59}
+        """)
+    assert any("maximum_retry_attempts: must be from 0 to 185" in e for e in errs)
+    assert any("maximum_event_age_seconds: must be from 60 to 86400" in e for e in errs)
+
+
+def test_duplicate_rule_names_on_one_bus_are_an_error(tmp_path):
+    write(tmp_path, "rules:\n  - {name: a, event_pattern: {source: [x]}}\n", "one.yaml")
+    write(tmp_path, "rules:\n  - {name: a, event_pattern: {source: [y]}}\n", "two.yaml")
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path)
+    assert "two.yaml:2: name: rule 'a' is declared twice" in str(exc.value)
+
+
+def test_broken_yaml_names_file_and_line(tmp_path):
+    [err] = errors_of(tmp_path, "rules:\n  - name: a\n    event_pattern: {source: [x]\n")
+    assert err.startswith(f"{tmp_path / 'rules.yaml'}:")
+    assert "(yaml)" in err
+
+
+def test_bus_validate_exits_nonzero_and_prints_each_error(tmp_path):
+    write(tmp_path, "rules:\n  - name: a\n    evnt_pattern: {}\n")
+    proc = subprocess.run([sys.executable, "-m", "bus", "validate", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert f"{tmp_path / 'rules.yaml'}:3: evnt_pattern: unknown key" in proc.stderr
+
+
+def test_bus_validate_accepts_the_shipped_examples():
+    root = Path(__file__).parent.parent
+    proc = subprocess.run([sys.executable, "-m", "bus", "validate", str(root / "rules")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

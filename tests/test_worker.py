@@ -1,0 +1,54 @@
+"""Workers: how deliveries are consumed from Redis and handed to handlers."""
+from bus.queue import WORKERS, stream_key
+from tests.conftest import wait_for
+from tests.httpc import post
+
+RULES = """
+rules:
+  - name: orders
+    event_pattern: {source: [shop.orders]}
+    targets:
+      - {id: rec, function: probe.record}
+"""
+
+
+def order(i: int) -> dict:
+    return {"source": "shop.orders", "detail-type": "OrderPlaced", "detail": {"n": i}}
+
+
+def test_two_workers_on_one_stream_handle_each_event_once(stack, r):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    stack.start_worker(concurrency=4)
+    stack.start_worker(concurrency=4)
+    key = stream_key("default/orders/rec")
+    wait_for(lambda: r.zcard(WORKERS) == 2, what="both workers running")
+    ids = []
+    for batch in range(5):
+        _, body = post(stack.url + "/events", [order(batch * 10 + i) for i in range(10)])
+        ids += [e["EventId"] for e in body["Entries"]]
+    calls = stack.wait_records(50)
+    wait_for(lambda: r.xlen(stream_key("default/orders/rec")) == 0, what="stream emptied")
+    handled = [c["event"]["id"] for c in stack.records()]
+    assert sorted(handled) == sorted(ids)
+    assert len({c["pid"] for c in calls}) == 2, "both workers should have taken work"
+
+
+def test_successful_delivery_is_acknowledged_and_deleted(stack, r):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    stack.start_worker()
+    post(stack.url + "/events", order(1))
+    stack.wait_records(1)
+    key = stream_key("default/orders/rec")
+    wait_for(lambda: r.xlen(key) == 0, what="entry deleted")
+    assert r.xpending(key, "busway")["pending"] == 0
+
+
+def test_events_posted_before_any_worker_runs_are_delivered_when_one_starts(stack):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    post(stack.url + "/events", order(1))
+    stack.start_worker()
+    [call] = stack.wait_records(1)
+    assert call["event"]["detail"] == {"n": 1}
