@@ -1,7 +1,17 @@
-"""EventBridge event patterns: compile, validate and match.
+"""EventBridge event patterns: compile, validate and match (the public face of the bus.patterns_* modules).
 
-Placeholder with exact-value matching only; issue 3 replaces the internals with the full
-language. The public names (compile_pattern, PatternError, Matcher) are stable.
+    compile_pattern(p).matches(event)   one pattern, one event (p: dict or JSON text)
+    Matcher().add(name, p) / .remove(name) / .matches(event) / .matches_json(raw)
+                                        all the rules of a bus, compiled into one index
+    PatternError                        invalid pattern; str(err) is AWS-style, err.path says where
+
+Semantics follow AWS EventBridge (user guide: "Creating event patterns", "Content filtering
+in Amazon EventBridge event patterns") and event-ruler, the engine behind it:
+- patterns_parse: validation with AWS's messages, `$or` expansion and limits
+- patterns_ops: the operators, one class each
+- patterns_eval: exact evaluation of one pattern
+- patterns_index: the shared automaton that makes many rules cost about as much as a few
+- patterns_reference: a naive evaluator used as the yardstick in tests and benchmarks
 """
 from __future__ import annotations
 
@@ -9,71 +19,55 @@ from typing import Any
 
 import msgspec
 
+from bus.patterns_eval import PatternEvaluator
+from bus.patterns_index import RuleIndex
+from bus.patterns_parse import PatternError, parse_pattern
 
-class PatternError(ValueError):
-    """An invalid event pattern; the message says what and where."""
-
-
-class CompiledPattern:
-    def __init__(self, pattern: dict):
-        self._pattern = pattern
-
-    def matches(self, event: dict) -> bool:
-        return _match_obj(self._pattern, event)
+__all__ = ["CompiledPattern", "Matcher", "PatternError", "compile_pattern"]
 
 
-def _match_obj(pattern: dict, event: Any) -> bool:
-    if not isinstance(event, dict):
-        return False
-    for key, want in pattern.items():
-        if key not in event:
-            return False
-        if isinstance(want, dict):
-            if not _match_obj(want, event[key]):
-                return False
-            continue
-        got = event[key]
-        values = got if isinstance(got, list) else [got]
-        if not any(v in want for v in values):
-            return False
-    return True
+class CompiledPattern(PatternEvaluator):
+    """A validated pattern; `.matches(event)` says whether a decoded event matches it."""
 
-
-def _check(pattern: Any, path: str) -> None:
-    if not isinstance(pattern, dict):
-        raise PatternError(f"Event pattern is not a JSON object at {path or 'top level'}.")
-    for key, value in pattern.items():
-        where = f"{path}.{key}" if path else key
-        if isinstance(value, dict):
-            _check(value, where)
-        elif not isinstance(value, list):
-            raise PatternError(f"Match value must be String, number, true, false, or null at {where}.")
+    __slots__ = ()
 
 
 def compile_pattern(pattern: dict | str | bytes) -> CompiledPattern:
-    if isinstance(pattern, (str, bytes)):
-        try:
-            pattern = msgspec.json.decode(pattern)
-        except msgspec.DecodeError as exc:
-            raise PatternError(f"Event pattern is not valid JSON: {exc}") from None
-    _check(pattern, "")
-    return CompiledPattern(pattern)
+    """Validate and compile an event pattern (a dict or its JSON text).
+
+    Raises PatternError with an AWS-style message naming the offending field."""
+    return CompiledPattern(parse_pattern(pattern))
+
+
+_decode = msgspec.json.Decoder().decode
 
 
 class Matcher:
-    """The rules of one bus; answers which rule names an event matches."""
+    """The rules of one bus; answers which rule names an event matches.
+
+    Rules can be added and removed at any time (a rule added under an existing name
+    replaces it). Names come back in the order the rules were added."""
 
     def __init__(self) -> None:
-        self._rules: dict[str, CompiledPattern] = {}
+        self._index = RuleIndex()
 
-    def add(self, name: str, pattern: dict | str | bytes) -> None:
-        self._rules[name] = compile_pattern(pattern)
+    def add(self, name: str, pattern: dict | str | bytes | CompiledPattern) -> None:
+        compiled = pattern if isinstance(pattern, PatternEvaluator) else compile_pattern(pattern)
+        self._index.add(name, compiled)
 
     def remove(self, name: str) -> None:
-        self._rules.pop(name, None)
+        """Forget a rule; unknown names are ignored."""
+        self._index.remove(name)
 
     def matches(self, event: dict) -> list[str]:
-        return [name for name, p in self._rules.items() if p.matches(event)]
+        return self._index.match(event)
 
     def matches_json(self, raw: bytes | str) -> list[str]:
-        return self.matches(msgspec.json.decode(raw))
+        """Decode a JSON event and match it. Raises msgspec.DecodeError (a ValueError) on bad JSON."""
+        return self._index.match(_decode(raw))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index

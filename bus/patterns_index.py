@@ -1,0 +1,560 @@
+"""The multi-rule index: every rule of a bus compiled into one shared automaton (event-ruler style).
+
+Each alternative of each rule becomes a chain of steps, one per field, ordered most
+selective first (equality on shallow paths like `source` before ranges, negations and
+absence). Chains with the same first steps share states, so a thousand rules on the same
+`source` cost one lookup, not a thousand. Every state keeps, per field path, a
+`_FieldIndex` over the conditions leaving it: exact values in a dict, prefixes and
+suffixes in dicts probed per distinct length, numeric ranges as sorted boundaries
+(bisect), CIDR blocks in dicts per mask length, and the rest (anything-but, wildcards
+without a literal end, non-ASCII case folding) tested one by one.
+
+Matching walks the event once for the paths the rules mention, then runs the automaton:
+work depends on how many states the event activates, not on how many rules exist.
+
+Arrays of objects: AWS requires the fields of one nested pattern to come from the same
+array element. The automaton looks at each path independently, which can only accept
+more (and, for `exists: false` under such an array, is made to), so when the event has an
+array of two or more objects the rules it touches are confirmed with the exact evaluator.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any, Iterable
+
+from bus.patterns_eval import PatternEvaluator
+from bus.patterns_ops import (
+    FALSE_KEY,
+    TRUE_KEY,
+    AnythingBut,
+    Cidr,
+    Condition,
+    EqualsIgnoreCase,
+    Exact,
+    Exists,
+    NumericRange,
+    Prefix,
+    PrefixIgnoreCase,
+    Suffix,
+    SuffixIgnoreCase,
+    Wildcard,
+    parse_ip,
+)
+from bus.patterns_parse import Alternative, Path
+
+_MISSING = object()
+# Above this many range-to-segment entries a field index scans its ranges instead.
+_MAX_SEGMENT_CELLS = 200_000
+
+
+class _State:
+    """A point in the automaton: the fields matched so far along some chains."""
+
+    __slots__ = ("fields", "trans", "children", "rules", "__weakref__")
+
+    def __init__(self) -> None:
+        self.fields: dict[int, _FieldIndex] = {}     # path id -> conditions leaving this state
+        self.trans: tuple = ()                        # frozen (path id, _FieldIndex) pairs for matching
+        self.children: dict[tuple, list] = {}         # (path id, condition keys) -> [next state, refs]
+        self.rules: list[int] = []                    # rule ids whose chain ends here
+
+
+class _FieldIndex:
+    """The conditions on one path leaving one state, each leading to next states."""
+
+    __slots__ = (
+        "conditions", "only_exact", "exact", "prefix", "prefix_lens", "suffix", "suffix_lens",
+        "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens",
+        "wild_head", "wild_head_lens", "wild_tail", "wild_tail_lens", "ranges", "bounds",
+        "segments", "cidr", "generic", "present", "absent", "lowers",
+    )
+
+    def __init__(self) -> None:
+        # condition key -> [condition, {next state: refs}]
+        self.conditions: dict[tuple, list] = {}
+        self.absent: tuple = ()
+        self.only_exact = True
+        self.exact: dict = {}
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def add(self, condition: Condition, state: _State) -> None:
+        entry = self.conditions.setdefault(condition.key, [condition, {}])
+        entry[1][state] = entry[1].get(state, 0) + 1
+
+    def remove(self, condition: Condition, state: _State) -> None:
+        entry = self.conditions[condition.key]
+        refs = entry[1][state] - 1
+        if refs:
+            entry[1][state] = refs
+        else:
+            del entry[1][state]
+            if not entry[1]:
+                del self.conditions[condition.key]
+
+    def rebuild(self) -> None:
+        """Derive the lookup structures from `conditions` (after adds/removes)."""
+        exact: dict = {}
+        prefix: dict = {}
+        suffix: dict = {}
+        ci_exact: dict = {}
+        ci_prefix: dict = {}
+        ci_suffix: dict = {}
+        wild_head: dict = {}
+        wild_tail: dict = {}
+        cidr: dict = {}
+        ranges: list = []
+        generic: list = []
+        present: list = []
+        absent: list = []
+
+        def put(table: dict, key: Any, item: Any) -> None:
+            table.setdefault(key, []).append(item)
+
+        for condition, targets in self.conditions.values():
+            states = tuple(targets)
+            kind = type(condition)
+            if kind is Exact:
+                for s in states:
+                    put(exact, condition.value, s)
+            elif kind is Prefix and condition.text:
+                for s in states:
+                    put(prefix, condition.text, s)
+            elif kind is Suffix and condition.text:
+                for s in states:
+                    put(suffix, condition.text, s)
+            elif kind is EqualsIgnoreCase and condition.text.isascii():
+                # Lower-casing finds candidates; the condition itself confirms them.
+                put(ci_exact, condition.text.lower(), (condition, states))
+            elif kind is PrefixIgnoreCase and condition.text and condition.text.isascii():
+                put(ci_prefix, condition.text.lower(), (condition, states))
+            elif kind is SuffixIgnoreCase and condition.text and condition.text.isascii():
+                put(ci_suffix, condition.text.lower(), (condition, states))
+            elif kind is Wildcard and len(condition.segments) == 1:
+                for s in states:  # no `*`: a plain string
+                    put(exact, condition.segments[0], s)
+            elif kind is Wildcard and condition.segments[0]:
+                put(wild_head, condition.segments[0], (condition, states))
+            elif kind is Wildcard and condition.segments[-1]:
+                put(wild_tail, condition.segments[-1], (condition, states))
+            elif kind is NumericRange:
+                ranges.append((condition, states))
+            elif kind is Cidr:
+                table = cidr.setdefault((condition.version, condition.bits), {})
+                for s in states:
+                    put(table, condition.network, s)
+            elif kind is Exists:
+                (present if condition.present else absent).extend(states)
+            else:
+                generic.append((condition, states))
+
+        def frozen(table: dict) -> dict:
+            return {k: tuple(v) for k, v in table.items()}
+
+        self.exact = frozen(exact)
+        self.prefix, self.prefix_lens = frozen(prefix), sorted({len(k) for k in prefix})
+        self.suffix, self.suffix_lens = frozen(suffix), sorted({len(k) for k in suffix})
+        self.ci_exact = ci_exact
+        self.ci_prefix, self.ci_prefix_lens = ci_prefix, sorted({len(k) for k in ci_prefix})
+        self.ci_suffix, self.ci_suffix_lens = ci_suffix, sorted({len(k) for k in ci_suffix})
+        self.wild_head, self.wild_head_lens = wild_head, sorted({len(k) for k in wild_head})
+        self.wild_tail, self.wild_tail_lens = wild_tail, sorted({len(k) for k in wild_tail})
+        self.lowers = bool(ci_exact or ci_prefix or ci_suffix)
+        self.cidr = [(version, (32 if version == 4 else 128) - bits, frozen(table))
+                     for (version, bits), table in cidr.items()]
+        self.generic = generic
+        self.present = tuple(dict.fromkeys(present))
+        self.absent = tuple(dict.fromkeys(absent))
+        self._build_ranges(ranges)
+        self.only_exact = not (prefix or suffix or ci_exact or ci_prefix or ci_suffix or wild_head
+                               or wild_tail or ranges or cidr or generic or present)
+
+    def _build_ranges(self, ranges: list) -> None:
+        """Numeric ranges as elementary segments between sorted boundaries: segment 2i is
+        the open gap below bounds[i], 2i+1 the point bounds[i], 2n the gap above the last."""
+        self.ranges, self.bounds, self.segments = ranges, None, None
+        if not ranges:
+            return
+        bounds = sorted({b for c, _ in ranges for b in (c.low, c.high) if b is not None})
+        n = len(bounds)
+        cells = [[] for _ in range(2 * n + 1)]
+        used = 0
+        for condition, states in ranges:
+            if condition.low is None:
+                first = 0
+            else:
+                i = bisect_left(bounds, condition.low)
+                first = 2 * i + 2 if condition.low_open else 2 * i + 1
+            if condition.high is None:
+                last = 2 * n
+            else:
+                i = bisect_left(bounds, condition.high)
+                last = 2 * i if condition.high_open else 2 * i + 1
+            used += (last - first + 1) * len(states)
+            if used > _MAX_SEGMENT_CELLS:
+                return  # too many overlapping ranges: `collect` scans `ranges` instead
+            for cell in range(first, last + 1):
+                cells[cell].extend(states)
+        self.bounds = bounds
+        self.segments = [tuple(dict.fromkeys(cell)) for cell in cells]
+
+    # -- matching -----------------------------------------------------------------------
+
+    def collect(self, value: Any, seen: set, stack: list) -> None:
+        """Push every next state whose condition accepts one of the scalars in `value`."""
+
+        def push(states: Iterable[_State]) -> None:
+            for s in states:
+                if s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+
+        if self.present:
+            push(self.present)
+        for v in value if type(value) is list else (value,):
+            t = type(v)
+            if t is str:
+                hit = self.exact.get(v)
+                if hit:
+                    push(hit)
+                n = len(v)
+                for size in self.prefix_lens:
+                    if size > n:
+                        break
+                    hit = self.prefix.get(v[:size])
+                    if hit:
+                        push(hit)
+                for size in self.suffix_lens:
+                    if size > n:
+                        break
+                    hit = self.suffix.get(v[-size:])
+                    if hit:
+                        push(hit)
+                if self.lowers:
+                    lowered = v.lower()
+                    for condition, states in self.ci_exact.get(lowered, ()):
+                        if condition.test(v):
+                            push(states)
+                    for size in self.ci_prefix_lens:
+                        for condition, states in self.ci_prefix.get(lowered[:size], ()):
+                            if condition.test(v):
+                                push(states)
+                    for size in self.ci_suffix_lens:
+                        for condition, states in self.ci_suffix.get(lowered[-size:], ()):
+                            if condition.test(v):
+                                push(states)
+                for size in self.wild_head_lens:
+                    if size > n:
+                        break
+                    for condition, states in self.wild_head.get(v[:size], ()):
+                        if condition.test(v):
+                            push(states)
+                for size in self.wild_tail_lens:
+                    if size > n:
+                        break
+                    for condition, states in self.wild_tail.get(v[-size:], ()):
+                        if condition.test(v):
+                            push(states)
+                if self.cidr:
+                    address = parse_ip(v)
+                    if address is not None:
+                        version, number = address
+                        for block_version, shift, table in self.cidr:
+                            if block_version == version:
+                                hit = table.get(number >> shift)
+                                if hit:
+                                    push(hit)
+            elif t is int or t is float:
+                hit = self.exact.get(v)
+                if hit:
+                    push(hit)
+                if self.ranges:
+                    if self.segments is not None:
+                        i = bisect_left(self.bounds, v)
+                        cell = 2 * i + 1 if i < len(self.bounds) and self.bounds[i] == v else 2 * i
+                        push(self.segments[cell])
+                    else:
+                        for condition, states in self.ranges:
+                            if condition.test(v):
+                                push(states)
+            else:
+                hit = self.exact.get(TRUE_KEY if v is True else FALSE_KEY if v is False else v)
+                if hit:
+                    push(hit)
+            for condition, states in self.generic:
+                if condition.test(v):
+                    push(states)
+
+
+class _PathNode:
+    """The event walk: a trie of the keys the rules mention."""
+
+    __slots__ = ("kids", "path_id")
+
+    def __init__(self) -> None:
+        self.kids: list[tuple[str, _PathNode]] = []
+        self.path_id: int | None = None
+
+
+def _walk(obj: dict, kids: list, flat: dict, multi: set | None, in_multi: bool) -> set | None:
+    """Collect the scalars at every mentioned path into `flat` (path id -> scalar or list).
+    Returns the set of path ids that lie under an array of two or more objects (or None)."""
+    for key, node in kids:
+        v = obj.get(key, _MISSING)
+        if v is _MISSING:
+            continue
+        t = type(v)
+        if t is dict:
+            if node.kids:
+                multi = _walk(v, node.kids, flat, multi, in_multi)
+        elif t is list:
+            multi = _walk_array(v, node, flat, multi, in_multi)
+        elif node.path_id is not None:
+            pid = node.path_id
+            old = flat.get(pid, _MISSING)
+            if old is _MISSING:
+                flat[pid] = v
+            elif type(old) is list:
+                old.append(v)
+            else:
+                flat[pid] = [old, v]
+            if in_multi:
+                multi = multi or set()
+                multi.add(pid)
+    return multi
+
+
+def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_multi: bool) -> set | None:
+    objects: list = []
+    scalars: list = []
+    pending = [items]
+    while pending:
+        for element in pending.pop():
+            t = type(element)
+            if t is dict:
+                objects.append(element)
+            elif t is list:
+                pending.append(element)
+            else:
+                scalars.append(element)
+    pid = node.path_id
+    if scalars and pid is not None:
+        old = flat.get(pid, _MISSING)
+        if old is _MISSING:
+            flat[pid] = scalars
+        elif type(old) is list:
+            old.extend(scalars)
+        else:
+            flat[pid] = [old, *scalars]
+        if in_multi:
+            multi = multi or set()
+            multi.add(pid)
+    if objects and node.kids:
+        nested_multi = in_multi or len(objects) > 1
+        for obj in objects:
+            multi = _walk(obj, node.kids, flat, multi, nested_multi)
+    return multi
+
+
+def _field_order(item: tuple[Path, tuple[Condition, ...]]) -> tuple:
+    """Chain order: most selective field kind first; among equals, shallow paths (the
+    envelope: source, detail-type, account...) first, because many rules share them."""
+    path, conditions = item
+    return (max(c.rank for c in conditions), len(path), path)
+
+
+class _Rule:
+    __slots__ = ("rule_id", "name", "evaluator", "chains", "path_ids")
+
+    def __init__(self, rule_id: int, name: str, evaluator: PatternEvaluator) -> None:
+        self.rule_id, self.name, self.evaluator = rule_id, name, evaluator
+        self.chains: list[list[tuple]] = []
+        self.path_ids: frozenset[int] = frozenset()
+
+
+class RuleIndex:
+    """All the rules of one bus; `match` returns the names of the rules an event matches."""
+
+    def __init__(self) -> None:
+        self._root = _State()
+        self._rules: dict[str, _Rule] = {}
+        self._by_id: dict[int, _Rule] = {}
+        self._next_id = 0
+        self._path_ids: dict[Path, int] = {}
+        self._path_refs: dict[int, int] = {}
+        self._walk_root: list = []
+        self._dirty_fields: set[_FieldIndex] = set()
+        self._dirty_states: set[_State] = set()
+        self._dirty_paths = False
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._rules
+
+    # -- adding and removing ------------------------------------------------------------
+
+    def add(self, name: str, evaluator: PatternEvaluator) -> None:
+        if name in self._rules:
+            self.remove(name)
+        rule = _Rule(self._next_id, name, evaluator)
+        self._next_id += 1
+        path_ids = set()
+        for alternative in evaluator.alternatives:
+            chain = []
+            state = self._root
+            for path, conditions in sorted(alternative.items(), key=_field_order):
+                pid = self._path_id(path)
+                path_ids.add(pid)
+                state = self._step(state, pid, conditions, chain)
+            state.rules.append(rule.rule_id)
+            rule.chains.append(chain)
+        rule.path_ids = frozenset(path_ids)
+        self._rules[name] = rule
+        self._by_id[rule.rule_id] = rule
+
+    def remove(self, name: str) -> None:
+        rule = self._rules.pop(name, None)
+        if rule is None:
+            return
+        del self._by_id[rule.rule_id]
+        for chain in rule.chains:
+            last = chain[-1][3]
+            last.rules.remove(rule.rule_id)
+            for state, pid, conditions, child in reversed(chain):
+                self._unstep(state, pid, conditions, child)
+
+    def _path_id(self, path: Path) -> int:
+        pid = self._path_ids.get(path)
+        if pid is None:
+            pid = self._path_ids[path] = len(self._path_ids)
+            self._dirty_paths = True
+        self._path_refs[pid] = self._path_refs.get(pid, 0) + 1
+        return pid
+
+    def _step(self, state: _State, pid: int, conditions: tuple[Condition, ...], chain: list) -> _State:
+        key = (pid, frozenset(c.key for c in conditions))
+        link = state.children.get(key)
+        if link is None:
+            link = state.children[key] = [_State(), 0]
+            field = state.fields.get(pid)
+            if field is None:
+                field = state.fields[pid] = _FieldIndex()
+                self._dirty_states.add(state)
+            for condition in conditions:
+                field.add(condition, link[0])
+            self._dirty_fields.add(field)
+        link[1] += 1
+        chain.append((state, pid, conditions, link[0]))
+        return link[0]
+
+    def _unstep(self, state: _State, pid: int, conditions: tuple[Condition, ...], child: _State) -> None:
+        key = (pid, frozenset(c.key for c in conditions))
+        link = state.children[key]
+        link[1] -= 1
+        refs = self._path_refs[pid] - 1
+        self._path_refs[pid] = refs
+        if not refs:
+            self._dirty_paths = True
+        if link[1]:
+            return
+        del state.children[key]
+        field = state.fields[pid]
+        for condition in conditions:
+            field.remove(condition, child)
+        if field.conditions:
+            self._dirty_fields.add(field)
+        else:
+            del state.fields[pid]
+            self._dirty_fields.discard(field)
+            self._dirty_states.add(state)
+
+    def _refresh(self) -> None:
+        """Bring the derived lookup structures up to date (once, before matching)."""
+        for field in self._dirty_fields:
+            field.rebuild()
+        self._dirty_fields.clear()
+        for state in self._dirty_states:
+            state.trans = tuple(state.fields.items())
+        self._dirty_states.clear()
+        if self._dirty_paths:
+            self._rebuild_walk()
+            self._dirty_paths = False
+
+    def _rebuild_walk(self) -> None:
+        root = _PathNode()
+        for path, pid in self._path_ids.items():
+            if not self._path_refs.get(pid):
+                continue
+            node = root
+            for key in path:
+                for existing_key, kid in node.kids:
+                    if existing_key == key:
+                        node = kid
+                        break
+                else:
+                    kid = _PathNode()
+                    node.kids.append((key, kid))
+                    node = kid
+            node.path_id = pid
+        self._walk_root = root.kids
+
+    # -- matching -----------------------------------------------------------------------
+
+    def match(self, event: Any) -> list[str]:
+        if self._dirty_fields or self._dirty_states or self._dirty_paths:
+            self._refresh()
+        if type(event) is not dict:
+            return []
+        flat: dict = {}
+        multi = _walk(event, self._walk_root, flat, None, False)
+
+        seen: set = set()
+        stack = [self._root]
+        found: list[int] = []
+        while stack:
+            state = stack.pop()
+            if state.rules:
+                found.extend(state.rules)
+            for pid, field in state.trans:
+                v = flat.get(pid, _MISSING)
+                if v is _MISSING:
+                    for s in field.absent:
+                        if s not in seen:
+                            seen.add(s)
+                            stack.append(s)
+                    continue
+                if field.only_exact:
+                    if type(v) is list:
+                        for item in v:
+                            hit = field.exact.get(TRUE_KEY if item is True else FALSE_KEY if item is False else item)
+                            if hit:
+                                for s in hit:
+                                    if s not in seen:
+                                        seen.add(s)
+                                        stack.append(s)
+                    else:
+                        hit = field.exact.get(TRUE_KEY if v is True else FALSE_KEY if v is False else v)
+                        if hit:
+                            for s in hit:
+                                if s not in seen:
+                                    seen.add(s)
+                                    stack.append(s)
+                else:
+                    field.collect(v, seen, stack)
+                if multi and field.absent and pid in multi:
+                    # Under an array of objects, one element may lack the field even though
+                    # another has it: let the exact evaluator decide.
+                    for s in field.absent:
+                        if s not in seen:
+                            seen.add(s)
+                            stack.append(s)
+        if not found:
+            return []
+        by_id = self._by_id
+        ids = sorted(set(found))
+        if multi:
+            return [by_id[i].name for i in ids
+                    if not (by_id[i].path_ids & multi) or by_id[i].evaluator.matches(event)]
+        return [by_id[i].name for i in ids]
