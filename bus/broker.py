@@ -14,10 +14,12 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bus import metrics
+from bus import deadletter, metrics
 from bus.awsapi import aws_entries, dispatch, error_response, json_response, origin_of
 from bus.envelope import Entry, Origin, RequestError
+from bus.inbox import consume_inbox
 from bus.ingest import Ingestor
+from bus.queuestats import update_queue_gauges
 from bus.model import Config
 from bus.queue import publish_targets
 from bus.router import Router
@@ -162,6 +164,11 @@ async def post_test_event_pattern(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    broker: Broker = request.app["broker"]
+    try:
+        await update_queue_gauges(broker.redis, broker.router.all_targets())
+    except Exception:  # a scrape must still show the counters when Redis is away
+        log.warning("queue gauges not updated", exc_info=True)
     body, content_type = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -173,6 +180,35 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:  # health must answer, whatever broke
         return web.json_response({"status": "unhealthy", "redis": str(exc)}, status=503)
     return web.json_response({"status": "ok"})
+
+
+# --- dead letters: the same operations as `bus dlq` ----------------------------------------
+
+async def _letters(request: web.Request, body: dict | None = None) -> list[deadletter.Letter]:
+    body = body or {}
+    target = body.get("target") or request.query.get("target")
+    ids = body.get("ids") or (request.query["ids"].split(",") if request.query.get("ids") else None)
+    return await deadletter.list_letters(request.app["broker"].redis, target=target, ids=ids)
+
+
+async def get_dlq(request: web.Request) -> web.Response:
+    return web.json_response({"dead_letters": [item.as_dict() for item in await _letters(request)]})
+
+
+async def get_dead_letter(request: web.Request) -> web.Response:
+    found = await deadletter.list_letters(request.app["broker"].redis, ids=[request.match_info["id"]])
+    if not found:
+        return web.json_response({"__type": "ResourceNotFoundException",
+                                  "message": f"Dead letter {request.match_info['id']} does not exist."}, status=404)
+    return web.json_response(found[0].as_dict())
+
+
+async def post_dlq_action(request: web.Request) -> web.Response:
+    body = await request.json() if request.can_read_body else {}
+    letters = await _letters(request, body if isinstance(body, dict) else {})
+    action = deadletter.redrive if request.match_info["action"] == "redrive" else deadletter.purge
+    count = await action(request.app["broker"].redis, letters)
+    return web.json_response({request.match_info["action"] + "d": count})
 
 
 AWS_OPERATIONS = {
@@ -190,6 +226,9 @@ def make_app(broker: Broker) -> web.Application:
     app.router.add_post("/test-event-pattern", post_test_event_pattern)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/dlq", get_dlq)
+    app.router.add_get("/dlq/{id}", get_dead_letter)
+    app.router.add_post("/dlq/{action:redrive|purge}", post_dlq_action)
     return app
 
 
@@ -204,13 +243,15 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("broker listening on http://%s:%d (%d rules)", host, port, len(config.rules))
-    watcher = asyncio.create_task(broker.watch())
+    chores = [asyncio.create_task(broker.watch()),
+              asyncio.create_task(consume_inbox(redis, broker.ingestor.publish))]
     if ready:
         ready.set()
     try:
         await asyncio.Event().wait()
     finally:
-        watcher.cancel()
+        for chore in chores:
+            chore.cancel()
         await runner.cleanup()
         await redis.aclose()
 

@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a worker alone")
     worker.add_argument("--functions", default="workers")
     worker.add_argument("--concurrency", type=int, default=10)
+    worker.add_argument("--lease-seconds", type=float, default=3.0,
+                        help="a delivery whose worker is silent this long is redelivered (default 3)")
+    worker.add_argument("--grace-seconds", type=float, default=30.0,
+                        help="on SIGTERM, how long in-flight handlers may finish (default 30)")
     worker.add_argument("--metrics-port", type=int, default=int(os.environ.get("BUS_WORKER_METRICS_PORT", "9101")),
                         help="port for the worker's /metrics (0: none)")
     _redis_option(worker)
@@ -54,6 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check rules YAML; print file:line: key: error")
     validate.add_argument("path", nargs="?", default="rules")
     validate.set_defaults(func=cmd_validate)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, redrive, purge")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, help_ in [("list", "one line per dead letter"), ("show", "one dead letter as JSON"),
+                        ("redrive", "back to the target's queue, attempts reset"), ("purge", "delete")]:
+        c = dlq_sub.add_parser(name, help=help_)
+        if name == "show":
+            c.add_argument("id")
+        else:
+            c.add_argument("--target", help="bus/rule/target-id")
+        if name in ("redrive", "purge"):
+            c.add_argument("--ids", nargs="+", help="dead-letter ids (from `bus dlq list`)")
+        _redis_option(c)
+        c.set_defaults(func=cmd_dlq)
 
     tp = sub.add_parser("test-pattern", help="does EVENT_FILE match PATTERN_FILE? exit 0 yes, 1 no, 2 invalid")
     tp.add_argument("pattern_file")
@@ -114,9 +132,11 @@ async def _serve_until(stop: asyncio.Event, server) -> None:
 
 
 def cmd_worker(args) -> int:
-    from bus.worker import run_worker
+    from bus.worker import WorkerSettings, run_worker
     url = _need_redis(args)
-    return _run_until_signal(lambda stop: run_worker(url, args.functions, args.concurrency, args.metrics_port or None, stop))
+    settings = WorkerSettings(concurrency=args.concurrency, lease_seconds=args.lease_seconds,
+                              grace_seconds=args.grace_seconds)
+    return _run_until_signal(lambda stop: run_worker(url, args.functions, settings, args.metrics_port or None, stop))
 
 
 def _run_until_signal(make) -> int:
@@ -129,6 +149,45 @@ def _run_until_signal(make) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def cmd_dlq(args) -> int:
+    import redis.asyncio as aioredis
+
+    from bus import deadletter
+    url = _need_redis(args)
+
+    async def run() -> int:
+        redis = aioredis.from_url(url)
+        try:
+            if args.dlq_command == "show":
+                found = await deadletter.list_letters(redis, ids=[args.id])
+                if not found:
+                    print(f"bus: no dead letter {args.id}", file=sys.stderr)
+                    return 1
+                print(json.dumps(found[0].as_dict(), indent=2))
+                return 0
+            letters = await deadletter.list_letters(redis, target=args.target, ids=getattr(args, "ids", None))
+            if args.dlq_command == "list":
+                for item in letters:
+                    _print_letter(item)
+                return 0
+            action = deadletter.redrive if args.dlq_command == "redrive" else deadletter.purge
+            print(f"{args.dlq_command}: {await action(redis, letters)} dead letters")
+            return 0
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def _print_letter(item) -> None:
+    from datetime import datetime, timezone
+    letter = item.letter
+    event_id = json.loads(bytes(letter.event)).get("id")
+    failed = datetime.fromtimestamp(letter.failed_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"{item.id}  {letter.target_key}  event={event_id}  {letter.exhausted_retry_condition}  "
+          f"{letter.error_code}  retries={letter.retry_attempts}  failed={failed}  dlq={item.dlq}")
 
 
 def cmd_validate(args) -> int:

@@ -29,7 +29,7 @@ class LambdaContext:
 
 
 def make_context(*, request_id: str, function: str, rule: str, target: str, bus: str,
-                 attempt: int, timeout: float, memory: int) -> LambdaContext:
+                 attempt: int, timeout: float, memory: int, worker: str = "") -> LambdaContext:
     region = os.environ.get("BUS_REGION", "us-east-1")
     account = os.environ.get("BUS_ACCOUNT", "000000000000")
     return LambdaContext(
@@ -41,7 +41,7 @@ def make_context(*, request_id: str, function: str, rule: str, target: str, bus:
         attempt=attempt,
         rule_name=rule,
         log_group_name=f"/busway/{function}",
-        log_stream_name=f"{os.uname().nodename}/{os.getpid()}",
+        log_stream_name=worker or f"{os.uname().nodename}-{os.getpid()}",  # one stream per worker, like one per Lambda instance
         target_id=target,
         bus_name=bus,
     )

@@ -1,7 +1,12 @@
-"""The worker process: read deliveries from target streams and run handlers like Lambda.
+"""The worker process: run handlers for queued deliveries the way Lambda runs async invocations.
 
-One XREADGROUP over every known target stream, at most `concurrency` handlers at once.
-A delivery is acknowledged and deleted only after its handler returned.
+Per delivery: check its age and attempts, take a reserved-concurrency lease, run the handler
+(async in this event loop, sync in a killable slot process) under its timeout, then finish it
+atomically: ack and delete, plus a retry, a dead letter or a destination record.
+
+Crash safety comes from leases: this worker renews its in-flight entries every second; any
+worker reclaims entries idle longer than the lease (XAUTOCLAIM), and the stream's delivery
+counter makes an attempt that died with its worker count like any other.
 """
 from __future__ import annotations
 
@@ -19,67 +24,94 @@ from aiohttp import web
 
 from bus import metrics
 from bus.context import make_context
+from bus.deadletter import encode_dead_letter, make_dead_letter, trim_min_id
+from bus.destinations import INBOX, invocation_record
 from bus.functions import FunctionLoader, FunctionLoadError
-from bus.queue import FIELD, GROUP, WORKERS, Delivery, TargetInfo, decode_delivery, read_targets
+from bus.queue import (
+    FIELD, GROUP, PREFIX, WORKERS, Delivery, TargetInfo, decode_delivery, delayed_key, dlq_key,
+    encode_delivery, read_targets,
+)
+from bus.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, GiveUp, after_failure, too_old
+from bus.scripts import Scripts
+from bus.slot import Reply
+from bus.slots import SlotPool
 
 log = logging.getLogger("bus.worker")
 
 REFRESH_SECONDS = 2.0
 BLOCK_MS = 1000
 HEARTBEAT_SECONDS = 1.0
+MOVE_SECONDS = 0.1
+THROTTLE_DELAY = (0.05, 0.5)
 
 
-class Outcome(msgspec.Struct):
-    ok: bool
-    kind: str = ""  # exception | timeout | killed | import
-    error_type: str = ""
-    message: str = ""
-    result: Any = None
+class WorkerSettings(msgspec.Struct):
+    concurrency: int = 10
+    lease_seconds: float = 3.0  # an entry idle this long is reclaimed: the crash-recovery bound
+    grace_seconds: float = 30.0  # SIGTERM: how long in-flight handlers may finish
 
 
 class Worker:
-    def __init__(self, redis: aioredis.Redis, functions_dir: str | None, concurrency: int = 10,
-                 consumer: str | None = None):
+    def __init__(self, redis: aioredis.Redis, functions_dir: str | None,
+                 settings: WorkerSettings | None = None, consumer: str | None = None):
         self.redis = redis
+        self.settings = settings or WorkerSettings()
         self.loader = FunctionLoader(functions_dir)
-        self.concurrency = concurrency
+        self.slots = SlotPool(functions_dir)
+        self.scripts = Scripts(redis)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.targets: dict[str, TargetInfo] = {}  # stream key -> target
-        self._slots = asyncio.Semaphore(concurrency)
+        self._leases: dict[str, set[bytes]] = {}  # stream key -> entry ids in flight here
         self._inflight: set[asyncio.Task] = set()
         self._refreshed = 0.0
+        self.account = os.environ.get("BUS_ACCOUNT", "000000000000")
+        self.region = os.environ.get("BUS_REGION", "us-east-1")
+
+    # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("worker %s started (concurrency %d)", self.consumer, self.concurrency)
-        heartbeat = asyncio.create_task(self._heartbeat())
+        log.info("worker %s started (concurrency %d, lease %.1fs)", self.consumer,
+                 self.settings.concurrency, self.settings.lease_seconds)
+        chores = [asyncio.create_task(c) for c in (
+            self._every(HEARTBEAT_SECONDS, self._heartbeat), self._every(self.settings.lease_seconds / 3, self._renew),
+            self._every(MOVE_SECONDS, self._move_due), self._every(self.settings.lease_seconds / 6, self._reclaim))]
         try:
-            await self._loop(stop)
+            await self._read_loop(stop)
+            await self._drain()
         finally:
-            heartbeat.cancel()
+            for chore in chores:
+                chore.cancel()
+            await self.slots.close()
             await self.redis.zrem(WORKERS, self.consumer)
+        log.info("worker %s stopped", self.consumer)
 
-    async def _heartbeat(self) -> None:
+    async def _drain(self) -> None:
+        """SIGTERM: take no new work, give in-flight deliveries the grace period, then leave.
+
+        Whatever is still running is abandoned; its leases lapse and another worker retries it.
+        """
+        if not self._inflight:
+            return
+        log.info("finishing %d in-flight deliveries (grace %.0fs)", len(self._inflight), self.settings.grace_seconds)
+        _, late = await asyncio.wait(set(self._inflight), timeout=self.settings.grace_seconds)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+            log.warning("%d deliveries did not finish in the grace period; they will be redelivered", len(late))
+
+    async def _every(self, seconds: float, chore) -> None:
         while True:
             try:
-                await self.redis.zadd(WORKERS, {self.consumer: time.time()})
-            except Exception:  # Redis hiccups must not kill the heartbeat; the next beat retries
-                log.warning("heartbeat failed", exc_info=True)
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+                await chore()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a chore must survive Redis hiccups; the next round retries
+                log.warning("%s failed", chore.__name__, exc_info=True)
+            await asyncio.sleep(seconds)
 
-    async def _loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._refresh_targets()
-            if not self.targets:
-                await _sleep_or_stop(stop, 0.5)
-                continue
-            await self._slots.acquire()
-            self._slots.release()
-            await self._read_once()
-        await self.drain()
-
-    async def drain(self, grace: float | None = None) -> None:
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=grace)
+    async def _heartbeat(self) -> None:
+        await self.redis.zadd(WORKERS, {self.consumer: time.time()})
 
     async def _refresh_targets(self) -> None:
         if time.monotonic() - self._refreshed < REFRESH_SECONDS:
@@ -88,81 +120,223 @@ class Worker:
         self.targets = {info.stream: info for info in infos.values()}
         self._refreshed = time.monotonic()
 
-    async def _read_once(self) -> None:
-        free = max(1, self._free_slots())
-        streams = {s: ">" for s in self.targets}
-        replies = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=free, block=BLOCK_MS)
-        for stream, entries in replies or []:
-            info = self.targets[_s(stream)]
+    # --- taking work ----------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.settings.concurrency - len(self._inflight)
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._refresh_targets()
+            if not self.targets or self._free() <= 0:
+                await _sleep_or_stop(stop, 0.2 if not self.targets else 0.005)
+                continue
+            streams = {s: ">" for s in self.targets}
+            replies = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self._free(), block=BLOCK_MS)
+            for stream, entries in replies or []:
+                for entry_id, fields in entries:
+                    self._start(_s(stream), entry_id, fields, times_delivered=1)
+
+    async def _reclaim(self) -> None:
+        """Take over entries whose worker stopped renewing them (it died or hung)."""
+        idle_ms = int(self.settings.lease_seconds * 1000)
+        for stream in list(self.targets):
+            if self._free() <= 0:
+                return
+            _, entries, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, idle_ms, "0-0", count=self._free())
             for entry_id, fields in entries:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._process(info, entry_id, fields))
-                self._inflight.add(task)
-                task.add_done_callback(self._done)
+                if not fields:  # deleted meanwhile (Redis < 7 returns it with no fields)
+                    await self.redis.xack(stream, GROUP, entry_id)
+                    continue
+                pending = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
+                times = pending[0]["times_delivered"] if pending else 1
+                log.warning("reclaimed %s from a silent worker (delivery %d)", entry_id.decode(), times)
+                self._start(stream, entry_id, fields, times_delivered=times)
 
-    def _free_slots(self) -> int:
-        return self.concurrency - len(self._inflight)
+    def _start(self, stream: str, entry_id: bytes, fields: dict, times_delivered: int) -> None:
+        info = self.targets[stream]
+        self._leases.setdefault(stream, set()).add(entry_id)
+        task = asyncio.create_task(self._process(info, entry_id, decode_delivery(fields[FIELD]), times_delivered))
+        self._inflight.add(task)
+        task.add_done_callback(lambda t: self._done(t, stream, entry_id))
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task, stream: str, entry_id: bytes) -> None:
         self._inflight.discard(task)
-        self._slots.release()
+        self._leases.get(stream, set()).discard(entry_id)
         if not task.cancelled() and task.exception():
-            log.error("delivery task crashed", exc_info=task.exception())
+            log.error("delivery %s crashed the worker's bookkeeping; it will be redelivered", entry_id,
+                      exc_info=task.exception())
 
-    async def _process(self, info: TargetInfo, entry_id: bytes, fields: dict) -> None:
-        delivery = decode_delivery(fields[FIELD])
-        attempt = delivery.retries + 1
-        outcome = await self._invoke(info, delivery, attempt)
-        if outcome.ok:
-            await self._ack(info, entry_id)
-            log.info("delivered event to %s (request %s, attempt %d)", info.key, delivery.id, attempt)
+    async def _renew(self) -> None:
+        for stream, ids in list(self._leases.items()):
+            if ids:
+                kept = await self.scripts.renew(keys=[stream], args=[GROUP, self.consumer, *ids])
+                lost = set(ids) - set(kept)
+                if lost:
+                    log.warning("lost the lease of %d deliveries on %s to another worker", len(lost), stream)
+
+    async def _move_due(self) -> None:
+        now_ms = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for info in self.targets.values():
+                await self.scripts.move_due(keys=[delayed_key(info.key), info.stream], args=[now_ms, 100, FIELD], client=pipe)
+            await pipe.execute()
+
+    # --- one delivery ---------------------------------------------------------------------
+
+    async def _process(self, info: TargetInfo, entry_id: bytes, d: Delivery, times_delivered: int) -> None:
+        attempt = d.retries + times_delivered
+        policy = info.retry_policy
+        if attempt > policy.maximum_retry_attempts + 1:  # earlier attempts died with their workers
+            await self._give_up(info, entry_id, d, attempt - 1, GiveUp(ATTEMPTS_EXHAUSTED),
+                                "KILLED", "the worker running this delivery died during its last attempt")
+            return
+        if too_old(policy, d.first_enqueued, time.time()):
+            await self._give_up(info, entry_id, d, attempt - 1, GiveUp(AGE_EXCEEDED),
+                                "EVENT_AGE", "the event is older than maximum_event_age_seconds")
+            return
+        limit = info.settings.reserved_concurrency
+        token = f"{self.consumer}:{entry_id.decode()}"
+        if limit is not None and not await self._acquire(info.function, limit, token):
+            await self._throttle(info, entry_id, d, attempt, zero=limit == 0)
+            return
+        try:
+            reply = await self._invoke(info, d, attempt)
+        finally:
+            if limit is not None:
+                await self.redis.zrem(_concurrency_key(info.function), token)
+        if reply.ok:
+            await self._succeed(info, entry_id, d, attempt, reply)
         else:
-            # Retries and dead letters are issue 4: for now the entry stays pending in Redis.
-            log.error("handler %s failed (%s: %s); delivery %s left pending", info.function,
-                      outcome.error_type or outcome.kind, outcome.message, delivery.id)
+            await self._fail(info, entry_id, d, attempt, reply)
 
-    async def _invoke(self, info: TargetInfo, delivery: Delivery, attempt: int) -> Outcome:
+    async def _invoke(self, info: TargetInfo, d: Delivery, attempt: int) -> Reply:
         labels = (info.function, info.key)
         metrics.INVOCATIONS.labels(*labels).inc()
-        metrics.INGESTION_TO_START.labels(info.key).observe(max(0.0, time.time() - delivery.ingested))
-        started = time.perf_counter()
+        metrics.INGESTION_TO_START.labels(info.key).observe(max(0.0, time.time() - d.ingested))
         metrics.CONCURRENT.labels(info.function).inc()
+        started = time.perf_counter()
         try:
-            outcome = await self._call(info, delivery, attempt)
+            reply = await self._call(info, d, attempt)
         finally:
             metrics.CONCURRENT.labels(info.function).dec()
             metrics.HANDLER_DURATION.labels(info.function).observe(time.perf_counter() - started)
-        if not outcome.ok:
-            metrics.ERRORS.labels(*labels, outcome.kind).inc()
-        return outcome
+        if not reply.ok:
+            metrics.ERRORS.labels(*labels, reply.kind).inc()
+        return reply
 
-    async def _call(self, info: TargetInfo, delivery: Delivery, attempt: int) -> Outcome:
+    async def _call(self, info: TargetInfo, d: Delivery, attempt: int) -> Reply:
         timeout = info.settings.timeout
+        fields = dict(request_id=d.id, function=info.function, rule=info.rule, target=info.target,
+                      bus=info.bus, attempt=attempt, memory=info.settings.memory_limit_in_mb, worker=self.consumer)
         try:
             function = self.loader.load(info.function)
         except FunctionLoadError as exc:
-            return Outcome(False, "import", "Runtime.ImportModuleError", str(exc))
-        event = msgspec.json.decode(delivery.event)
-        context = make_context(
-            request_id=delivery.id, function=info.function, rule=info.rule, target=info.target,
-            bus=info.bus, attempt=attempt, timeout=timeout, memory=info.settings.memory_limit_in_mb,
-        )
+            return Reply(False, "import", "Runtime.ImportModuleError", str(exc))
+        if not function.is_async:
+            return await self.slots.run(info.function, bytes(d.event), fields, timeout)
+        context = make_context(timeout=timeout, **fields)
         try:
-            if function.is_async:
-                result = await asyncio.wait_for(function.handler(event, context), timeout)
-            else:
-                result = await asyncio.wait_for(asyncio.to_thread(function.handler, event, context), timeout)
+            result = await asyncio.wait_for(function.handler(msgspec.json.decode(d.event), context), timeout)
         except asyncio.TimeoutError:
-            return Outcome(False, "timeout", "Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds")
+            return Reply(False, "timeout", "Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds")
         except Exception as exc:  # the handler's failure is the delivery's outcome
-            return Outcome(False, "exception", type(exc).__name__, str(exc))
-        return Outcome(True, result=result)
+            return Reply(False, "exception", type(exc).__name__, str(exc))
+        try:
+            return Reply(True, result=msgspec.json.encode(result))
+        except (TypeError, msgspec.EncodeError):
+            return Reply(True)
 
-    async def _ack(self, info: TargetInfo, entry_id: bytes) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(info.stream, GROUP, entry_id)
-            pipe.xdel(info.stream, entry_id)
-            await pipe.execute()
+    async def _acquire(self, function: str, limit: int, token: str) -> bool:
+        if limit <= 0:
+            return False
+        now_ms = int(time.time() * 1000)
+        expiry = now_ms + int(self.settings.lease_seconds * 1000) + int(3600 * 1000)
+        # A lease outlives any handler (timeout <= 900 s); a dead worker's lease is freed by
+        # expiry. Renewal is not needed because release happens in `finally`.
+        got = await self.scripts.acquire(keys=[_concurrency_key(function)], args=[now_ms, expiry, limit, token])
+        return bool(got)
+
+    # --- finishing --------------------------------------------------------------------------
+
+    async def _finish(self, info: TargetInfo, entry_id: bytes, follow_ups: list[tuple[str, str, Any, Any]]) -> bool:
+        keys = [info.stream] + [key for _, key, _, _ in follow_ups]
+        args: list[Any] = [GROUP, entry_id]
+        for op, _, a, b in follow_ups:
+            args += [op, a, b]
+        return bool(await self.scripts.finish(keys=keys, args=args))
+
+    async def _succeed(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, reply: Reply) -> None:
+        follow = []
+        if info.on_success:
+            result = msgspec.json.decode(reply.result) if reply.result else None
+            follow.append(self._record(info, d, "Success", attempt, result, None, info.on_success))
+        if await self._finish(info, entry_id, follow):
+            _log(logging.INFO, "delivered", d, attempt)
+
+    async def _fail(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, reply: Reply) -> None:
+        code, message = reply.kind.upper() if reply.kind != "import" else "IMPORT_ERROR", f"{reply.error_type}: {reply.message}"
+        decision = after_failure(info.retry_policy, attempt, d.first_enqueued, time.time())
+        if isinstance(decision, GiveUp):
+            await self._give_up(info, entry_id, d, attempt, decision, code, message)
+            return
+        retry = msgspec.structs.replace(d, retries=attempt)
+        follow = [("Z", delayed_key(info.key), int(decision.due * 1000), encode_delivery(retry))]
+        if await self._finish(info, entry_id, follow):
+            metrics.RETRIES.labels(info.key).inc()
+            _log(logging.WARNING, f"failed ({message}); retry in {decision.due - time.time():.1f}s", d, attempt)
+
+    async def _give_up(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempts: int, decision: GiveUp,
+                       code: str, message: str) -> None:
+        follow = []
+        dlq = info.dlq_name
+        if dlq:
+            letter = make_dead_letter(d, code, message, attempts, decision.condition)
+            follow.append(("X", dlq_key(dlq), FIELD, encode_dead_letter(letter)))
+        if info.on_failure:
+            condition = "EventAgeExceeded" if decision.condition == AGE_EXCEEDED else "RetriesExhausted"
+            error = {"errorType": code, "errorMessage": message}
+            follow.append(self._record(info, d, condition, attempts, None, error, info.on_failure))
+        if not await self._finish(info, entry_id, follow):
+            return
+        if dlq:
+            metrics.DEAD_LETTERS.labels(info.key, decision.condition).inc()
+            await self.redis.xtrim(dlq_key(dlq), minid=trim_min_id(), approximate=True)
+            _log(logging.ERROR, f"dead-lettered to {dlq} ({decision.condition}; {message})", d, attempts)
+        else:
+            metrics.DROPPED.labels(info.key, decision.condition).inc()
+            _log(logging.ERROR, f"dropped: no dead_letter configured ({decision.condition}; {message})", d, attempts)
+
+    async def _throttle(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, zero: bool) -> None:
+        """Over reserved concurrency: the delivery waits, it is not failed, and no attempt is used."""
+        metrics.THROTTLES.labels(info.function).inc()
+        if zero:  # Lambda: reserved concurrency 0 sends async events straight to the DLQ
+            await self._give_up(info, entry_id, d, attempt - 1, GiveUp(ATTEMPTS_EXHAUSTED),
+                                "THROTTLED", "reserved_concurrency is 0")
+            return
+        import random
+        due = time.time() + random.uniform(*THROTTLE_DELAY)
+        again = msgspec.structs.replace(d, retries=attempt - 1)
+        await self._finish(info, entry_id, [("Z", delayed_key(info.key), int(due * 1000), encode_delivery(again))])
+
+    def _record(self, info: TargetInfo, d: Delivery, condition: str, attempts: int, response: Any,
+                error: dict | None, to_bus: str) -> tuple[str, str, Any, Any]:
+        arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{info.function}"
+        record = invocation_record(d, function_arn=arn, account=self.account, region=self.region,
+                                   condition=condition, attempts=attempts, response=response, error=error,
+                                   to_bus=to_bus)
+        return ("X", INBOX, FIELD, record)
+
+
+def _concurrency_key(function: str) -> str:
+    return f"{PREFIX}:concurrency:{{{function}}}"
+
+
+def _log(level: int, what: str, d: Delivery, attempt: int) -> None:
+    event_id = msgspec.json.decode(d.event).get("id") if log.isEnabledFor(level) else None
+    fields = {"event_id": event_id, "rule": d.rule, "target": d.target_key, "attempt": attempt, "request_id": d.id}
+    log.log(level, "%s: event %s rule %s target %s attempt %d", what, event_id, d.rule, d.target_key, attempt,
+            extra={"fields": fields})
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -193,14 +367,14 @@ async def metrics_app_runner(host: str, port: int) -> web.AppRunner:
     return runner
 
 
-async def run_worker(redis_url: str, functions_dir: str | None, concurrency: int,
+async def run_worker(redis_url: str, functions_dir: str | None, settings: WorkerSettings,
                      metrics_port: int | None, stop: asyncio.Event, host: str = "127.0.0.1") -> None:
     redis = aioredis.from_url(redis_url)
     runner = await metrics_app_runner(host, metrics_port) if metrics_port else None
     if metrics_port:
         log.info("worker metrics on http://%s:%d/metrics", host, metrics_port)
     try:
-        await Worker(redis, functions_dir, concurrency).run(stop)
+        await Worker(redis, functions_dir, settings).run(stop)
     finally:
         if runner:
             await runner.cleanup()

@@ -80,9 +80,15 @@ class Stack:
         wait_for(lambda: _healthy(self.url), what="broker /healthz")
         return self
 
-    def start_worker(self, concurrency: int = 10, metrics_port: int = 0, name: str = "worker") -> subprocess.Popen:
+    def start_worker(self, concurrency: int = 10, metrics_port: int = 0, name: str = "worker",
+                     extra: tuple[str, ...] = ()) -> subprocess.Popen:
         return self._spawn(["worker", "--functions", str(FUNCTIONS), "--concurrency", str(concurrency),
-                            "--metrics-port", str(metrics_port)], name)
+                            "--metrics-port", str(metrics_port), *extra], name)
+
+    def bus(self, *args: str) -> subprocess.CompletedProcess:
+        """Run a `bus` CLI command against the test Redis."""
+        return subprocess.run([sys.executable, "-m", "bus", *args, "--redis", self.redis_url],
+                              env=self.env, capture_output=True, text=True, timeout=30)
 
     def _spawn(self, args: list[str], name: str) -> subprocess.Popen:
         log = open(self.root / f"{name}-{len(self.procs)}.log", "w")

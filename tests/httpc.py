@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -29,12 +30,13 @@ def aws(url: str, operation: str, body: object) -> tuple[int, dict]:
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text, 0.0 when absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    """The value of one sample in Prometheus text (labels in any order), 0.0 when absent."""
     for line in text.splitlines():
-        if line.startswith("#"):
+        if line.startswith("#") or not line.startswith(name):
             continue
         sample, _, value = line.rpartition(" ")
-        if sample == (f"{name}{{{want}}}" if want else name):
+        sample_name, _, rest = sample.partition("{")
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+        if sample_name == name and found == labels:
             return float(value)
     return 0.0

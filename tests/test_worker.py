@@ -31,7 +31,7 @@ def test_two_workers_on_one_stream_handle_each_event_once(stack, r):
     wait_for(lambda: r.xlen(stream_key("default/orders/rec")) == 0, what="stream emptied")
     handled = [c["event"]["id"] for c in stack.records()]
     assert sorted(handled) == sorted(ids)
-    assert len({c["pid"] for c in calls}) == 2, "both workers should have taken work"
+    assert len({c["context"]["worker"] for c in calls}) == 2, "both workers should have taken work"
 
 
 def test_successful_delivery_is_acknowledged_and_deleted(stack, r):

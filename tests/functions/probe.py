@@ -13,6 +13,7 @@ def _record(name, event, context, **extra):
             "aws_request_id": context.aws_request_id, "function_name": context.function_name,
             "invoked_function_arn": context.invoked_function_arn, "attempt": context.attempt,
             "rule_name": context.rule_name, "remaining_ms": context.get_remaining_time_in_millis(),
+            "worker": context.log_stream_name,
         },
         **extra,
     })
@@ -34,3 +35,51 @@ async def record_async(event, context):
 def fail(event, context):
     _record("fail", event, context)
     raise RuntimeError("always fails")
+
+
+def _count(event):
+    """How many times this event id has been seen by `flaky` (a file per event id)."""
+    path = Path(os.environ["BUSWAY_TEST_OUT"]) / f"seen-{event['id']}"
+    n = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(n))
+    return n
+
+
+def flaky(event, context):
+    """Fails the first two attempts of each event, then succeeds."""
+    n = _count(event)
+    _record("flaky", event, context, n=n)
+    if n <= 2:
+        raise ValueError(f"flaky failure {n}")
+    return {"n": n}
+
+
+def spin(event, context):
+    """A sync handler stuck in a loop: only a kill stops it."""
+    _record("spin", event, context)
+    while True:
+        pass
+
+
+async def sleep_async(event, context):
+    _record("sleep_async", event, context)
+    await asyncio.sleep(60)
+
+
+def slow(event, context):
+    """Takes a while; records its start and its end."""
+    import time
+    start = time.time()
+    _record("slow_start", event, context, t=start)
+    time.sleep(float(event["detail"].get("seconds", 1.0)))
+    _record("slow", event, context, start=start, end=time.time())
+    return {"slept": True}
+
+
+def kill_worker(event, context):
+    """Kills the worker running it (its slot's parent), like an OOM kill would."""
+    import signal
+    _record("kill_worker", event, context)
+    os.kill(os.getppid(), signal.SIGKILL)
+    import time
+    time.sleep(10)
