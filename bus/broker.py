@@ -23,6 +23,7 @@ from bus.queuestats import update_queue_gauges
 from bus.model import Config
 from bus.queue import publish_targets
 from bus.router import Router
+from bus.scheduler import Scheduler
 from bus.rulesfile import ConfigError, load_config, rule_files
 from bus.testpattern import event_matches_pattern
 
@@ -245,11 +246,18 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
     log.info("broker listening on http://%s:%d (%d rules)", host, port, len(config.rules))
     chores = [asyncio.create_task(broker.watch()),
               asyncio.create_task(consume_inbox(redis, broker.ingestor.publish))]
+    stop_scheduler = asyncio.Event()
+    scheduler = asyncio.create_task(Scheduler(redis, lambda: broker.router).run(stop_scheduler))
     if ready:
         ready.set()
     try:
         await asyncio.Event().wait()
     finally:
+        stop_scheduler.set()  # hands the leader lock over at once instead of letting it expire
+        try:
+            await asyncio.wait_for(scheduler, 5)
+        except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+            log.warning("scheduler did not stop cleanly", exc_info=True)
         for chore in chores:
             chore.cancel()
         await runner.cleanup()

@@ -262,12 +262,10 @@ def _check_retry(doc: _Doc, path: Path_, target) -> list[LoadError]:
 
 
 def _check_schedule(doc: _Doc, path: Path_, rule: Rule) -> list[LoadError]:
+    from bus.schedule import ScheduleError
+    from bus.scheduler_plan import schedule_of
     try:
-        from bus.schedule import ScheduleError, parse_schedule
-    except ImportError:  # the schedule language lands with issue 5
-        return [doc.error(path + ("schedule",), "schedule rules are not supported yet")]
-    try:
-        parse_schedule(rule.schedule, timezone=rule.timezone)
-    except (ScheduleError, ValueError) as exc:
+        schedule_of(rule)
+    except (ScheduleError, ValueError, KeyError) as exc:
         return [doc.error(path + ("schedule",), str(exc))]
     return []

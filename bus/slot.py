@@ -1,15 +1,16 @@
-"""A slot process: runs sync handlers for a worker, one call at a time, so that a handler
-that overruns its timeout or crashes can be killed and replaced without touching the worker.
+"""A slot: a child process forked from the worker that runs sync handlers one call at a time,
+so a handler that overruns its timeout or crashes can be killed and replaced without
+touching the worker.
 
-Protocol on stdin/stdout: 4-byte big-endian length, then a msgpack Call or Reply. The
-handler's own prints go to stderr so they cannot corrupt the protocol.
+Forking (not spawning) makes a slot cost milliseconds and gives it the handler modules the
+worker already imported: Lambda's warm start. Protocol on a pair of pipes: 4-byte big-endian
+length, then a msgpack Call or Reply. The handler's prints go to stderr.
 """
 from __future__ import annotations
 
-import logging
 import os
+import signal
 import struct
-import sys
 from typing import Any, BinaryIO
 
 import msgspec
@@ -32,11 +33,6 @@ class Reply(msgspec.Struct):
     result: bytes | None = None  # JSON, when the result is JSON-serialisable
 
 
-def write_frame(out: BinaryIO, payload: bytes) -> None:
-    out.write(HEADER.pack(len(payload)) + payload)
-    out.flush()
-
-
 def read_frame(inp: BinaryIO) -> bytes | None:
     header = inp.read(HEADER.size)
     if len(header) < HEADER.size:
@@ -45,31 +41,40 @@ def read_frame(inp: BinaryIO) -> bytes | None:
     return inp.read(size)
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this slot when its worker dies, as a Lambda sandbox dies with its host."""
+def write_frame(out: BinaryIO, payload: bytes) -> None:
+    out.write(HEADER.pack(len(payload)) + payload)
+    out.flush()
+
+
+def child_main(calls_fd: int, replies_fd: int, loader) -> None:
+    """Runs in the forked child; never returns."""
     try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):
-        pass  # elsewhere an orphaned slot exits at its next read (stdin closes)
-    if os.getppid() == 1:  # the worker died before prctl took effect
+        _become_slot()
+        serve(os.fdopen(calls_fd, "rb"), os.fdopen(replies_fd, "wb"), loader)
+    finally:
         os._exit(0)
 
 
-def main() -> None:
-    _die_with_parent()
-    from bus.context import make_context
-    from bus.functions import FunctionLoader, FunctionLoadError
+def _become_slot() -> None:
+    # The worker's asyncio signal handling must not run here: default dispositions, no wakeup fd.
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    os.dup2(2, 1)  # print() in a handler lands in the worker's log, not in the protocol
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphaned slot still exits at its next read, when the pipe closes
 
-    proto_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # print() in a handler lands in the worker's log, not in our protocol
-    logging.basicConfig(level=os.environ.get("BUS_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    loader = FunctionLoader(sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None)
+
+def serve(calls: BinaryIO, replies: BinaryIO, loader) -> None:
+    from bus.context import make_context
+    from bus.functions import FunctionLoadError
+
     decode_call = msgspec.msgpack.Decoder(Call).decode
     encode = msgspec.msgpack.Encoder().encode
-    while (frame := read_frame(sys.stdin.buffer)) is not None:
+    while (frame := read_frame(calls)) is not None:
         call = decode_call(frame)
         try:
             handler = loader.load(call.ref).handler
@@ -80,7 +85,7 @@ def main() -> None:
             reply = Reply(False, "import", "Runtime.ImportModuleError", str(exc))
         except BaseException as exc:  # SystemExit and friends are the handler's failure too
             reply = Reply(False, "exception", type(exc).__name__, str(exc))
-        write_frame(proto_out, encode(reply))
+        write_frame(replies, encode(reply))
 
 
 def _json_or_none(result: Any) -> bytes | None:
@@ -88,7 +93,3 @@ def _json_or_none(result: Any) -> bytes | None:
         return msgspec.json.encode(result)
     except (TypeError, msgspec.EncodeError):
         return None
-
-
-if __name__ == "__main__":
-    main()

@@ -57,7 +57,7 @@ class Worker:
         self.redis = redis
         self.settings = settings or WorkerSettings()
         self.loader = FunctionLoader(functions_dir)
-        self.slots = SlotPool(functions_dir)
+        self.slots = SlotPool(self.loader)
         self.scripts = Scripts(redis)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.targets: dict[str, TargetInfo] = {}  # stream key -> target
