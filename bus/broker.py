@@ -244,7 +244,7 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("broker listening on http://%s:%d (%d rules)", host, port, len(config.rules))
-    chores = [asyncio.create_task(broker.watch()),
+    chores = [asyncio.create_task(broker.watch()), asyncio.create_task(broker.ingestor.tracer.watch()),
               asyncio.create_task(consume_inbox(redis, broker.ingestor.publish))]
     stop_scheduler = asyncio.Event()
     scheduler = asyncio.create_task(Scheduler(redis, lambda: broker.router).run(stop_scheduler))

@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
         _redis_option(c)
         c.set_defaults(func=cmd_dlq)
 
+    tail = sub.add_parser("tail", help="events as they arrive and what happened to each")
+    tail.add_argument("--bus", help="only this bus")
+    tail.add_argument("--pattern", help="only events matching this event pattern (JSON)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events (else: recent ones, then exit)")
+    tail.add_argument("--json", action="store_true", help="one JSON record per line")
+    _redis_option(tail)
+    tail.set_defaults(func=cmd_tail)
+
     tp = sub.add_parser("test-pattern", help="does EVENT_FILE match PATTERN_FILE? exit 0 yes, 1 no, 2 invalid")
     tp.add_argument("pattern_file")
     tp.add_argument("event_file")
@@ -188,6 +196,17 @@ def _print_letter(item) -> None:
     failed = datetime.fromtimestamp(letter.failed_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"{item.id}  {letter.target_key}  event={event_id}  {letter.exhausted_retry_condition}  "
           f"{letter.error_code}  retries={letter.retry_attempts}  failed={failed}  dlq={item.dlq}")
+
+
+def cmd_tail(args) -> int:
+    from bus.patterns import PatternError
+    from bus.tail import tail
+    url = _need_redis(args)
+    try:
+        return _run_until_signal(lambda stop: tail(url, args.bus, args.pattern, args.follow, args.json, stop=stop))
+    except PatternError as exc:
+        print(f"bus: invalid --pattern: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_validate(args) -> int:

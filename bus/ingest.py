@@ -19,15 +19,17 @@ from bus import metrics
 from bus.envelope import EntryError, Entry, Origin, RequestError, build_envelope, bus_name, check_request
 from bus.queue import Delivery, enqueue, new_delivery
 from bus.router import Router
+from bus.trace import Tracer
 
 log = logging.getLogger("bus.ingest")
 _encode = msgspec.json.Encoder().encode
 
 
 class Ingestor:
-    def __init__(self, redis: aioredis.Redis, router: Callable[[], Router]):
+    def __init__(self, redis: aioredis.Redis, router: Callable[[], Router], tracer: Tracer | None = None):
         self._redis = redis
         self._router = router  # a getter: YAML reloads swap the router between requests
+        self.tracer = tracer or Tracer(redis)
 
     async def put_events(self, entries: list[Entry], origin: Origin) -> list[dict[str, Any]]:
         """One result per entry, in order: {"EventId"} or {"ErrorCode", "ErrorMessage"}."""
@@ -43,6 +45,7 @@ class Ingestor:
             except EntryError as err:
                 metrics.EVENTS_REJECTED.labels(_bus_label(entry, router), err.code).inc()
                 results.append({"ErrorCode": err.code, "ErrorMessage": err.message})
+                self.tracer.event(_bus_label(entry, router), None, error=f"{err.code}: {err.message}")
                 continue
             deliveries.extend(self._deliveries(router, bus, event, received))
             results.append({"EventId": event["id"]})
@@ -53,8 +56,8 @@ class Ingestor:
         return results
 
     async def publish(self, bus: str, event: dict[str, Any], received: float) -> int:
-        """Route an already-built event (a scheduled event, a destination record); return deliveries."""
-        deliveries = self._deliveries(self._router(), bus, event, received)
+        """Route an already-built event (a destination record); return the number of deliveries."""
+        deliveries = self._deliveries(self._router(), bus, event, received, via="destination")
         await self._store(deliveries)
         return len(deliveries)
 
@@ -64,8 +67,11 @@ class Ingestor:
             raise EntryError("ResourceNotFoundException", f"Event bus {bus} does not exist.")
         return bus, build_envelope(entry, origin, received)
 
-    def _deliveries(self, router: Router, bus: str, event: dict[str, Any], received: float) -> list[Delivery]:
+    def _deliveries(self, router: Router, bus: str, event: dict[str, Any], received: float,
+                    via: str = "put_events") -> list[Delivery]:
         routes = router.route(bus, event)
+        self.tracer.event(bus, event, rules=[r for r, _ in routes],
+                          targets=[i.key for _, infos in routes for i in infos], source=via)
         if not routes:
             return []
         raw = _encode(event)

@@ -36,6 +36,7 @@ from bus.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, GiveUp, after_failure, t
 from bus.scripts import Scripts
 from bus.slot import Reply
 from bus.slots import SlotPool
+from bus.trace import Tracer
 
 log = logging.getLogger("bus.worker")
 
@@ -60,6 +61,7 @@ class Worker:
         self.loader = FunctionLoader(functions_dir)
         self.slots = SlotPool(self.loader)
         self.scripts = Scripts(redis)
+        self.tracer = Tracer(redis)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.targets: dict[str, TargetInfo] = {}  # stream key -> target
         self._leases: dict[str, set[bytes]] = {}  # stream key -> entry ids in flight here
@@ -76,7 +78,8 @@ class Worker:
                  self.settings.concurrency, self.settings.lease_seconds)
         chores = [asyncio.create_task(c) for c in (
             self._every(HEARTBEAT_SECONDS, self._heartbeat), self._every(self.settings.lease_seconds / 3, self._renew),
-            self._every(MOVE_SECONDS, self._move_due), self._every(self.settings.lease_seconds / 6, self._reclaim))]
+            self._every(MOVE_SECONDS, self._move_due), self._every(self.settings.lease_seconds / 6, self._reclaim),
+            self.tracer.watch())]
         try:
             await self._read_loop(stop)
             await self._drain()
@@ -278,6 +281,7 @@ class Worker:
             follow.append(self._record(info, d, "Success", attempt, result, None, info.on_success))
         if await self._finish(info, entry_id, follow):
             _log(logging.DEBUG, "delivered", d, attempt)
+            self._trace(d, attempt, "success")
 
     async def _fail(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, reply: Reply) -> None:
         code, message = reply.kind.upper() if reply.kind != "import" else "IMPORT_ERROR", f"{reply.error_type}: {reply.message}"
@@ -290,6 +294,7 @@ class Worker:
         if await self._finish(info, entry_id, follow):
             metrics.RETRIES.labels(info.key).inc()
             _log(logging.WARNING, f"failed ({message}); retry in {decision.due - time.time():.1f}s", d, attempt)
+            self._trace(d, attempt, "retry", message)
 
     async def _give_up(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempts: int, decision: GiveUp,
                        code: str, message: str) -> None:
@@ -306,15 +311,18 @@ class Worker:
             return
         if dlq:
             metrics.DEAD_LETTERS.labels(info.key, decision.condition).inc()
+            self._trace(d, attempts, "dead_letter", f"{decision.condition}: {message}")
             await self.redis.xtrim(dlq_key(dlq), minid=trim_min_id(), approximate=True)
             _log(logging.ERROR, f"dead-lettered to {dlq} ({decision.condition}; {message})", d, attempts)
         else:
             metrics.DROPPED.labels(info.key, decision.condition).inc()
+            self._trace(d, attempts, "dropped", f"{decision.condition}: {message}")
             _log(logging.ERROR, f"dropped: no dead_letter configured ({decision.condition}; {message})", d, attempts)
 
     async def _throttle(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, zero: bool) -> None:
         """Over reserved concurrency: the delivery waits, it is not failed, and no attempt is used."""
         metrics.THROTTLES.labels(info.function).inc()
+        self._trace(d, attempt, "throttled")
         if zero:  # Lambda: reserved concurrency 0 sends async events straight to the DLQ
             await self._give_up(info, entry_id, d, attempt - 1, GiveUp(ATTEMPTS_EXHAUSTED),
                                 "THROTTLED", "reserved_concurrency is 0")
@@ -323,6 +331,10 @@ class Worker:
         due = time.time() + random.uniform(*THROTTLE_DELAY)
         again = msgspec.structs.replace(d, retries=attempt - 1)
         await self._finish(info, entry_id, [("Z", delayed_key(info.key), int(due * 1000), encode_delivery(again))])
+
+    def _trace(self, d: Delivery, attempt: int, outcome: str, detail: str = "") -> None:
+        if self.tracer.enabled:
+            self.tracer.outcome(msgspec.json.decode(d.event).get("id"), d.target_key, attempt, outcome, detail)
 
     def _record(self, info: TargetInfo, d: Delivery, condition: str, attempts: int, response: Any,
                 error: dict | None, to_bus: str) -> tuple[str, str, Any, Any]:

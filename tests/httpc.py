@@ -24,6 +24,14 @@ def get_text(url: str) -> str:
         return resp.read().decode()
 
 
+def scrape(url: str) -> str:
+    """Metrics text, or "" while the process is not listening yet."""
+    try:
+        return get_text(url)
+    except OSError:
+        return ""
+
+
 def aws(url: str, operation: str, body: object) -> tuple[int, dict]:
     return post(url + "/", body, {"X-Amz-Target": f"AWSEvents.{operation}",
                                   "Content-Type": "application/x-amz-json-1.1"})

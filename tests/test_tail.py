@@ -1,0 +1,72 @@
+"""`bus tail`: the live view of events and what happened to them."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import wait_for
+from tests.httpc import post
+
+RULES = """
+rules:
+  - name: orders
+    event_pattern: {source: [shop.orders]}
+    targets:
+      - {id: rec, function: probe.record}
+  - name: failing
+    event_pattern: {source: [shop.bad]}
+    targets:
+      - {id: bad, function: probe.fail, dead_letter: true,
+         retry_policy: {maximum_retry_attempts: 0}}
+"""
+
+
+def start_tail(stack, *args: str) -> tuple[subprocess.Popen, object]:
+    out = open(stack.root / "tail.out", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "bus", "tail", "--follow", *args, "--redis", stack.redis_url],
+                            env=stack.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    stack.procs.append(proc)
+    return proc, out
+
+
+def tail_text(stack) -> str:
+    return (stack.root / "tail.out").read_text()
+
+
+def test_tail_follow_shows_matched_rules_targets_and_outcomes(stack, r):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    stack.start_worker()
+    start_tail(stack)
+    wait_for(lambda: r.exists("busway:tail:active"), what="tail registered")
+    import time
+    time.sleep(1.2)  # brokers and workers notice the tail within a second
+    post(stack.url + "/events", [{"source": "shop.orders", "detail-type": "OrderPlaced", "detail": {}},
+                                 {"source": "shop.bad", "detail-type": "X", "detail": {}},
+                                 {"source": "nobody", "detail-type": "X", "detail": {}}])
+    text = wait_for(lambda: (t := tail_text(stack)).count("attempt 1:") >= 2 and t, what="outcomes in tail")
+    assert "matched: orders → default/orders/rec" in text
+    assert "default/orders/rec attempt 1: success" in text
+    assert "default/failing/bad attempt 1: dead_letter (MaximumRetryAttemptsExhausted" in text
+    assert "no rule matched" in text
+
+
+def test_tail_filters_by_pattern(stack, r):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    start_tail(stack, "--json", "--pattern", json.dumps({"source": ["shop.bad"]}))
+    wait_for(lambda: r.exists("busway:tail:active"), what="tail registered")
+    import time
+    time.sleep(1.2)
+    post(stack.url + "/events", [{"source": "shop.orders", "detail-type": "O", "detail": {}},
+                                 {"source": "shop.bad", "detail-type": "X", "detail": {}}])
+    lines = wait_for(lambda: tail_text(stack).splitlines(), what="a tail line")
+    time.sleep(0.5)
+    records = [json.loads(line) for line in tail_text(stack).splitlines()]
+    assert [rec["event"]["source"] for rec in records if rec["kind"] == "event"] == ["shop.bad"]
+
+
+def test_nothing_is_traced_while_nobody_tails(stack, r):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    post(stack.url + "/events", {"source": "shop.orders", "detail-type": "O", "detail": {}})
+    assert r.xlen("busway:trace") == 0
