@@ -17,3 +17,10 @@ def record_order(event, context):
         f.write(json.dumps({"event_id": event["id"], "amount": order.get("amount"),
                             "rule": context.rule_name}) + "\n")
     return {"recorded": event["id"]}
+
+
+def refund(event, context):
+    amount = event["detail"].get("amount", 0)
+    if amount < 0:
+        raise ValueError(f"cannot refund a negative amount ({amount})")
+    log.info("refund of %s for %s (attempt %s)", amount, event["id"], context.attempt)
