@@ -19,8 +19,9 @@ array of two or more objects the rules it touches are confirmed with the exact e
 """
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
-from typing import Any, Iterable
+from typing import Any
 
 from bus.patterns_eval import PatternEvaluator
 from bus.patterns_ops import (
@@ -65,8 +66,8 @@ class _FieldIndex:
     __slots__ = (
         "conditions", "only_exact", "exact", "prefix", "prefix_lens", "suffix", "suffix_lens",
         "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens",
-        "wild_head", "wild_head_lens", "wild_tail", "wild_tail_lens", "ranges", "bounds",
-        "segments", "cidr", "generic", "present", "absent", "lowers",
+        "wild", "wild_head_lens", "ranges", "bounds", "segments", "cidr", "generic",
+        "present", "absent", "string_probes", "number_probes", "other_probes",
     )
 
     def __init__(self) -> None:
@@ -100,8 +101,7 @@ class _FieldIndex:
         ci_exact: dict = {}
         ci_prefix: dict = {}
         ci_suffix: dict = {}
-        wild_head: dict = {}
-        wild_tail: dict = {}
+        wild: dict = {}
         cidr: dict = {}
         ranges: list = []
         generic: list = []
@@ -133,10 +133,9 @@ class _FieldIndex:
             elif kind is Wildcard and len(condition.segments) == 1:
                 for s in states:  # no `*`: a plain string
                     put(exact, condition.segments[0], s)
-            elif kind is Wildcard and condition.segments[0]:
-                put(wild_head, condition.segments[0], (condition, states))
-            elif kind is Wildcard and condition.segments[-1]:
-                put(wild_tail, condition.segments[-1], (condition, states))
+            elif kind is Wildcard:
+                # Candidates are found by the literal head and tail around the stars.
+                put(wild.setdefault(condition.segments[0], {}), condition.segments[-1], (condition, states))
             elif kind is NumericRange:
                 ranges.append((condition, states))
             elif kind is Cidr:
@@ -157,17 +156,32 @@ class _FieldIndex:
         self.ci_exact = ci_exact
         self.ci_prefix, self.ci_prefix_lens = ci_prefix, sorted({len(k) for k in ci_prefix})
         self.ci_suffix, self.ci_suffix_lens = ci_suffix, sorted({len(k) for k in ci_suffix})
-        self.wild_head, self.wild_head_lens = wild_head, sorted({len(k) for k in wild_head})
-        self.wild_tail, self.wild_tail_lens = wild_tail, sorted({len(k) for k in wild_tail})
-        self.lowers = bool(ci_exact or ci_prefix or ci_suffix)
+        self.wild = {head: (sorted({len(t) for t in tails}),
+                            {tail: (_any_of(group), group) for tail, group in tails.items()})
+                     for head, tails in wild.items()}
+        self.wild_head_lens = sorted({len(h) for h in wild})
         self.cidr = [(version, (32 if version == 4 else 128) - bits, frozen(table))
                      for (version, bits), table in cidr.items()]
         self.generic = generic
         self.present = tuple(dict.fromkeys(present))
         self.absent = tuple(dict.fromkeys(absent))
         self._build_ranges(ranges)
-        self.only_exact = not (prefix or suffix or ci_exact or ci_prefix or ci_suffix or wild_head
-                               or wild_tail or ranges or cidr or generic or present)
+        self.only_exact = not (prefix or suffix or ci_exact or ci_prefix or ci_suffix or wild
+                               or ranges or cidr or generic or present)
+
+        # Per scalar type, only the probes that can find something here.
+        keys = self.exact.keys()
+        has = {t: any(type(k) in t for k in keys) for t in ((str,), (int, float))}
+        has_other = any(type(k) not in (str, int, float) for k in keys)
+        generic_probe = [self._probe_generic] if generic else []
+        self.string_probes = tuple(
+            [self._probe_exact] * has[(str,)] + [self._probe_prefix] * bool(prefix)
+            + [self._probe_suffix] * bool(suffix)
+            + [self._probe_ignore_case] * bool(ci_exact or ci_prefix or ci_suffix)
+            + [self._probe_wildcard] * bool(wild) + [self._probe_cidr] * bool(cidr) + generic_probe)
+        self.number_probes = tuple(
+            [self._probe_exact] * has[(int, float)] + [self._probe_ranges] * bool(ranges) + generic_probe)
+        self.other_probes = tuple([self._probe_exact] * has_other + generic_probe)
 
     def _build_ranges(self, ranges: list) -> None:
         """Numeric ranges as elementary segments between sorted boundaries: segment 2i is
@@ -200,90 +214,110 @@ class _FieldIndex:
 
     # -- matching -----------------------------------------------------------------------
 
-    def collect(self, value: Any, seen: set, stack: list) -> None:
-        """Push every next state whose condition accepts one of the scalars in `value`."""
-
-        def push(states: Iterable[_State]) -> None:
-            for s in states:
-                if s not in seen:
-                    seen.add(s)
-                    stack.append(s)
-
+    def collect(self, value: Any, hits: list) -> None:
+        """Append the next states (tuples) of every condition accepting a scalar of `value`."""
         if self.present:
-            push(self.present)
+            hits.append(self.present)
         for v in value if type(value) is list else (value,):
             t = type(v)
-            if t is str:
-                hit = self.exact.get(v)
-                if hit:
-                    push(hit)
-                n = len(v)
-                for size in self.prefix_lens:
-                    if size > n:
-                        break
-                    hit = self.prefix.get(v[:size])
+            probes = self.string_probes if t is str else self.number_probes if t is int or t is float else self.other_probes
+            for probe in probes:
+                probe(v, hits)
+
+    def _probe_exact(self, v: Any, hits: list) -> None:
+        hit = self.exact.get(TRUE_KEY if v is True else FALSE_KEY if v is False else v)
+        if hit:
+            hits.append(hit)
+
+    def _probe_prefix(self, v: str, hits: list) -> None:
+        n, table = len(v), self.prefix
+        for size in self.prefix_lens:
+            if size > n:
+                break
+            hit = table.get(v[:size])
+            if hit:
+                hits.append(hit)
+
+    def _probe_suffix(self, v: str, hits: list) -> None:
+        n, table = len(v), self.suffix
+        for size in self.suffix_lens:
+            if size > n:
+                break
+            hit = table.get(v[-size:])
+            if hit:
+                hits.append(hit)
+
+    def _probe_ignore_case(self, v: str, hits: list) -> None:
+        # Operands here are ASCII; for an ASCII value, lower-case equality *is* the match,
+        # otherwise the condition decides (see patterns_ops on case-insensitivity).
+        lowered, ascii_value = v.lower(), v.isascii()
+        for condition, states in self.ci_exact.get(lowered, ()):
+            if ascii_value or condition.test(v):
+                hits.append(states)
+        for size in self.ci_prefix_lens:
+            for condition, states in self.ci_prefix.get(lowered[:size], ()):
+                if ascii_value or condition.test(v):
+                    hits.append(states)
+        for size in self.ci_suffix_lens:
+            for condition, states in self.ci_suffix.get(lowered[-size:], ()):
+                if ascii_value or condition.test(v):
+                    hits.append(states)
+
+    def _probe_wildcard(self, v: str, hits: list) -> None:
+        n = len(v)
+        for size in self.wild_head_lens:
+            if size > n:
+                break
+            entry = self.wild.get(v[:size])
+            if entry is None:
+                continue
+            tail_lens, tails = entry
+            for tail_size in tail_lens:
+                if tail_size > n:
+                    break
+                bucket = tails.get(v[-tail_size:] if tail_size else "")
+                if bucket is None:
+                    continue
+                any_of, group = bucket
+                if any_of is not None and any_of.match(v) is None:
+                    continue  # one regex rules out the whole bucket, the usual case
+                for condition, states in group:
+                    if condition.regex.match(v) is not None:
+                        hits.append(states)
+
+    def _probe_cidr(self, v: str, hits: list) -> None:
+        address = parse_ip(v)
+        if address is not None:
+            version, number = address
+            for block_version, shift, table in self.cidr:
+                if block_version == version:
+                    hit = table.get(number >> shift)
                     if hit:
-                        push(hit)
-                for size in self.suffix_lens:
-                    if size > n:
-                        break
-                    hit = self.suffix.get(v[-size:])
-                    if hit:
-                        push(hit)
-                if self.lowers:
-                    lowered = v.lower()
-                    for condition, states in self.ci_exact.get(lowered, ()):
-                        if condition.test(v):
-                            push(states)
-                    for size in self.ci_prefix_lens:
-                        for condition, states in self.ci_prefix.get(lowered[:size], ()):
-                            if condition.test(v):
-                                push(states)
-                    for size in self.ci_suffix_lens:
-                        for condition, states in self.ci_suffix.get(lowered[-size:], ()):
-                            if condition.test(v):
-                                push(states)
-                for size in self.wild_head_lens:
-                    if size > n:
-                        break
-                    for condition, states in self.wild_head.get(v[:size], ()):
-                        if condition.test(v):
-                            push(states)
-                for size in self.wild_tail_lens:
-                    if size > n:
-                        break
-                    for condition, states in self.wild_tail.get(v[-size:], ()):
-                        if condition.test(v):
-                            push(states)
-                if self.cidr:
-                    address = parse_ip(v)
-                    if address is not None:
-                        version, number = address
-                        for block_version, shift, table in self.cidr:
-                            if block_version == version:
-                                hit = table.get(number >> shift)
-                                if hit:
-                                    push(hit)
-            elif t is int or t is float:
-                hit = self.exact.get(v)
-                if hit:
-                    push(hit)
-                if self.ranges:
-                    if self.segments is not None:
-                        i = bisect_left(self.bounds, v)
-                        cell = 2 * i + 1 if i < len(self.bounds) and self.bounds[i] == v else 2 * i
-                        push(self.segments[cell])
-                    else:
-                        for condition, states in self.ranges:
-                            if condition.test(v):
-                                push(states)
-            else:
-                hit = self.exact.get(TRUE_KEY if v is True else FALSE_KEY if v is False else v)
-                if hit:
-                    push(hit)
-            for condition, states in self.generic:
+                        hits.append(hit)
+
+    def _probe_ranges(self, v: float, hits: list) -> None:
+        bounds = self.bounds
+        if bounds is not None:
+            i = bisect_left(bounds, v)
+            cell = self.segments[2 * i + 1 if i < len(bounds) and bounds[i] == v else 2 * i]
+            if cell:
+                hits.append(cell)
+        else:
+            for condition, states in self.ranges:
                 if condition.test(v):
-                    push(states)
+                    hits.append(states)
+
+    def _probe_generic(self, v: Any, hits: list) -> None:
+        for condition, states in self.generic:
+            if condition.test(v):
+                hits.append(states)
+
+
+def _any_of(group: list) -> re.Pattern | None:
+    """One regex accepting what any wildcard of the group accepts (None for a single one)."""
+    if len(group) < 2:
+        return None
+    return re.compile("|".join(f"(?:{c.regex.pattern})" for c, _ in group), re.DOTALL)
 
 
 class _PathNode:
@@ -356,11 +390,67 @@ def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_
     return multi
 
 
-def _field_order(item: tuple[Path, tuple[Condition, ...]]) -> tuple:
-    """Chain order: most selective field kind first; among equals, shallow paths (the
-    envelope: source, detail-type, account...) first, because many rules share them."""
-    path, conditions = item
-    return (max(c.rank for c in conditions), len(path), path)
+class _Selectivity:
+    """Estimates the fraction of events a field accepts, from the rules themselves.
+
+    The assumption is that rules spread over the values events carry: if the rules name
+    2,000 different customer ids but only 8 statuses, `customer.id = x` is rarer than
+    `status = y`. Equality-like conditions count 1/(distinct operands of that kind on the
+    path + 1); numeric ranges their share of the span of all bounds on the path;
+    negations and presence tests are assumed broad. Chains test rare fields first, so
+    most of the automaton is never visited by an event."""
+
+    def __init__(self) -> None:
+        self._operands: dict[tuple, dict] = {}    # (path, kind) -> {condition key: refs}
+        self._bounds: dict[Path, dict] = {}       # path -> {numeric bound: refs}
+        self._spans: dict[Path, tuple[float, float]] = {}
+
+    def count(self, alternatives: list[Alternative], delta: int) -> None:
+        for alternative in alternatives:
+            for path, conditions in alternative.items():
+                for condition in conditions:
+                    self._bump(self._operands.setdefault((path, type(condition)), {}), condition.key, delta)
+                    if type(condition) is NumericRange:
+                        bounds = self._bounds.setdefault(path, {})
+                        for bound in (condition.low, condition.high):
+                            if bound is not None:
+                                self._bump(bounds, bound, delta)
+                        self._spans.pop(path, None)
+
+    @staticmethod
+    def _bump(counts: dict, key: Any, delta: int) -> None:
+        refs = counts.get(key, 0) + delta
+        if refs > 0:
+            counts[key] = refs
+        else:
+            counts.pop(key, None)
+
+    def field(self, path: Path, conditions: tuple[Condition, ...]) -> float:
+        return min(1.0, sum(self._condition(path, c) for c in conditions))
+
+    def _condition(self, path: Path, condition: Condition) -> float:
+        kind = type(condition)
+        if kind is AnythingBut:
+            return 0.9
+        if kind is Exists:
+            return 0.9 if condition.present else 0.95
+        if kind is NumericRange:
+            return self._range(path, condition)
+        if kind in (Prefix, Suffix, PrefixIgnoreCase, SuffixIgnoreCase) and not condition.text:
+            return 1.0
+        return 1.0 / (len(self._operands.get((path, kind), ())) + 1)
+
+    def _range(self, path: Path, condition: NumericRange) -> float:
+        span = self._spans.get(path)
+        if span is None:
+            bounds = self._bounds.get(path) or {0: 1}
+            span = self._spans[path] = (min(bounds), max(bounds))
+        low, high = span
+        if high <= low:
+            return 0.5
+        top = high if condition.high is None else min(condition.high, high)
+        bottom = low if condition.low is None else max(condition.low, low)
+        return min(1.0, max((top - bottom) / (high - low), 0.001))
 
 
 class _Rule:
@@ -376,16 +466,21 @@ class RuleIndex:
     """All the rules of one bus; `match` returns the names of the rules an event matches."""
 
     def __init__(self) -> None:
-        self._root = _State()
         self._rules: dict[str, _Rule] = {}
         self._by_id: dict[int, _Rule] = {}
         self._next_id = 0
+        self._selectivity = _Selectivity()
         self._path_ids: dict[Path, int] = {}
+        self._changes = 0
+        self._reset_automaton()
+
+    def _reset_automaton(self) -> None:
+        self._root = _State()
         self._path_refs: dict[int, int] = {}
         self._walk_root: list = []
         self._dirty_fields: set[_FieldIndex] = set()
-        self._dirty_states: set[_State] = set()
-        self._dirty_paths = False
+        self._dirty_states: set[_State] = {self._root}
+        self._dirty_paths = True
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -400,37 +495,58 @@ class RuleIndex:
             self.remove(name)
         rule = _Rule(self._next_id, name, evaluator)
         self._next_id += 1
-        path_ids = set()
-        for alternative in evaluator.alternatives:
-            chain = []
-            state = self._root
-            for path, conditions in sorted(alternative.items(), key=_field_order):
-                pid = self._path_id(path)
-                path_ids.add(pid)
-                state = self._step(state, pid, conditions, chain)
-            state.rules.append(rule.rule_id)
-            rule.chains.append(chain)
-        rule.path_ids = frozenset(path_ids)
+        self._selectivity.count(evaluator.alternatives, +1)
+        self._insert(rule)
         self._rules[name] = rule
         self._by_id[rule.rule_id] = rule
+        self._changes += 1
 
     def remove(self, name: str) -> None:
         rule = self._rules.pop(name, None)
         if rule is None:
             return
         del self._by_id[rule.rule_id]
+        self._selectivity.count(rule.evaluator.alternatives, -1)
         for chain in rule.chains:
-            last = chain[-1][3]
-            last.rules.remove(rule.rule_id)
+            terminal = chain[-1][3]
+            terminal.rules.remove(rule.rule_id)
             for state, pid, conditions, child in reversed(chain):
                 self._unstep(state, pid, conditions, child)
+        self._changes += 1
+
+    def _insert(self, rule: _Rule) -> None:
+        """Thread each alternative of the rule through the automaton, rarest field first."""
+        estimate = self._selectivity.field
+        rule.chains = []
+        path_ids = set()
+        for alternative in rule.evaluator.alternatives:
+            fields = sorted(alternative.items(), key=lambda item: (estimate(*item), len(item[0]), item[0]))
+            chain: list[tuple] = []
+            state = self._root
+            for path, conditions in fields:
+                pid = self._path_id(path)
+                path_ids.add(pid)
+                state = self._step(state, pid, conditions, chain)
+            state.rules.append(rule.rule_id)
+            rule.chains.append(chain)
+        rule.path_ids = frozenset(path_ids)
+
+    def _rebuild(self) -> None:
+        """Re-thread every rule with today's selectivity estimates (the estimates drift
+        as rules come and go; answers never depend on the order, only speed does)."""
+        self._reset_automaton()
+        for rule_id in sorted(self._by_id):
+            self._insert(self._by_id[rule_id])
+        self._changes = 0
 
     def _path_id(self, path: Path) -> int:
         pid = self._path_ids.get(path)
         if pid is None:
             pid = self._path_ids[path] = len(self._path_ids)
+        refs = self._path_refs.get(pid, 0)
+        if not refs:
             self._dirty_paths = True
-        self._path_refs[pid] = self._path_refs.get(pid, 0) + 1
+        self._path_refs[pid] = refs + 1
         return pid
 
     def _step(self, state: _State, pid: int, conditions: tuple[Condition, ...], chain: list) -> _State:
@@ -471,7 +587,11 @@ class RuleIndex:
             self._dirty_states.add(state)
 
     def _refresh(self) -> None:
-        """Bring the derived lookup structures up to date (once, before matching)."""
+        """Bring the automaton up to date (once, before matching). After many changes
+        relative to the number of rules, re-thread everything; otherwise just rebuild the
+        lookup structures that changed."""
+        if self._changes > len(self._rules) // 2:
+            self._rebuild()
         for field in self._dirty_fields:
             field.rebuild()
         self._dirty_fields.clear()
@@ -503,7 +623,7 @@ class RuleIndex:
     # -- matching -----------------------------------------------------------------------
 
     def match(self, event: Any) -> list[str]:
-        if self._dirty_fields or self._dirty_states or self._dirty_paths:
+        if self._changes or self._dirty_fields or self._dirty_states or self._dirty_paths:
             self._refresh()
         if type(event) is not dict:
             return []
@@ -542,7 +662,13 @@ class RuleIndex:
                                     seen.add(s)
                                     stack.append(s)
                 else:
-                    field.collect(v, seen, stack)
+                    hits: list = []
+                    field.collect(v, hits)
+                    for states in hits:
+                        for s in states:
+                            if s not in seen:
+                                seen.add(s)
+                                stack.append(s)
                 if multi and field.absent and pid in multi:
                     # Under an array of objects, one element may lack the field even though
                     # another has it: let the exact evaluator decide.

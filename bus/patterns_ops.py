@@ -11,9 +11,12 @@ fields first).
 """
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from typing import Any
+
+_inet_pton, _AF_INET, _AF_INET6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
+_from_bytes = int.from_bytes
 
 
 class JsonBool:
@@ -240,18 +243,29 @@ def wildcard_match(value: str, segments: list[str]) -> bool:
     return True
 
 
+def wildcard_regex_source(segments: list[str]) -> str:
+    """The glob as a regex for re.match: each middle segment is taken at its leftmost
+    position inside an atomic group, so matching is linear (no backtracking), which is
+    exactly right for `*`-only globs."""
+    if len(segments) == 1:
+        return re.escape(segments[0]) + r"\Z"
+    middle = "".join(f"(?>.*?{re.escape(m)})" for m in segments[1:-1])
+    return f"{re.escape(segments[0])}{middle}.*{re.escape(segments[-1])}\\Z"
+
+
 class Wildcard(Condition):
-    __slots__ = ("text", "segments")
+    __slots__ = ("text", "segments", "regex")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.segments = wildcard_segments(text)
+        self.regex = re.compile(wildcard_regex_source(self.segments), re.DOTALL)
         self.key = ("wildcard", text)
         literal = self.segments[0] or self.segments[-1]
         self.rank = RANK_AFFIX if literal else RANK_BROAD
 
     def test(self, value: Any) -> bool:
-        return type(value) is str and wildcard_match(value, self.segments)
+        return type(value) is str and self.regex.match(value) is not None
 
 
 # --- numbers and addresses -----------------------------------------------------------------
@@ -287,7 +301,11 @@ _IPV6_SHAPE = re.compile(r"[0-9a-fA-F:]+\Z")
 def parse_ip(text: str) -> tuple[int, int] | None:
     """(version, integer address) for an IPv4/IPv6 literal, else None. IPv4 octets are
     decimal even with leading zeros, as AWS reads them."""
-    if _IPV4_SHAPE.match(text):
+    try:
+        return 4, _from_bytes(_inet_pton(_AF_INET, text), "big")  # fast path: canonical dotted quad
+    except OSError:
+        pass
+    if _IPV4_SHAPE.match(text):  # leading zeros, which inet_pton refuses
         value = 0
         for octet in text.split("."):
             number = int(octet)
@@ -297,8 +315,8 @@ def parse_ip(text: str) -> tuple[int, int] | None:
         return 4, value
     if ":" in text and _IPV6_SHAPE.match(text):
         try:
-            return 6, int(ipaddress.IPv6Address(text))
-        except ValueError:
+            return 6, _from_bytes(_inet_pton(_AF_INET6, text), "big")
+        except OSError:
             return None
     return None
 
