@@ -14,7 +14,7 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bus import deadletter, metrics
+from bus import apirules, awsrules, deadletter, metrics
 from bus.awsapi import aws_entries, dispatch, error_response, json_response, origin_of
 from bus.envelope import Entry, Origin, RequestError
 from bus.inbox import consume_inbox
@@ -40,12 +40,30 @@ class Broker:
     def __init__(self, redis: aioredis.Redis, rules_path: str | None, config: Config):
         self.redis = redis
         self.rules_path = rules_path
+        self.yaml_config = config
+        self.api_rules: dict = {}
+        self._api_version = -1
         self.router = Router(config)
         self.ingestor = Ingestor(redis, lambda: self.router)
         self._stamp = self._rules_stamp()
 
     async def start(self) -> None:
+        await self.reload_api_rules()
         await publish_targets(self.redis, self.router.all_targets())
+
+    async def _rebuild(self) -> None:
+        router = Router(apirules.merge(self.yaml_config, self.api_rules))
+        await publish_targets(self.redis, router.all_targets())
+        self.router = router
+
+    async def reload_api_rules(self) -> bool:
+        version = await apirules.version(self.redis)
+        if version == self._api_version:
+            return False
+        self.api_rules = await apirules.load(self.redis)
+        self._api_version = version
+        await self._rebuild()
+        return True
 
     def _rules_stamp(self) -> tuple:
         if not self.rules_path:
@@ -65,9 +83,8 @@ class Broker:
         except ConfigError as exc:
             log.error("rules not reloaded, keeping the previous ones:\n%s", exc)
             return False
-        router = Router(config)
-        await publish_targets(self.redis, router.all_targets())
-        self.router = router
+        self.yaml_config = config
+        await self._rebuild()
         log.info("rules reloaded: %d rules on %d buses", len(config.rules), len(config.buses))
         return True
 
@@ -76,6 +93,7 @@ class Broker:
             await asyncio.sleep(interval)
             try:
                 await self.reload_if_changed()
+                await self.reload_api_rules()
             except Exception:  # a watcher that dies silently would freeze the rules
                 log.exception("rules reload failed")
 
@@ -215,6 +233,7 @@ async def post_dlq_action(request: web.Request) -> web.Response:
 AWS_OPERATIONS = {
     "PutEvents": op_put_events,
     "TestEventPattern": op_test_event_pattern,
+    **awsrules.OPERATIONS,
 }
 
 

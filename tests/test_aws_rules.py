@@ -1,0 +1,123 @@
+"""Rules and buses through the AWS API, as boto3 and the aws CLI call them."""
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import wait_for
+
+YAML = """
+buses:
+  - {name: shop, description: the shop}
+rules:
+  - name: from-yaml
+    description: declared in YAML
+    event_pattern: {source: [yaml]}
+    targets: [{id: t, function: probe.record, dead_letter: true}]
+"""
+
+
+@pytest.fixture
+def client(stack, events_client):
+    stack.write_rules(YAML)
+    stack.start_broker()
+    return events_client(stack.url)
+
+
+def test_list_and_describe_event_buses(client):
+    names = [b["Name"] for b in client.list_event_buses()["EventBuses"]]
+    assert names == ["default", "shop"]
+    shop = client.describe_event_bus(Name="shop")
+    assert shop["Arn"].endswith(":event-bus/shop") and shop["Description"] == "the shop"
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.describe_event_bus(Name="nope")
+
+
+def test_yaml_rules_are_listed_and_described(client):
+    [rule] = client.list_rules()["Rules"]
+    assert rule["Name"] == "from-yaml" and rule["State"] == "ENABLED"
+    assert json.loads(rule["EventPattern"]) == {"source": ["yaml"]}
+    described = client.describe_rule(Name="from-yaml")
+    assert described["Arn"].endswith(":rule/from-yaml")
+    [target] = client.list_targets_by_rule(Rule="from-yaml")["Targets"]
+    assert target["Arn"].endswith(":function:probe.record")
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+    assert "DeadLetterConfig" in target
+
+
+def test_unknown_rule_is_resource_not_found(client):
+    with pytest.raises(client.exceptions.ResourceNotFoundException) as err:
+        client.describe_rule(Name="nope")
+    assert "Rule nope does not exist on EventBus default." in str(err.value)
+
+
+def test_put_rule_and_put_targets_take_effect_without_restart(stack, client):
+    stack.start_worker()
+    arn = client.put_rule(Name="api-rule", EventPattern=json.dumps({"source": ["api"]}))["RuleArn"]
+    assert arn.endswith(":rule/api-rule")
+    resp = client.put_targets(Rule="api-rule", Targets=[
+        {"Id": "t", "Arn": "arn:aws:lambda:us-east-1:000000000000:function:probe.record",
+         "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 600}}])
+    assert resp["FailedEntryCount"] == 0
+    client.put_events(Entries=[{"Source": "api", "DetailType": "T", "Detail": "{}"}])
+    [call] = stack.wait_records(1)
+    assert call["context"]["rule_name"] == "api-rule"
+
+
+def test_disabled_rule_stops_matching_and_enabled_rule_resumes(stack, client, r):
+    client.put_rule(Name="toggle", EventPattern=json.dumps({"source": ["api"]}))
+    client.put_targets(Rule="toggle", Targets=[{"Id": "t", "Arn": "probe.record"}])
+    client.disable_rule(Name="toggle")
+    assert client.describe_rule(Name="toggle")["State"] == "DISABLED"
+    client.put_events(Entries=[{"Source": "api", "DetailType": "T", "Detail": "{}"}])
+    assert r.xlen("busway:{default/toggle/t}:q") == 0
+    client.enable_rule(Name="toggle")
+    client.put_events(Entries=[{"Source": "api", "DetailType": "T", "Detail": "{}"}])
+    assert r.xlen("busway:{default/toggle/t}:q") == 1
+
+
+def test_invalid_pattern_is_an_invalid_event_pattern_exception(client):
+    with pytest.raises(client.exceptions.InvalidEventPatternException):
+        client.put_rule(Name="bad", EventPattern=json.dumps({"source": "not-a-list"}))
+
+
+def test_invalid_schedule_is_a_validation_exception(client):
+    with pytest.raises(ClientError) as err:
+        client.put_rule(Name="bad", ScheduleExpression="rate(5 minute)")
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_yaml_rules_cannot_be_changed_through_the_api(client):
+    for call in (lambda: client.put_rule(Name="from-yaml", EventPattern='{"source": ["x"]}'),
+                 lambda: client.disable_rule(Name="from-yaml"),
+                 lambda: client.delete_rule(Name="from-yaml", Force=True)):
+        with pytest.raises(client.exceptions.ManagedRuleException):
+            call()
+
+
+def test_rule_with_targets_cannot_be_deleted_until_they_are_removed(client):
+    client.put_rule(Name="gone", EventPattern='{"source": ["x"]}')
+    client.put_targets(Rule="gone", Targets=[{"Id": "t", "Arn": "probe.record"}])
+    with pytest.raises(ClientError) as err:
+        client.delete_rule(Name="gone")
+    assert "has targets" in err.value.response["Error"]["Message"]
+    client.remove_targets(Rule="gone", Ids=["t"])
+    client.delete_rule(Name="gone")
+    assert [r["Name"] for r in client.list_rules()["Rules"]] == ["from-yaml"]
+
+
+def test_target_arn_must_name_a_function(client):
+    client.put_rule(Name="r", EventPattern='{"source": ["x"]}')
+    resp = client.put_targets(Rule="r", Targets=[{"Id": "t", "Arn": "arn:aws:sqs:us-east-1:1:queue"}])
+    assert resp["FailedEntryCount"] == 1
+    assert resp["FailedEntries"][0]["TargetId"] == "t"
+
+
+def test_a_rule_put_on_one_broker_reaches_the_others(stack, client, events_client):
+    first_url = stack.url
+    stack.start_broker()  # a second broker on another port
+    other = events_client(stack.url)
+    client_first = events_client(first_url)
+    client_first.put_rule(Name="shared", EventPattern='{"source": ["x"]}')
+    wait_for(lambda: any(r["Name"] == "shared" for r in other.list_rules()["Rules"]), timeout=5,
+             what="the other broker to see the rule")
