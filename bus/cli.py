@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="on SIGTERM, how long in-flight handlers may finish (default 30)")
     worker.add_argument("--metrics-port", type=int, default=int(os.environ.get("BUS_WORKER_METRICS_PORT", "9101")),
                         help="port for the worker's /metrics (0: none)")
+    worker.add_argument("--metrics-host", default=os.environ.get("BUS_WORKER_METRICS_HOST", "127.0.0.1"),
+                        help="address for the worker's /metrics (env BUS_WORKER_METRICS_HOST; 0.0.0.0 in containers)")
     _redis_option(worker)
     worker.set_defaults(func=cmd_worker)
 
@@ -148,7 +150,8 @@ def cmd_worker(args) -> int:
     url = _need_redis(args)
     settings = WorkerSettings(concurrency=args.concurrency, lease_seconds=args.lease_seconds,
                               grace_seconds=args.grace_seconds)
-    return _run_until_signal(lambda stop: run_worker(url, args.functions, settings, args.metrics_port or None, stop))
+    return _run_until_signal(lambda stop: run_worker(url, args.functions, settings, args.metrics_port or None, stop,
+                                                     host=args.metrics_host))
 
 
 def _run_until_signal(make) -> int:
