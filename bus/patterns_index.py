@@ -67,7 +67,7 @@ class _FieldIndex:
         "conditions", "only_exact", "exact", "prefix", "prefix_lens", "suffix", "suffix_lens",
         "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens",
         "wild", "wild_head_lens", "ranges", "bounds", "segments", "cidr", "generic",
-        "present", "absent", "string_probes", "number_probes", "other_probes",
+        "present", "absent", "string_probes", "number_probes", "other_probes", "exact_only",
     )
 
     def __init__(self) -> None:
@@ -75,6 +75,7 @@ class _FieldIndex:
         self.conditions: dict[tuple, list] = {}
         self.absent: tuple = ()
         self.only_exact = True
+        self.exact_only = True
         self.exact: dict = {}
 
     # -- maintenance --------------------------------------------------------------------
@@ -168,6 +169,8 @@ class _FieldIndex:
         self._build_ranges(ranges)
         self.only_exact = not (prefix or suffix or ci_exact or ci_prefix or ci_suffix or wild
                                or ranges or cidr or generic or present)
+        # Equality only and no absence branch: one dict lookup decides a scalar.
+        self.exact_only = self.only_exact and not absent
 
         # Per scalar type, only the probes that can find something here.
         keys = self.exact.keys()
@@ -359,6 +362,17 @@ def _walk(obj: dict, kids: list, flat: dict, multi: set | None, in_multi: bool) 
 
 
 def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_multi: bool) -> set | None:
+    pid = node.path_id
+    if pid is not None and not in_multi and pid not in flat:
+        # The usual array: scalars only (tags, resources).
+        for element in items:
+            t = type(element)
+            if t is dict or t is list:
+                break
+        else:
+            if items:
+                flat[pid] = list(items)
+            return multi
     objects: list = []
     scalars: list = []
     pending = [items]
@@ -371,7 +385,6 @@ def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_
                 pending.append(element)
             else:
                 scalars.append(element)
-    pid = node.path_id
     if scalars and pid is not None:
         old = flat.get(pid, _MISSING)
         if old is _MISSING:
@@ -388,6 +401,46 @@ def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_
         for obj in objects:
             multi = _walk(obj, node.kids, flat, multi, nested_multi)
     return multi
+
+
+_MAX_UNROLLED_DEPTH = 6
+
+
+def _compile_walk(kids: list) -> Any:
+    """Generate straight-line code that walks an event along the key trie — the same walk
+    as `_walk`, without its per-key loop overhead (it runs for every event). Arrays and
+    subtrees deeper than _MAX_UNROLLED_DEPTH are handed to the generic walker."""
+    nodes: list[_PathNode] = []
+    lines = ["def walk(o0, flat):", "    multi = None"]
+
+    def emit(kids: list, depth: int, indent: str) -> None:
+        parent = f"o{depth}"
+        for key, node in kids:
+            nodes.append(node)
+            n = len(nodes) - 1
+            lines.append(f"{indent}x = {parent}.get({key!r}, M)")
+            lines.append(f"{indent}if x is not M:")
+            lines.append(f"{indent}    t = type(x)")
+            if node.kids:
+                lines.append(f"{indent}    if t is dict:")
+                if depth + 1 < _MAX_UNROLLED_DEPTH:
+                    lines.append(f"{indent}        o{depth + 1} = x")
+                    emit(node.kids, depth + 1, indent + "        ")
+                else:
+                    lines.append(f"{indent}        multi = walk_object(x, N[{n}].kids, flat, multi, False)")
+                lines.append(f"{indent}    elif t is list:")
+            else:
+                lines.append(f"{indent}    if t is list:")
+            lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, False)")
+            if node.path_id is not None:
+                lines.append(f"{indent}    elif t is not dict:")
+                lines.append(f"{indent}        flat[{node.path_id}] = x")
+
+    emit(kids, 0, "    ")
+    lines.append("    return multi")
+    namespace = {"M": _MISSING, "N": nodes, "walk_array": _walk_array, "walk_object": _walk}
+    exec(compile("\n".join(lines), "<patterns event walk>", "exec"), namespace)
+    return namespace["walk"]
 
 
 class _Selectivity:
@@ -478,6 +531,7 @@ class RuleIndex:
         self._root = _State()
         self._path_refs: dict[int, int] = {}
         self._walk_root: list = []
+        self._walk: Any = _compile_walk([])
         self._dirty_fields: set[_FieldIndex] = set()
         self._dirty_states: set[_State] = {self._root}
         self._dirty_paths = True
@@ -619,6 +673,7 @@ class RuleIndex:
                     node = kid
             node.path_id = pid
         self._walk_root = root.kids
+        self._walk = _compile_walk(root.kids)
 
     # -- matching -----------------------------------------------------------------------
 
@@ -628,9 +683,10 @@ class RuleIndex:
         if type(event) is not dict:
             return []
         flat: dict = {}
-        multi = _walk(event, self._walk_root, flat, None, False)
+        multi = self._walk(event, flat)
 
-        seen: set = set()
+        # The automaton is a tree (every state has one parent link), so a state can only be
+        # reached twice through the same field; that is where duplicates are dropped.
         stack = [self._root]
         found: list[int] = []
         while stack:
@@ -640,42 +696,32 @@ class RuleIndex:
             for pid, field in state.trans:
                 v = flat.get(pid, _MISSING)
                 if v is _MISSING:
-                    for s in field.absent:
-                        if s not in seen:
-                            seen.add(s)
-                            stack.append(s)
+                    if field.absent:
+                        stack.extend(field.absent)
                     continue
-                if field.only_exact:
-                    if type(v) is list:
-                        for item in v:
-                            hit = field.exact.get(TRUE_KEY if item is True else FALSE_KEY if item is False else item)
-                            if hit:
-                                for s in hit:
-                                    if s not in seen:
-                                        seen.add(s)
-                                        stack.append(s)
-                    else:
-                        hit = field.exact.get(TRUE_KEY if v is True else FALSE_KEY if v is False else v)
-                        if hit:
-                            for s in hit:
-                                if s not in seen:
-                                    seen.add(s)
-                                    stack.append(s)
-                else:
+                t = type(v)
+                if t is list:
                     hits: list = []
                     field.collect(v, hits)
-                    for states in hits:
-                        for s in states:
-                            if s not in seen:
-                                seen.add(s)
-                                stack.append(s)
+                else:
+                    if field.exact_only:
+                        hit = field.exact.get(v if t is not bool else TRUE_KEY if v else FALSE_KEY)
+                        if hit:
+                            stack.extend(hit)
+                        continue
+                    hits = [field.present] if field.present else []
+                    for probe in (field.string_probes if t is str else
+                                  field.number_probes if t is int or t is float else field.other_probes):
+                        probe(v, hits)
                 if multi and field.absent and pid in multi:
-                    # Under an array of objects, one element may lack the field even though
-                    # another has it: let the exact evaluator decide.
-                    for s in field.absent:
-                        if s not in seen:
-                            seen.add(s)
-                            stack.append(s)
+                    # Under an array of objects one element may lack the field even though
+                    # another has it: follow the absence branch and let the exact
+                    # evaluator decide.
+                    hits.append(field.absent)
+                if len(hits) == 1:
+                    stack.extend(hits[0])
+                elif hits:
+                    stack.extend(dict.fromkeys(s for states in hits for s in states))
         if not found:
             return []
         by_id = self._by_id
