@@ -111,13 +111,15 @@ async def post_events(request: web.Request) -> web.Response:
     broker: Broker = request.app["broker"]
     started = time.perf_counter()
     try:
-        entries = native_entries(await _read_body(request))
-        results = await broker.ingestor.put_events(entries, origin_of(request))
+        body = await _read_body(request)
+        metrics.PUT_EVENTS_SIZE.labels("native").observe(len(body))
+        results = await broker.ingestor.put_events(native_entries(body), origin_of(request))
     except RequestError as err:
+        metrics.PUT_EVENTS_REQUESTS.labels("native", "failed").inc()
         return error_response(err.type, err.message, err.status)
     finally:
         metrics.PUT_EVENTS_DURATION.labels("native").observe(time.perf_counter() - started)
-    return json_response(_put_events_result(results))
+    return json_response(_put_events_result(results, "native"))
 
 
 def native_entries(raw: bytes) -> list[Entry]:
@@ -141,8 +143,9 @@ def native_entries(raw: bytes) -> list[Entry]:
     return entries
 
 
-def _put_events_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+def _put_events_result(results: list[dict[str, Any]], api: str) -> dict[str, Any]:
     failed = sum(1 for r in results if "ErrorCode" in r)
+    metrics.PUT_EVENTS_REQUESTS.labels(api, "partial" if failed else "success").inc()
     return {"FailedEntryCount": failed, "Entries": results}
 
 
@@ -157,11 +160,15 @@ async def aws_root(request: web.Request) -> web.Response:
 async def op_put_events(request: web.Request, body: dict[str, Any], origin: Origin) -> dict[str, Any]:
     broker: Broker = request.app["broker"]
     started = time.perf_counter()
+    metrics.PUT_EVENTS_SIZE.labels("aws").observe(request.content_length or 0)
     try:
         results = await broker.ingestor.put_events(aws_entries(body), origin)
+    except RequestError:
+        metrics.PUT_EVENTS_REQUESTS.labels("aws", "failed").inc()
+        raise
     finally:
         metrics.PUT_EVENTS_DURATION.labels("aws").observe(time.perf_counter() - started)
-    return _put_events_result(results)
+    return _put_events_result(results, "aws")
 
 
 async def op_test_event_pattern(request: web.Request, body: dict[str, Any], origin: Origin) -> dict[str, Any]:

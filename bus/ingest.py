@@ -80,7 +80,7 @@ class Ingestor:
         for rule, infos in routes:
             metrics.RULE_MATCHES.labels(bus, rule).inc()
             for info in infos:
-                metrics.DELIVERIES_ENQUEUED.labels(bus, rule, info.target).inc()
+                metrics.DELIVERIES_ENQUEUED.labels(bus, rule, info.key).inc()
                 out.append(new_delivery(raw, info, received))
         return out
 

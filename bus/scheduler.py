@@ -166,7 +166,7 @@ class Scheduler:
         metrics.SCHEDULE_FIRINGS.labels(rule.bus, rule.name).inc()
         metrics.SCHEDULE_LATENESS.labels(rule.bus, rule.name).observe(max(0.0, lateness))
         for info in infos:
-            metrics.DELIVERIES_ENQUEUED.labels(rule.bus, rule.name, info.target).inc()
+            metrics.DELIVERIES_ENQUEUED.labels(rule.bus, rule.name, info.key).inc()
         return 1
 
     # --- helpers -------------------------------------------------------------------------

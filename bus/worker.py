@@ -74,6 +74,7 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        metrics.CONCURRENCY_LIMIT.set(self.settings.concurrency)
         log.info("worker %s started (concurrency %d, lease %.1fs)", self.consumer,
                  self.settings.concurrency, self.settings.lease_seconds)
         chores = [asyncio.create_task(c) for c in (
@@ -216,6 +217,8 @@ class Worker:
             await self._succeed(info, entry_id, d, attempt, reply)
         else:
             await self._fail(info, entry_id, d, attempt, reply)
+        metrics.INGESTION_TO_COMPLETE.labels(info.key, "success" if reply.ok else "failure").observe(
+            max(0.0, time.time() - d.ingested))
 
     async def _invoke(self, info: TargetInfo, d: Delivery, attempt: int) -> Reply:
         m = _target_metrics(info.function, info.key)
@@ -321,7 +324,7 @@ class Worker:
 
     async def _throttle(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, zero: bool) -> None:
         """Over reserved concurrency: the delivery waits, it is not failed, and no attempt is used."""
-        metrics.THROTTLES.labels(info.function).inc()
+        metrics.THROTTLES.labels(info.function, info.key).inc()
         self._trace(d, attempt, "throttled")
         if zero:  # Lambda: reserved concurrency 0 sends async events straight to the DLQ
             await self._give_up(info, entry_id, d, attempt - 1, GiveUp(ATTEMPTS_EXHAUSTED),

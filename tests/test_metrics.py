@@ -38,6 +38,7 @@ BROKER = {
     "busway_events_ingested_total": "counter", "busway_events_rejected_total": "counter",
     "busway_matched_events_total": "counter", "busway_rule_matches_total": "counter",
     "busway_deliveries_enqueued_total": "counter", "busway_put_events_duration_seconds": "histogram",
+    "busway_put_events_requests_total": "counter", "busway_put_events_request_size_bytes": "histogram",
     "busway_schedule_firings_total": "counter", "busway_schedule_lateness_seconds": "histogram",
     "busway_queue_depth": "gauge", "busway_queue_pending": "gauge", "busway_queue_delayed": "gauge",
     "busway_queue_oldest_age_seconds": "gauge", "busway_dlq_depth": "gauge",
@@ -47,7 +48,8 @@ WORKER = {
     "busway_throttles_total": "counter", "busway_retries_total": "counter",
     "busway_dead_letters_total": "counter", "busway_dropped_events_total": "counter",
     "busway_handler_duration_seconds": "histogram", "busway_ingestion_to_invocation_start_seconds": "histogram",
-    "busway_concurrent_executions": "gauge",
+    "busway_concurrent_executions": "gauge", "busway_worker_concurrency_limit": "gauge",
+    "busway_ingestion_to_invocation_complete_seconds": "histogram",
 }
 
 
@@ -78,14 +80,19 @@ def test_every_metric_appears_with_its_type_and_moves_under_load(stack):
     assert metric(broker, "busway_events_rejected_total", bus="default", error_code="MalformedDetail") == 1
     assert metric(broker, "busway_matched_events_total", bus="default") == 6
     assert metric(broker, "busway_rule_matches_total", bus="default", rule="ok") == 2
-    assert metric(broker, "busway_deliveries_enqueued_total", bus="default", rule="busy", target="t") == 2
+    assert metric(broker, "busway_deliveries_enqueued_total", bus="default", rule="busy", target="default/busy/t") == 2
+    assert metric(broker, "busway_put_events_requests_total", api="native", outcome="partial") == 1
+    assert metric(broker, "busway_put_events_request_size_bytes_count", api="native") == 1
     assert metric(broker, "busway_put_events_duration_seconds_count", api="native") == 1
     assert metric(broker, "busway_dlq_depth", dlq="default/bad/t") == 1
     assert metric(worker, "busway_invocations_total", function="probe.record", target="default/ok/t") >= 2
     assert metric(worker, "busway_invocation_errors_total", function="probe.fail", target="default/bad/t", kind="exception") == 2
     assert metric(worker, "busway_retries_total", target="default/bad/t") == 1
     assert metric(worker, "busway_dropped_events_total", target="default/dropped/t", condition="MaximumRetryAttemptsExhausted") == 1
-    assert metric(worker, "busway_throttles_total", function="probe.slow") >= 1
+    assert metric(worker, "busway_throttles_total", function="probe.slow", target="default/busy/t") >= 1
+    assert metric(worker, "busway_worker_concurrency_limit") == 10
+    assert metric(worker, "busway_ingestion_to_invocation_complete_seconds_count", target="default/ok/t", outcome="success") == 2
+    assert metric(worker, "busway_ingestion_to_invocation_complete_seconds_count", target="default/bad/t", outcome="failure") == 2
     assert metric(worker, "busway_handler_duration_seconds_count", function="probe.slow") == 2
     assert metric(worker, "busway_ingestion_to_invocation_start_seconds_count", target="default/ok/t") == 2
     assert metric(worker, "busway_concurrent_executions", function="probe.slow") == 0
