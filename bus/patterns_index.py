@@ -19,9 +19,11 @@ array of two or more objects the rules it touches are confirmed with the exact e
 """
 from __future__ import annotations
 
+import gc
 import re
 from bisect import bisect_left
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from bus.patterns_eval import PatternEvaluator
 from bus.patterns_ops import (
@@ -55,7 +57,7 @@ class _State:
 
     def __init__(self) -> None:
         self.fields: dict[int, _FieldIndex] = {}     # path id -> conditions leaving this state
-        self.trans: tuple = ()                        # frozen (path id, _FieldIndex) pairs for matching
+        self.trans: tuple = ()                        # frozen (path id, _FieldIndex, exact dict or None)
         self.children: dict[tuple, list] = {}         # (path id, condition keys) -> [next state, refs]
         self.rules: list[int] = []                    # rule ids whose chain ends here
 
@@ -176,15 +178,17 @@ class _FieldIndex:
         keys = self.exact.keys()
         has = {t: any(type(k) in t for k in keys) for t in ((str,), (int, float))}
         has_other = any(type(k) not in (str, int, float) for k in keys)
-        generic_probe = [self._probe_generic] if generic else []
+        # (Plain functions, not bound methods: those would make each index a reference cycle.)
+        cls = _FieldIndex
+        generic_probe = [cls._probe_generic] if generic else []
         self.string_probes = tuple(
-            [self._probe_exact] * has[(str,)] + [self._probe_prefix] * bool(prefix)
-            + [self._probe_suffix] * bool(suffix)
-            + [self._probe_ignore_case] * bool(ci_exact or ci_prefix or ci_suffix)
-            + [self._probe_wildcard] * bool(wild) + [self._probe_cidr] * bool(cidr) + generic_probe)
+            [cls._probe_exact] * has[(str,)] + [cls._probe_prefix] * bool(prefix)
+            + [cls._probe_suffix] * bool(suffix)
+            + [cls._probe_ignore_case] * bool(ci_exact or ci_prefix or ci_suffix)
+            + [cls._probe_wildcard] * bool(wild) + [cls._probe_cidr] * bool(cidr) + generic_probe)
         self.number_probes = tuple(
-            [self._probe_exact] * has[(int, float)] + [self._probe_ranges] * bool(ranges) + generic_probe)
-        self.other_probes = tuple([self._probe_exact] * has_other + generic_probe)
+            [cls._probe_exact] * has[(int, float)] + [cls._probe_ranges] * bool(ranges) + generic_probe)
+        self.other_probes = tuple([cls._probe_exact] * has_other + generic_probe)
 
     def _build_ranges(self, ranges: list) -> None:
         """Numeric ranges as elementary segments between sorted boundaries: segment 2i is
@@ -225,10 +229,10 @@ class _FieldIndex:
             t = type(v)
             probes = self.string_probes if t is str else self.number_probes if t is int or t is float else self.other_probes
             for probe in probes:
-                probe(v, hits)
+                probe(self, v, hits)
 
     def _probe_exact(self, v: Any, hits: list) -> None:
-        hit = self.exact.get(TRUE_KEY if v is True else FALSE_KEY if v is False else v)
+        hit = self.exact.get(v)
         if hit:
             hits.append(hit)
 
@@ -323,6 +327,19 @@ def _any_of(group: list) -> re.Pattern | None:
     return re.compile("|".join(f"(?:{c.regex.pattern})" for c, _ in group), re.DOTALL)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building the automaton allocates many small objects that all stay alive; the cyclic
+    GC would re-traverse the growing structure again and again for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _PathNode:
     """The event walk: a trie of the keys the rules mention."""
 
@@ -334,7 +351,8 @@ class _PathNode:
 
 
 def _walk(obj: dict, kids: list, flat: dict, multi: set | None, in_multi: bool) -> set | None:
-    """Collect the scalars at every mentioned path into `flat` (path id -> scalar or list).
+    """Collect the scalars at every mentioned path into `flat` (path id -> scalar or list;
+    booleans as TRUE_KEY / FALSE_KEY so they never collide with 1 and 0 in a dict).
     Returns the set of path ids that lie under an array of two or more objects (or None)."""
     for key, node in kids:
         v = obj.get(key, _MISSING)
@@ -348,6 +366,8 @@ def _walk(obj: dict, kids: list, flat: dict, multi: set | None, in_multi: bool) 
             multi = _walk_array(v, node, flat, multi, in_multi)
         elif node.path_id is not None:
             pid = node.path_id
+            if t is bool:
+                v = TRUE_KEY if v else FALSE_KEY
             old = flat.get(pid, _MISSING)
             if old is _MISSING:
                 flat[pid] = v
@@ -367,7 +387,7 @@ def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_
         # The usual array: scalars only (tags, resources).
         for element in items:
             t = type(element)
-            if t is dict or t is list:
+            if t is dict or t is list or t is bool:
                 break
         else:
             if items:
@@ -384,7 +404,7 @@ def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_
             elif t is list:
                 pending.append(element)
             else:
-                scalars.append(element)
+                scalars.append(element if t is not bool else TRUE_KEY if element else FALSE_KEY)
     if scalars and pid is not None:
         old = flat.get(pid, _MISSING)
         if old is _MISSING:
@@ -433,12 +453,15 @@ def _compile_walk(kids: list) -> Any:
                 lines.append(f"{indent}    if t is list:")
             lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, False)")
             if node.path_id is not None:
+                lines.append(f"{indent}    elif t is bool:")
+                lines.append(f"{indent}        flat[{node.path_id}] = TRUE if x else FALSE")
                 lines.append(f"{indent}    elif t is not dict:")
                 lines.append(f"{indent}        flat[{node.path_id}] = x")
 
     emit(kids, 0, "    ")
     lines.append("    return multi")
-    namespace = {"M": _MISSING, "N": nodes, "walk_array": _walk_array, "walk_object": _walk}
+    namespace = {"M": _MISSING, "N": nodes, "walk_array": _walk_array, "walk_object": _walk,
+                 "TRUE": TRUE_KEY, "FALSE": FALSE_KEY}
     exec(compile("\n".join(lines), "<patterns event walk>", "exec"), namespace)
     return namespace["walk"]
 
@@ -454,6 +477,7 @@ class _Selectivity:
     most of the automaton is never visited by an event."""
 
     def __init__(self) -> None:
+        self.uses: dict[Path, int] = {}            # path -> fields on it, over all rules
         self._operands: dict[tuple, dict] = {}    # (path, kind) -> {condition key: refs}
         self._bounds: dict[Path, dict] = {}       # path -> {numeric bound: refs}
         self._spans: dict[Path, tuple[float, float]] = {}
@@ -461,6 +485,7 @@ class _Selectivity:
     def count(self, alternatives: list[Alternative], delta: int) -> None:
         for alternative in alternatives:
             for path, conditions in alternative.items():
+                self._bump(self.uses, path, delta)
                 for condition in conditions:
                     self._bump(self._operands.setdefault((path, type(condition)), {}), condition.key, delta)
                     if type(condition) is NumericRange:
@@ -569,12 +594,18 @@ class RuleIndex:
         self._changes += 1
 
     def _insert(self, rule: _Rule) -> None:
-        """Thread each alternative of the rule through the automaton, rarest field first."""
-        estimate = self._selectivity.field
+        """Thread each alternative of the rule through the automaton: its rarest field
+        first (so few events get past the root), then the rest in one global order, most
+        used paths first (so rules that share a state mostly continue on the same path,
+        and an event that gets past the root costs one lookup per step, not one per rule)."""
+        estimate, uses = self._selectivity.field, self._selectivity.uses
         rule.chains = []
         path_ids = set()
         for alternative in rule.evaluator.alternatives:
-            fields = sorted(alternative.items(), key=lambda item: (estimate(*item), len(item[0]), item[0]))
+            items = list(alternative.items())
+            first = min(items, key=lambda item: (estimate(*item), len(item[0]), item[0]))
+            items.remove(first)
+            fields = [first] + sorted(items, key=lambda item: (-uses.get(item[0], 0), item[0]))
             chain: list[tuple] = []
             state = self._root
             for path, conditions in fields:
@@ -645,12 +676,14 @@ class RuleIndex:
         relative to the number of rules, re-thread everything; otherwise just rebuild the
         lookup structures that changed."""
         if self._changes > len(self._rules) // 2:
-            self._rebuild()
+            with _gc_paused():
+                self._rebuild()
         for field in self._dirty_fields:
             field.rebuild()
         self._dirty_fields.clear()
         for state in self._dirty_states:
-            state.trans = tuple(state.fields.items())
+            state.trans = tuple((pid, field, field.exact if field.exact_only else None)
+                                for pid, field in state.fields.items())
         self._dirty_states.clear()
         if self._dirty_paths:
             self._rebuild_walk()
@@ -688,40 +721,41 @@ class RuleIndex:
         # The automaton is a tree (every state has one parent link), so a state can only be
         # reached twice through the same field; that is where duplicates are dropped.
         stack = [self._root]
+        push, pop, get = stack.extend, stack.pop, flat.get
         found: list[int] = []
         while stack:
-            state = stack.pop()
+            state = pop()
             if state.rules:
                 found.extend(state.rules)
-            for pid, field in state.trans:
-                v = flat.get(pid, _MISSING)
+            for pid, field, exact in state.trans:
+                v = get(pid, _MISSING)
                 if v is _MISSING:
                     if field.absent:
-                        stack.extend(field.absent)
+                        push(field.absent)
                     continue
                 t = type(v)
                 if t is list:
                     hits: list = []
                     field.collect(v, hits)
+                elif exact is not None:
+                    hit = exact.get(v)  # booleans arrive as TRUE_KEY / FALSE_KEY (see _walk)
+                    if hit:
+                        push(hit)
+                    continue
                 else:
-                    if field.exact_only:
-                        hit = field.exact.get(v if t is not bool else TRUE_KEY if v else FALSE_KEY)
-                        if hit:
-                            stack.extend(hit)
-                        continue
                     hits = [field.present] if field.present else []
                     for probe in (field.string_probes if t is str else
                                   field.number_probes if t is int or t is float else field.other_probes):
-                        probe(v, hits)
+                        probe(field, v, hits)
                 if multi and field.absent and pid in multi:
                     # Under an array of objects one element may lack the field even though
                     # another has it: follow the absence branch and let the exact
                     # evaluator decide.
                     hits.append(field.absent)
                 if len(hits) == 1:
-                    stack.extend(hits[0])
+                    push(hits[0])
                 elif hits:
-                    stack.extend(dict.fromkeys(s for states in hits for s in states))
+                    push(dict.fromkeys(s for states in hits for s in states))
         if not found:
             return []
         by_id = self._by_id

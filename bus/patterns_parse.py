@@ -516,30 +516,39 @@ def wildcard_complexity(operands: list[str]) -> int:
             weight[nxt].add(index)
             current = nxt
 
-    def closure(states: set[int]) -> frozenset[int]:
-        pending, seen = list(states), set(states)
-        while pending:
-            for nxt in epsilon[pending.pop()]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    pending.append(nxt)
-        return frozenset(seen)
+    closures: dict[int, frozenset[int]] = {}
 
-    alphabet: list[Any] = [_OTHER] + sorted({ch for table in literal for ch in table})
-    start = closure({0})
+    def closure_of(state: int) -> frozenset[int]:
+        found = closures.get(state)
+        if found is None:
+            pending, seen = [state], {state}
+            while pending:
+                for nxt in epsilon[pending.pop()]:
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        pending.append(nxt)
+            found = closures[state] = frozenset(seen)
+        return found
+
+    start = closure_of(0)
     seen_sets, pending_sets, worst = {start}, [start], 0
     while pending_sets and len(seen_sets) < _MAX_EXPLORED_STATE_SETS:
         active = pending_sets.pop()
-        for char in alphabet:
+        looping = [state for state in active if loops[state]]
+        # Characters without a literal transition from these states all lead to the same
+        # set (the looping states), so one representative stands for them.
+        chars: set = {ch for state in active for ch in literal[state]}
+        for char in [_OTHER, *sorted(chars)]:
             nxt: set[int] = set()
-            for state in active:
-                if loops[state]:
-                    nxt.add(state)
-                if char is not _OTHER:
-                    nxt.update(literal[state].get(char, ()))
+            for state in looping:
+                nxt |= closure_of(state)
+            if char is not _OTHER:
+                for state in active:
+                    for target in literal[state].get(char, ()):
+                        nxt |= closure_of(target)
             if not nxt:
                 continue
-            reached = closure(nxt)
+            reached = frozenset(nxt)
             worst = max(worst, sum(len(weight[s]) for s in reached))
             if worst > MAX_WILDCARD_COMPLEXITY:
                 return worst
