@@ -15,6 +15,7 @@ in Amazon EventBridge event patterns") and event-ruler, the engine behind it:
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -42,6 +43,15 @@ def compile_pattern(pattern: dict | str | bytes) -> CompiledPattern:
 _decode = msgspec.json.Decoder().decode
 
 
+def decode_event(raw: bytes | str) -> Any:
+    """Decode a JSON event. msgspec refuses numbers a double cannot hold (1e400), which
+    are valid JSON; the standard library reads those as infinities, so fall back to it."""
+    try:
+        return _decode(raw)
+    except msgspec.ValidationError:
+        return json.loads(raw)
+
+
 class Matcher:
     """The rules of one bus; answers which rule names an event matches.
 
@@ -63,8 +73,8 @@ class Matcher:
         return self._index.match(event)
 
     def matches_json(self, raw: bytes | str) -> list[str]:
-        """Decode a JSON event and match it. Raises msgspec.DecodeError (a ValueError) on bad JSON."""
-        return self._index.match(_decode(raw))
+        """Decode a JSON event and match it. Raises a ValueError (msgspec.DecodeError) on bad JSON."""
+        return self._index.match(decode_event(raw))
 
     def __len__(self) -> int:
         return len(self._index)

@@ -428,40 +428,71 @@ _MAX_UNROLLED_DEPTH = 6
 
 def _compile_walk(kids: list) -> Any:
     """Generate straight-line code that walks an event along the key trie — the same walk
-    as `_walk`, without its per-key loop overhead (it runs for every event). Arrays and
-    subtrees deeper than _MAX_UNROLLED_DEPTH are handed to the generic walker."""
+    as `_walk`, without its per-key loop overhead (it runs for every event). Arrays whose
+    elements are all objects are unrolled too; other arrays, and subtrees deeper than
+    _MAX_UNROLLED_DEPTH, are handed to the generic walker."""
     nodes: list[_PathNode] = []
     lines = ["def walk(o0, flat):", "    multi = None"]
 
-    def emit(kids: list, depth: int, indent: str) -> None:
+    def store(pid: int, indent: str, inside_array: bool, in_multi: str) -> None:
+        if not inside_array:  # the only route to this path: nothing stored yet
+            lines.append(f"{indent}flat[{pid}] = x")
+            return
+        lines.append(f"{indent}old = flat.get({pid}, M)")
+        lines.append(f"{indent}if old is M:")
+        lines.append(f"{indent}    flat[{pid}] = x")
+        lines.append(f"{indent}elif type(old) is list:")
+        lines.append(f"{indent}    old.append(x)")
+        lines.append(f"{indent}else:")
+        lines.append(f"{indent}    flat[{pid}] = [old, x]")
+        if in_multi != "False":
+            lines.append(f"{indent}if {in_multi}:")
+            lines.append(f"{indent}    multi = multi or set()")
+            lines.append(f"{indent}    multi.add({pid})")
+
+    def emit(kids: list, depth: int, indent: str, inside_array: bool, in_multi: str) -> None:
         parent = f"o{depth}"
         for key, node in kids:
             nodes.append(node)
             n = len(nodes) - 1
+            deeper = depth + 1 < _MAX_UNROLLED_DEPTH
             lines.append(f"{indent}x = {parent}.get({key!r}, M)")
             lines.append(f"{indent}if x is not M:")
             lines.append(f"{indent}    t = type(x)")
             if node.kids:
                 lines.append(f"{indent}    if t is dict:")
-                if depth + 1 < _MAX_UNROLLED_DEPTH:
+                if deeper:
                     lines.append(f"{indent}        o{depth + 1} = x")
-                    emit(node.kids, depth + 1, indent + "        ")
+                    emit(node.kids, depth + 1, indent + "        ", inside_array, in_multi)
                 else:
-                    lines.append(f"{indent}        multi = walk_object(x, N[{n}].kids, flat, multi, False)")
+                    lines.append(f"{indent}        multi = walk_object(x, N[{n}].kids, flat, multi, {in_multi})")
                 lines.append(f"{indent}    elif t is list:")
+                if deeper:
+                    # An array of objects: each element is walked like an object, values
+                    # accumulate, and with two or more elements their paths are "multi".
+                    flag = f"m{depth + 1}"
+                    lines.append(f"{indent}        if x and set(map(type, x)) == ONLY_OBJECTS:")
+                    lines.append(f"{indent}            {flag} = {in_multi} or len(x) > 1")
+                    lines.append(f"{indent}            for o{depth + 1} in x:")
+                    emit(node.kids, depth + 1, indent + "                ", True, flag)
+                    lines.append(f"{indent}        else:")
+                    lines.append(f"{indent}            multi = walk_array(x, N[{n}], flat, multi, {in_multi})")
+                else:
+                    lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, {in_multi})")
             else:
                 lines.append(f"{indent}    if t is list:")
-            lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, False)")
+                lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, {in_multi})")
             if node.path_id is not None:
                 lines.append(f"{indent}    elif t is bool:")
-                lines.append(f"{indent}        flat[{node.path_id}] = TRUE if x else FALSE")
+                lines.append(f"{indent}        x = TRUE if x else FALSE")
+                store(node.path_id, indent + "        ", inside_array, in_multi)
                 lines.append(f"{indent}    elif t is not dict:")
-                lines.append(f"{indent}        flat[{node.path_id}] = x")
+                store(node.path_id, indent + "        ", inside_array, in_multi)
 
-    emit(kids, 0, "    ")
+    emit(kids, 0, "    ", False, "False")
     lines.append("    return multi")
     namespace = {"M": _MISSING, "N": nodes, "walk_array": _walk_array, "walk_object": _walk,
-                 "TRUE": TRUE_KEY, "FALSE": FALSE_KEY}
+                 "TRUE": TRUE_KEY, "FALSE": FALSE_KEY, "ONLY_OBJECTS": {dict}}
     exec(compile("\n".join(lines), "<patterns event walk>", "exec"), namespace)
     return namespace["walk"]
 

@@ -5,9 +5,8 @@ the scalar values found at its path (arrays in the event are flattened, so "any 
 `exists` is the exception: it is about the presence of scalar values, not about one value,
 so it has no `test` and the evaluators handle it themselves.
 
-Every condition has a `key` (hashable, equal for equal conditions, so rules can share
-automaton states) and a `rank` (how selective it usually is; the index tests selective
-fields first).
+Every condition has a `key`: hashable, and equal for equal conditions, so that rules
+can share automaton states.
 """
 from __future__ import annotations
 
@@ -53,16 +52,11 @@ def is_number(value: Any) -> bool:
     return t is int or t is float
 
 
-# Ranks: 0 picks out few events (equality), 4 picks out most (negations, absence).
-RANK_EQUAL, RANK_AFFIX, RANK_RANGE, RANK_BROAD, RANK_ABSENT = 0, 1, 2, 3, 4
-
-
 class Condition:
-    """One alternative of a pattern field. Subclasses set `key`, `rank` and `test`."""
+    """One alternative of a pattern field. Subclasses set `key` and implement `test`."""
 
-    __slots__ = ("key", "rank")
+    __slots__ = ("key",)
     key: tuple
-    rank: int
 
     def test(self, value: Any) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -85,7 +79,6 @@ class Exact(Condition):
     def __init__(self, value: Any) -> None:
         self.value = scalar_key(value)
         self.key = ("exact", self.value)
-        self.rank = RANK_EQUAL
 
     def test(self, value: Any) -> bool:
         return scalar_key(value) == self.value
@@ -98,7 +91,6 @@ class Prefix(Condition):
         self.text = text
         self.key = ("prefix", text)
         # An empty prefix accepts every string: not selective at all.
-        self.rank = RANK_AFFIX if text else RANK_BROAD
 
     def test(self, value: Any) -> bool:
         return type(value) is str and value.startswith(self.text)
@@ -110,7 +102,6 @@ class Suffix(Condition):
     def __init__(self, text: str) -> None:
         self.text = text
         self.key = ("suffix", text)
-        self.rank = RANK_AFFIX if text else RANK_BROAD
 
     def test(self, value: Any) -> bool:
         return type(value) is str and value.endswith(self.text)
@@ -174,7 +165,6 @@ class EqualsIgnoreCase(Condition):
     def __init__(self, text: str) -> None:
         self.text = text
         self.key = ("equals-ignore-case", text)
-        self.rank = RANK_EQUAL
 
     def test(self, value: Any) -> bool:
         return type(value) is str and ci_equals(value, self.text)
@@ -186,7 +176,6 @@ class PrefixIgnoreCase(Condition):
     def __init__(self, text: str) -> None:
         self.text = text
         self.key = ("prefix-equals-ignore-case", text)
-        self.rank = RANK_AFFIX if text else RANK_BROAD
 
     def test(self, value: Any) -> bool:
         return type(value) is str and ci_prefix(value, self.text)
@@ -198,7 +187,6 @@ class SuffixIgnoreCase(Condition):
     def __init__(self, text: str) -> None:
         self.text = text
         self.key = ("suffix-equals-ignore-case", text)
-        self.rank = RANK_AFFIX if text else RANK_BROAD
 
     def test(self, value: Any) -> bool:
         return type(value) is str and ci_suffix(value, self.text)
@@ -261,8 +249,6 @@ class Wildcard(Condition):
         self.segments = wildcard_segments(text)
         self.regex = re.compile(wildcard_regex_source(self.segments), re.DOTALL)
         self.key = ("wildcard", text)
-        literal = self.segments[0] or self.segments[-1]
-        self.rank = RANK_AFFIX if literal else RANK_BROAD
 
     def test(self, value: Any) -> bool:
         return type(value) is str and self.regex.match(value) is not None
@@ -279,7 +265,6 @@ class NumericRange(Condition):
     def __init__(self, low: float | None, low_open: bool, high: float | None, high_open: bool) -> None:
         self.low, self.low_open, self.high, self.high_open = low, low_open, high, high_open
         self.key = ("numeric", low, low_open, high, high_open)
-        self.rank = RANK_RANGE
 
     def test(self, value: Any) -> bool:
         if not is_number(value):
@@ -331,7 +316,6 @@ class Cidr(Condition):
         self.version, self.bits = version, bits
         self.network = address >> (width - bits)  # the network number, host bits dropped
         self.key = ("cidr", version, bits, self.network)
-        self.rank = RANK_AFFIX
 
     def test(self, value: Any) -> bool:
         if type(value) is not str:
@@ -355,7 +339,6 @@ class AnythingBut(Condition):
     def __init__(self, inner: tuple[Condition, ...]) -> None:
         self.inner = inner
         self.key = ("anything-but", frozenset(c.key for c in inner))
-        self.rank = RANK_BROAD
 
     def test(self, value: Any) -> bool:
         for condition in self.inner:
@@ -373,7 +356,6 @@ class Exists(Condition):
     def __init__(self, present: bool) -> None:
         self.present = present
         self.key = ("exists", present)
-        self.rank = RANK_BROAD if present else RANK_ABSENT
 
     def test(self, value: Any) -> bool:
         # Any scalar at all satisfies exists:true; exists:false is decided on absence.

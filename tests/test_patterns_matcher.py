@@ -1,0 +1,149 @@
+"""The Matcher: the rules of one bus, added and removed at run time, matched in one pass."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bus.patterns import Matcher, compile_pattern
+from bus.patterns_reference import reference_matches
+
+ORDER_PLACED = {"source": "shop", "detail-type": "Order Placed",
+                "detail": {"amount": 120, "customer": {"tier": "gold"}, "items": [{"sku": "a"}, {"sku": "b"}]}}
+
+
+def test_matches_returns_the_names_of_matching_rules_in_the_order_added():
+    matcher = Matcher()
+    matcher.add("big", {"detail": {"amount": [{"numeric": [">", 100]}]}})
+    matcher.add("other-source", {"source": ["elsewhere"]})
+    matcher.add("gold", {"detail": {"customer": {"tier": ["gold"]}}})
+    assert matcher.matches(ORDER_PLACED) == ["big", "gold"]
+
+
+def test_an_empty_matcher_matches_nothing():
+    assert Matcher().matches(ORDER_PLACED) == []
+
+
+def test_removed_rules_no_longer_match():
+    matcher = Matcher()
+    matcher.add("shop", {"source": ["shop"]})
+    matcher.remove("shop")
+    assert matcher.matches(ORDER_PLACED) == []
+    assert "shop" not in matcher
+
+
+def test_removing_an_unknown_rule_is_ignored():
+    matcher = Matcher()
+    matcher.remove("never-added")
+    assert len(matcher) == 0
+
+
+def test_adding_under_an_existing_name_replaces_the_rule():
+    matcher = Matcher()
+    matcher.add("rule", {"source": ["elsewhere"]})
+    matcher.add("rule", {"source": ["shop"]})
+    assert matcher.matches(ORDER_PLACED) == ["rule"]
+    assert len(matcher) == 1
+
+
+def test_rules_sharing_conditions_each_match():
+    matcher = Matcher()
+    matcher.add("a", {"source": ["shop"], "detail-type": ["Order Placed"]})
+    matcher.add("b", {"source": ["shop"], "detail-type": ["Order Placed"]})
+    matcher.add("c", {"source": ["shop"], "detail-type": ["Order Placed"], "detail": {"amount": [1]}})
+    assert matcher.matches(ORDER_PLACED) == ["a", "b"]
+
+
+def test_removing_one_of_two_identical_rules_keeps_the_other():
+    matcher = Matcher()
+    matcher.add("a", {"source": ["shop"]})
+    matcher.add("b", {"source": ["shop"]})
+    matcher.matches(ORDER_PLACED)
+    matcher.remove("a")
+    assert matcher.matches(ORDER_PLACED) == ["b"]
+
+
+def test_a_rule_matching_through_several_or_branches_is_reported_once():
+    matcher = Matcher()
+    matcher.add("either", {"$or": [{"source": ["shop"]}, {"detail-type": ["Order Placed"]}]})
+    assert matcher.matches(ORDER_PLACED) == ["either"]
+
+
+def test_array_of_objects_rules_are_confirmed_per_element():
+    matcher = Matcher()
+    matcher.add("same-item", {"detail": {"items": {"sku": ["a"], "qty": [2]}}})
+    event = {"detail": {"items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]}}
+    assert matcher.matches(event) == []
+    event["detail"]["items"][0]["qty"] = 2
+    assert matcher.matches(event) == ["same-item"]
+
+
+def test_matches_json_parses_bytes():
+    matcher = Matcher()
+    matcher.add("shop", {"source": ["shop"]})
+    assert matcher.matches_json(b'{"source": "shop"}') == ["shop"]
+
+
+def test_matches_json_parses_text():
+    matcher = Matcher()
+    matcher.add("shop", {"source": ["shop"]})
+    assert matcher.matches_json('{"source": "shop"}') == ["shop"]
+
+
+def test_matches_json_reads_numbers_beyond_a_double():
+    matcher = Matcher()
+    matcher.add("positive", {"n": [{"numeric": [">", 0]}]})
+    assert matcher.matches_json('{"n": 1e400}') == ["positive"]
+
+
+def test_matches_json_rejects_malformed_json():
+    with pytest.raises(ValueError):
+        Matcher().matches_json(b'{"source": ')
+
+
+def test_a_non_object_event_matches_nothing():
+    matcher = Matcher()
+    matcher.add("absent", {"a": [{"exists": False}]})
+    assert matcher.matches_json(b"[1, 2]") == []
+
+
+def test_rules_may_be_given_as_json_text_or_compiled():
+    matcher = Matcher()
+    matcher.add("text", '{"source": ["shop"]}')
+    matcher.add("compiled", compile_pattern({"source": ["shop"]}))
+    assert matcher.matches(ORDER_PLACED) == ["text", "compiled"]
+
+
+def test_thousands_of_rules_answer_like_the_reference():
+    rng = random.Random(7)
+    sources = [f"s{i}" for i in range(20)]
+
+    def pattern() -> dict:
+        detail = rng.choice([
+            {"n": [{"numeric": [">", rng.randrange(100)]}]},
+            {"id": [f"id{rng.randrange(50)}"]},
+            {"name": [{"prefix": f"n{rng.randrange(10)}"}]},
+            {"name": [{"anything-but": {"suffix": str(rng.randrange(10))}}]},
+            {"tags": [{"wildcard": f"t{rng.randrange(5)}*"}], "n": [{"exists": rng.random() < 0.5}]},
+            {"ip": [{"cidr": f"10.{rng.randrange(4)}.0.0/16"}]},
+        ])
+        return {"source": rng.sample(sources, 2), "detail": detail}
+
+    def event() -> dict:
+        detail = {"n": rng.randrange(100), "id": f"id{rng.randrange(50)}", "name": f"n{rng.randrange(100)}",
+                  "tags": [f"t{rng.randrange(9)}x", "y"], "ip": f"10.{rng.randrange(6)}.1.2"}
+        for key in rng.sample(list(detail), 2):
+            del detail[key]
+        return {"source": rng.choice(sources), "detail": detail}
+
+    patterns = {f"rule{i}": pattern() for i in range(3000)}
+    matcher = Matcher()
+    for name, p in patterns.items():
+        matcher.add(name, p)
+    matched = 0
+    for _ in range(60):
+        e = event()
+        expected = [name for name, p in patterns.items() if reference_matches(p, e)]
+        assert matcher.matches(e) == expected
+        matched += len(expected)
+    assert matched > 100  # the comparison is not vacuous
