@@ -1,16 +1,17 @@
 """The multi-rule index: every rule of a bus compiled into one shared automaton (event-ruler style).
 
-Each alternative of each rule becomes a chain of steps, one per field, ordered most
-selective first (equality on shallow paths like `source` before ranges, negations and
-absence). Chains with the same first steps share states, so a thousand rules on the same
-`source` cost one lookup, not a thousand. Every state keeps, per field path, a
-`_FieldIndex` over the conditions leaving it: exact values in a dict, prefixes and
-suffixes in dicts probed per distinct length, numeric ranges as sorted boundaries
-(bisect), CIDR blocks in dicts per mask length, and the rest (anything-but, wildcards
-without a literal end, non-ASCII case folding) tested one by one.
+Each alternative of each rule becomes a chain of steps, one per field: first its rarest
+field (selectivity is estimated from the rule set itself, see `_Selectivity`), then the
+others in one global order, most used paths first. Chains that start alike share states,
+so a thousand rules on the same condition cost one lookup, not a thousand. Every state
+keeps, per field path, a `_FieldIndex` over the conditions leaving it: exact values in a
+dict, prefixes and suffixes in dicts probed per distinct length, numeric ranges as sorted
+boundaries (bisect), CIDR blocks in dicts per mask length, wildcards by their literal
+head and tail, and the rest (anything-but, non-ASCII case folding) tested one by one.
 
-Matching walks the event once for the paths the rules mention, then runs the automaton:
-work depends on how many states the event activates, not on how many rules exist.
+Matching walks the event once for the paths the rules mention (with generated code), then
+runs the automaton: the work depends on how many states the event activates — roughly,
+how many rules its rarest field lets through — not on how many rules exist.
 
 Arrays of objects: AWS requires the fields of one nested pattern to come from the same
 array element. The automaton looks at each path independently, which can only accept
@@ -53,7 +54,7 @@ _MAX_SEGMENT_CELLS = 200_000
 class _State:
     """A point in the automaton: the fields matched so far along some chains."""
 
-    __slots__ = ("fields", "trans", "children", "rules", "__weakref__")
+    __slots__ = ("fields", "trans", "children", "rules")
 
     def __init__(self) -> None:
         self.fields: dict[int, _FieldIndex] = {}     # path id -> conditions leaving this state
@@ -66,35 +67,29 @@ class _FieldIndex:
     """The conditions on one path leaving one state, each leading to next states."""
 
     __slots__ = (
-        "conditions", "only_exact", "exact", "prefix", "prefix_lens", "suffix", "suffix_lens",
+        "conditions", "exact", "prefix", "prefix_lens", "suffix", "suffix_lens",
         "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens",
         "wild", "wild_head_lens", "ranges", "bounds", "segments", "cidr", "generic",
         "present", "absent", "string_probes", "number_probes", "other_probes", "exact_only",
     )
 
     def __init__(self) -> None:
-        # condition key -> [condition, {next state: refs}]
-        self.conditions: dict[tuple, list] = {}
+        # condition key -> (condition, {next state: None}) — the dict as an ordered set
+        self.conditions: dict[tuple, tuple[Condition, dict]] = {}
         self.absent: tuple = ()
-        self.only_exact = True
         self.exact_only = True
         self.exact: dict = {}
 
     # -- maintenance --------------------------------------------------------------------
 
     def add(self, condition: Condition, state: _State) -> None:
-        entry = self.conditions.setdefault(condition.key, [condition, {}])
-        entry[1][state] = entry[1].get(state, 0) + 1
+        self.conditions.setdefault(condition.key, (condition, {}))[1][state] = None
 
     def remove(self, condition: Condition, state: _State) -> None:
-        entry = self.conditions[condition.key]
-        refs = entry[1][state] - 1
-        if refs:
-            entry[1][state] = refs
-        else:
-            del entry[1][state]
-            if not entry[1]:
-                del self.conditions[condition.key]
+        targets = self.conditions[condition.key][1]
+        del targets[state]
+        if not targets:
+            del self.conditions[condition.key]
 
     def rebuild(self) -> None:
         """Derive the lookup structures from `conditions` (after adds/removes)."""
@@ -169,10 +164,9 @@ class _FieldIndex:
         self.present = tuple(dict.fromkeys(present))
         self.absent = tuple(dict.fromkeys(absent))
         self._build_ranges(ranges)
-        self.only_exact = not (prefix or suffix or ci_exact or ci_prefix or ci_suffix or wild
-                               or ranges or cidr or generic or present)
         # Equality only and no absence branch: one dict lookup decides a scalar.
-        self.exact_only = self.only_exact and not absent
+        self.exact_only = not (prefix or suffix or ci_exact or ci_prefix or ci_suffix or wild
+                               or ranges or cidr or generic or present or absent)
 
         # Per scalar type, only the probes that can find something here.
         keys = self.exact.keys()
@@ -509,7 +503,7 @@ class _Selectivity:
 
     def __init__(self) -> None:
         self.uses: dict[Path, int] = {}            # path -> fields on it, over all rules
-        self._operands: dict[tuple, dict] = {}    # (path, kind) -> {condition key: refs}
+        self._operands: dict[tuple, dict] = {}    # (path, kind) -> {condition key: refs}, see _kind
         self._bounds: dict[Path, dict] = {}       # path -> {numeric bound: refs}
         self._spans: dict[Path, tuple[float, float]] = {}
 
@@ -518,7 +512,7 @@ class _Selectivity:
             for path, conditions in alternative.items():
                 self._bump(self.uses, path, delta)
                 for condition in conditions:
-                    self._bump(self._operands.setdefault((path, type(condition)), {}), condition.key, delta)
+                    self._bump(self._operands.setdefault((path, _kind(condition)), {}), condition.key, delta)
                     if type(condition) is NumericRange:
                         bounds = self._bounds.setdefault(path, {})
                         for bound in (condition.low, condition.high):
@@ -547,7 +541,7 @@ class _Selectivity:
             return self._range(path, condition)
         if kind in (Prefix, Suffix, PrefixIgnoreCase, SuffixIgnoreCase) and not condition.text:
             return 1.0
-        return 1.0 / (len(self._operands.get((path, kind), ())) + 1)
+        return 1.0 / (len(self._operands.get((path, _kind(condition)), ())) + 1)
 
     def _range(self, path: Path, condition: NumericRange) -> float:
         span = self._spans.get(path)
@@ -560,6 +554,19 @@ class _Selectivity:
         top = high if condition.high is None else min(condition.high, high)
         bottom = low if condition.low is None else max(condition.low, low)
         return min(1.0, max((top - bottom) / (high - low), 0.001))
+
+
+def _kind(condition: Condition) -> tuple:
+    """Operands are counted per operator and shape: 16 distinct /16 blocks say nothing
+    about how rare one /24 block is, nor do 3-character prefixes about 10-character ones."""
+    kind = type(condition)
+    if kind is Cidr:
+        return kind, condition.bits
+    if kind in (Prefix, Suffix, PrefixIgnoreCase, SuffixIgnoreCase):
+        return kind, len(condition.text)
+    if kind is Wildcard:
+        return kind, len(condition.segments), len(condition.segments[0]), len(condition.segments[-1])
+    return kind, None
 
 
 class _Rule:
