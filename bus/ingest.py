@@ -7,6 +7,7 @@ a client retry cannot half-duplicate a request.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Callable
@@ -52,7 +53,7 @@ class Ingestor:
             accepted.append(bus)
         await self._store(deliveries)
         for bus in accepted:
-            metrics.EVENTS_INGESTED.labels(bus).inc()
+            _counter(metrics.EVENTS_INGESTED, bus).inc()
         return results
 
     async def publish(self, bus: str, event: dict[str, Any], received: float) -> int:
@@ -75,12 +76,12 @@ class Ingestor:
         if not routes:
             return []
         raw = _encode(event)
-        metrics.MATCHED_EVENTS.labels(bus).inc()
+        _counter(metrics.MATCHED_EVENTS, bus).inc()
         out = []
         for rule, infos in routes:
-            metrics.RULE_MATCHES.labels(bus, rule).inc()
+            _counter(metrics.RULE_MATCHES, bus, rule).inc()
             for info in infos:
-                metrics.DELIVERIES_ENQUEUED.labels(bus, rule, info.key).inc()
+                _counter(metrics.DELIVERIES_ENQUEUED, bus, rule, info.key).inc()
                 out.append(new_delivery(raw, info, received))
         return out
 
@@ -94,6 +95,11 @@ class Ingestor:
                 "Events could not be stored, so none of this request was accepted. Retry the request.",
                 status=500,
             ) from exc
+
+
+@functools.lru_cache(maxsize=8192)  # labels() takes a lock and a dict lookup; per event it adds up
+def _counter(counter, *labels: str):
+    return counter.labels(*labels)
 
 
 def _bus_label(entry: Entry, router: Router) -> str:
