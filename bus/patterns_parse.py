@@ -12,6 +12,7 @@ Error wording follows EventBridge (whose messages are event-ruler's), prefixed w
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -282,11 +283,8 @@ def _parse_cidr(operand: Any, where: _Where) -> Condition:
     address, slash, mask = text.partition("/")
     if not slash or not mask or "/" in mask:
         raise where.fail("Malformed CIDR, one '/' required")
-    try:
-        bits = int(mask) if mask.strip() == mask and mask.lstrip("+-").isdigit() and mask.isascii() else None
-    except ValueError:
-        bits = None
-    if bits is None or not -2**31 <= bits < 2**31:
+    bits = int(mask) if _CIDR_MASK.match(mask) else None
+    if bits is None or not -2**31 <= bits < 2**31:  # what a Java int parse accepts
         raise where.fail("Malformed CIDR, mask bits must be an integer")
     if bits < 0:
         raise where.fail("Malformed CIDR, mask bits must not be negative")
@@ -299,6 +297,9 @@ def _parse_cidr(operand: Any, where: _Where) -> Condition:
     if version == 6 and bits > 127:
         raise where.fail("IPv6 mask bits must be < 128")
     return Cidr(version, number, bits)
+
+
+_CIDR_MASK = re.compile(r"[+-]?[0-9]+\Z")
 
 
 def _parse_exists(operand: Any, where: _Where) -> Condition:

@@ -179,7 +179,7 @@ def compiles(pattern: dict) -> bool:
         return False
 
 
-PROPERTY_SETTINGS = settings(max_examples=400, deadline=None,
+PROPERTY_SETTINGS = settings(max_examples=300, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
