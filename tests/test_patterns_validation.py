@@ -176,7 +176,10 @@ VALID = [
     pytest.param({"a": [{"prefix": ""}]}, id="an empty prefix is allowed"),
     pytest.param({"a": [{"numeric": [">=", -5e9, "<=", 5e9]}]}, id="numeric bounds may be the range limits"),
     pytest.param({"a": [{"anything-but": {"prefix": ["x", "y"]}}]}, id="anything-but prefix takes a list"),
-    pytest.param({"a": [{"wildcard": "*.png"}, {"wildcard": "*.jpg"}]}, id="a few simple wildcards are fine"),
+    pytest.param({"key": [{"wildcard": f"*.{ext}"} for ext in ("bif", "tiff", "tif", "svs")]},
+                 id="four suffix-like wildcards on one field are not too complex"),
+    pytest.param({"key": [{"wildcard": f"*/datasync/*.{ext}"} for ext in ("bif", "tif")]},
+                 id="two two-star wildcards on one field are not too complex"),
     pytest.param({"a": [{"cidr": "10.0.0.0/31"}, {"cidr": "::/0"}]}, id="cidr blocks of both families"),
     pytest.param({"a": [1e20]}, id="exact numbers are not limited to the numeric range"),
 ]
