@@ -344,9 +344,10 @@ class _PathNode:
         self.path_id: int | None = None
 
 
-def _walk(obj: dict, kids: list, flat: dict, multi: set | None, in_multi: bool) -> set | None:
-    """Collect the scalars at every mentioned path into `flat` (path id -> scalar or list;
-    booleans as TRUE_KEY / FALSE_KEY so they never collide with 1 and 0 in a dict).
+def _walk(obj: dict, kids: list, flat: list, multi: set | None, in_multi: bool) -> set | None:
+    """Collect the scalars at every mentioned path into `flat` (indexed by path id: _MISSING,
+    a scalar or a list; booleans as TRUE_KEY / FALSE_KEY so they never collide with 1 and 0
+    in a dict).
     Returns the set of path ids that lie under an array of two or more objects (or None)."""
     for key, node in kids:
         v = obj.get(key, _MISSING)
@@ -362,7 +363,7 @@ def _walk(obj: dict, kids: list, flat: dict, multi: set | None, in_multi: bool) 
             pid = node.path_id
             if t is bool:
                 v = TRUE_KEY if v else FALSE_KEY
-            old = flat.get(pid, _MISSING)
+            old = flat[pid]
             if old is _MISSING:
                 flat[pid] = v
             elif type(old) is list:
@@ -375,9 +376,9 @@ def _walk(obj: dict, kids: list, flat: dict, multi: set | None, in_multi: bool) 
     return multi
 
 
-def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_multi: bool) -> set | None:
+def _walk_array(items: list, node: _PathNode, flat: list, multi: set | None, in_multi: bool) -> set | None:
     pid = node.path_id
-    if pid is not None and not in_multi and pid not in flat:
+    if pid is not None and not in_multi and flat[pid] is _MISSING:
         # The usual array: scalars only (tags, resources).
         for element in items:
             t = type(element)
@@ -400,7 +401,7 @@ def _walk_array(items: list, node: _PathNode, flat: dict, multi: set | None, in_
             else:
                 scalars.append(element if t is not bool else TRUE_KEY if element else FALSE_KEY)
     if scalars and pid is not None:
-        old = flat.get(pid, _MISSING)
+        old = flat[pid]
         if old is _MISSING:
             flat[pid] = scalars
         elif type(old) is list:
@@ -432,7 +433,7 @@ def _compile_walk(kids: list) -> Any:
         if not inside_array:  # the only route to this path: nothing stored yet
             lines.append(f"{indent}flat[{pid}] = x")
             return
-        lines.append(f"{indent}old = flat.get({pid}, M)")
+        lines.append(f"{indent}old = flat[{pid}]")
         lines.append(f"{indent}if old is M:")
         lines.append(f"{indent}    flat[{pid}] = x")
         lines.append(f"{indent}elif type(old) is list:")
@@ -753,20 +754,20 @@ class RuleIndex:
             self._refresh()
         if type(event) is not dict:
             return []
-        flat: dict = {}
+        flat = [_MISSING] * len(self._path_ids)
         multi = self._walk(event, flat)
 
         # The automaton is a tree (every state has one parent link), so a state can only be
         # reached twice through the same field; that is where duplicates are dropped.
         stack = [self._root]
-        push, pop, get = stack.extend, stack.pop, flat.get
+        push, pop = stack.extend, stack.pop
         found: list[int] = []
         while stack:
             state = pop()
             if state.rules:
                 found.extend(state.rules)
             for pid, field, exact in state.trans:
-                v = get(pid, _MISSING)
+                v = flat[pid]
                 if v is _MISSING:
                     if field.absent:
                         push(field.absent)
