@@ -1,23 +1,22 @@
-"""The multi-rule index: every rule of a bus compiled into one shared automaton (event-ruler style).
+"""The multi-rule index: every rule of a bus compiled into one shared automaton (event-ruler style)."""
+# Each alternative of each rule becomes a chain of steps, one per field: first its rarest
+# field (selectivity is estimated from the rule set itself, see `_Selectivity`), then the
+# others in one global order, most used paths first. Chains that start alike share states,
+# so a thousand rules on the same condition cost one lookup, not a thousand. Every state
+# keeps, per field path, a `_FieldIndex` over the conditions leaving it: exact values in a
+# dict, prefixes and suffixes in dicts probed per distinct length, numeric ranges as sorted
+# boundaries (bisect), CIDR blocks in dicts per mask length, wildcards by their literal
+# head and tail, and the rest (anything-but, non-ASCII case folding) tested one by one.
+#
+# Matching walks the event once for the paths the rules mention (with generated code), then
+# runs the automaton: the work depends on how many states the event activates — roughly,
+# how many rules its rarest field lets through — not on how many rules exist.
+#
+# Arrays of objects: AWS requires the fields of one nested pattern to come from the same
+# array element. The automaton looks at each path independently, which can only accept
+# more (and, for `exists: false` under such an array, is made to), so when the event has an
+# array of two or more objects the rules it touches are confirmed with the exact evaluator.
 
-Each alternative of each rule becomes a chain of steps, one per field: first its rarest
-field (selectivity is estimated from the rule set itself, see `_Selectivity`), then the
-others in one global order, most used paths first. Chains that start alike share states,
-so a thousand rules on the same condition cost one lookup, not a thousand. Every state
-keeps, per field path, a `_FieldIndex` over the conditions leaving it: exact values in a
-dict, prefixes and suffixes in dicts probed per distinct length, numeric ranges as sorted
-boundaries (bisect), CIDR blocks in dicts per mask length, wildcards by their literal
-head and tail, and the rest (anything-but, non-ASCII case folding) tested one by one.
-
-Matching walks the event once for the paths the rules mention (with generated code), then
-runs the automaton: the work depends on how many states the event activates — roughly,
-how many rules its rarest field lets through — not on how many rules exist.
-
-Arrays of objects: AWS requires the fields of one nested pattern to come from the same
-array element. The automaton looks at each path independently, which can only accept
-more (and, for `exists: false` under such an array, is made to), so when the event has an
-array of two or more objects the rules it touches are confirmed with the exact evaluator.
-"""
 from __future__ import annotations
 
 import gc

@@ -1,13 +1,12 @@
-"""Event-pattern operators: one small class per condition, each testing a single JSON scalar.
+"""Event-pattern operators: one small class per condition, each testing a single JSON scalar."""
+# A pattern field is an OR of conditions; a field matches when any condition accepts any of
+# the scalar values found at its path (arrays in the event are flattened, so "any element").
+# `exists` is the exception: it is about the presence of scalar values, not about one value,
+# so it has no `test` and the evaluators handle it themselves.
+#
+# Every condition has a `key`: hashable, and equal for equal conditions, so that rules
+# can share automaton states.
 
-A pattern field is an OR of conditions; a field matches when any condition accepts any of
-the scalar values found at its path (arrays in the event are flattened, so "any element").
-`exists` is the exception: it is about the presence of scalar values, not about one value,
-so it has no `test` and the evaluators handle it themselves.
-
-Every condition has a `key`: hashable, and equal for equal conditions, so that rules
-can share automaton states.
-"""
 from __future__ import annotations
 
 import re

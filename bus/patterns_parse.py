@@ -1,14 +1,13 @@
-"""Event-pattern parsing: validate a pattern with AWS's error messages and expand it into flat alternatives.
+"""Event-pattern parsing: validate a pattern with AWS's error messages and expand it into flat alternatives."""
+# A pattern compiles to a list of *alternatives* (one per combination of `$or` branches);
+# each alternative maps a field path (tuple of keys) to its conditions. The rule matches an
+# event when any alternative does. Expanding `$or` this way is what AWS does, and it is
+# observable: a leaf written both outside and inside a `$or` branch keeps the last write in
+# document order, exactly like a repeated key.
+#
+# Error wording follows EventBridge (whose messages are event-ruler's), prefixed with
+# "Event pattern is not valid. Reason: " and followed by where in the pattern it happened.
 
-A pattern compiles to a list of *alternatives* (one per combination of `$or` branches);
-each alternative maps a field path (tuple of keys) to its conditions. The rule matches an
-event when any alternative does. Expanding `$or` this way is what AWS does, and it is
-observable: a leaf written both outside and inside a `$or` branch keeps the last write in
-document order, exactly like a repeated key.
-
-Error wording follows EventBridge (whose messages are event-ruler's), prefixed with
-"Event pattern is not valid. Reason: " and followed by where in the pattern it happened.
-"""
 from __future__ import annotations
 
 import math

@@ -1,19 +1,18 @@
-"""The slow, obviously correct evaluator: the yardstick the fast matcher is tested and benchmarked against.
+"""The slow, obviously correct evaluator: the yardstick the fast matcher is tested and benchmarked against."""
+# It walks the raw (already validated) pattern and the event together, recursively, with no
+# compilation, no index and no sharing of code with the matcher's operators. It reads `$or`
+# directly as "any branch", so it agrees with AWS's `$or` expansion for every pattern whose
+# `$or` branches do not also constrain a leaf written outside the branch (AWS then keeps only
+# the last write; the property tests generate no such patterns).
+#
+# Semantics, per the EventBridge user guide and event-ruler:
+# - every field of an object pattern must match (AND); values in a field's list are OR;
+# - an event array offers each of its elements: a leaf matches if any scalar does, and a
+#   nested pattern must be matched by one element object as a whole (two fields of the same
+#   nested pattern may not come from different array elements);
+# - `exists` asks whether the path holds a scalar (null counts, an object does not);
+# - operators other than `exists` never match a missing field.
 
-It walks the raw (already validated) pattern and the event together, recursively, with no
-compilation, no index and no sharing of code with the matcher's operators. It reads `$or`
-directly as "any branch", so it agrees with AWS's `$or` expansion for every pattern whose
-`$or` branches do not also constrain a leaf written outside the branch (AWS then keeps only
-the last write; the property tests generate no such patterns).
-
-Semantics, per the EventBridge user guide and event-ruler:
-- every field of an object pattern must match (AND); values in a field's list are OR;
-- an event array offers each of its elements: a leaf matches if any scalar does, and a
-  nested pattern must be matched by one element object as a whole (two fields of the same
-  nested pattern may not come from different array elements);
-- `exists` asks whether the path holds a scalar (null counts, an object does not);
-- operators other than `exists` never match a missing field.
-"""
 from __future__ import annotations
 
 import ipaddress
