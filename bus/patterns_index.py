@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 from bisect import bisect_left
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -579,15 +580,20 @@ class _Rule:
 
 
 class RuleIndex:
-    """All the rules of one bus; `match` returns the names of the rules an event matches."""
+    """All the rules of one bus; `match` returns the names of the rules an event matches.
+
+    Matching may run on several threads at once; adding and removing rules must not
+    overlap with anything else (the broker replaces rules from one place)."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._rules: dict[str, _Rule] = {}
         self._by_id: dict[int, _Rule] = {}
         self._next_id = 0
         self._selectivity = _Selectivity()
         self._path_ids: dict[Path, int] = {}
-        self._changes = 0
+        self._changes = 0     # adds and removes since the last full rebuild
+        self._stale = True    # something changed since the last refresh
         self._reset_automaton()
 
     def _reset_automaton(self) -> None:
@@ -617,6 +623,7 @@ class RuleIndex:
         self._rules[name] = rule
         self._by_id[rule.rule_id] = rule
         self._changes += 1
+        self._stale = True
 
     def remove(self, name: str) -> None:
         rule = self._rules.pop(name, None)
@@ -630,6 +637,7 @@ class RuleIndex:
             for state, pid, conditions, child in reversed(chain):
                 self._unstep(state, pid, conditions, child)
         self._changes += 1
+        self._stale = True
 
     def _insert(self, rule: _Rule) -> None:
         """Thread each alternative of the rule through the automaton: its rarest field
@@ -726,6 +734,7 @@ class RuleIndex:
         if self._dirty_paths:
             self._rebuild_walk()
             self._dirty_paths = False
+        self._stale = False
 
     def _rebuild_walk(self) -> None:
         root = _PathNode()
@@ -749,8 +758,10 @@ class RuleIndex:
     # -- matching -----------------------------------------------------------------------
 
     def match(self, event: Any) -> list[str]:
-        if self._changes or self._dirty_fields or self._dirty_states or self._dirty_paths:
-            self._refresh()
+        if self._stale:
+            with self._lock:  # the lazy refresh mutates the automaton: one thread does it
+                if self._stale:
+                    self._refresh()
         if type(event) is not dict:
             return []
         flat = [_MISSING] * len(self._path_ids)
