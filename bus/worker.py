@@ -65,8 +65,9 @@ class Worker:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.targets: dict[str, TargetInfo] = {}  # stream key -> target
         self._leases: dict[str, set[bytes]] = {}  # stream key -> entry ids in flight here
-        self._inflight: set[asyncio.Task] = set()
-        self._slot_free = asyncio.Event()  # set whenever a delivery finishes
+        self._inflight: set[asyncio.Task] = set()  # deliveries not yet finished in Redis
+        self._running = 0  # handlers running now: what --concurrency limits, as Lambda counts it
+        self._slot_free = asyncio.Event()  # set whenever a handler returns or a delivery finishes
         self._refreshed = 0.0
         self.account = os.environ.get("BUS_ACCOUNT", "000000000000")
         self.region = os.environ.get("BUS_REGION", "us-east-1")
@@ -129,7 +130,9 @@ class Worker:
     # --- taking work ----------------------------------------------------------------------
 
     def _free(self) -> int:
-        return self.settings.concurrency - len(self._inflight)
+        # A slot frees when its handler returns, so reading the next delivery overlaps with
+        # recording the last outcome; finishing deliveries are capped at one more batch.
+        return min(self.settings.concurrency - self._running, 2 * self.settings.concurrency - len(self._inflight))
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -208,9 +211,12 @@ class Worker:
         if limit is not None and not await self._acquire(info.function, limit, token):
             await self._throttle(info, entry_id, d, attempt, zero=limit == 0)
             return
+        self._running += 1
         try:
             reply = await self._invoke(info, d, attempt)
         finally:
+            self._running -= 1
+            self._slot_free.set()
             if limit is not None:
                 await self.redis.zrem(_concurrency_key(info.function), token)
         if reply.ok:
