@@ -1,6 +1,7 @@
 """The `context` a handler receives: Lambda's Python context object, plus attempt and rule_name."""
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,14 +29,19 @@ class LambdaContext:
         return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
-def make_context(*, request_id: str, function: str, rule: str, target: str, bus: str,
-                 attempt: int, timeout: float, memory: int, worker: str = "") -> LambdaContext:
+@functools.lru_cache(maxsize=4096)
+def _function_arn(function: str) -> str:
     region = os.environ.get("BUS_REGION", "us-east-1")
     account = os.environ.get("BUS_ACCOUNT", "000000000000")
+    return f"arn:aws:lambda:{region}:{account}:function:{function}"
+
+
+def make_context(*, request_id: str, function: str, rule: str, target: str, bus: str,
+                 attempt: int, timeout: float, memory: int, worker: str = "") -> LambdaContext:
     return LambdaContext(
         aws_request_id=request_id,
         function_name=function,
-        invoked_function_arn=f"arn:aws:lambda:{region}:{account}:function:{function}",
+        invoked_function_arn=_function_arn(function),
         memory_limit_in_mb=memory,
         deadline=time.monotonic() + timeout,
         attempt=attempt,

@@ -12,23 +12,32 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-# Finish a delivery: XACK; only if it was still pending (first finisher wins), XDEL it and
-# apply the follow-ups. KEYS[1] = stream, KEYS[2..] = follow-up keys.
-# ARGV: group, entry id, then per follow-up: op ("Z" = ZADD score member, "X" = XADD field value), a, b.
+# Finish deliveries of one stream: per entry XACK; only if it was still pending (the first
+# finisher wins, so a worker that lost its lease cannot double a retry), XDEL it and apply its
+# follow-ups. KEYS[1] = stream, KEYS[2..] = follow-up keys in order.
+# ARGV: group, then per entry: id, follow-up count, then per follow-up: op ("Z" = ZADD score
+# member, "X" = XADD field value), a, b. Returns one 1/0 per entry.
 FINISH = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[2])
-local k = 2
-for i = 3, #ARGV, 3 do
-  if ARGV[i] == 'Z' then
-    redis.call('ZADD', KEYS[k], ARGV[i+1], ARGV[i+2])
-  else
-    redis.call('XADD', KEYS[k], '*', ARGV[i+1], ARGV[i+2])
+local out = {}
+local i, k = 2, 2
+while i <= #ARGV do
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local acked = redis.call('XACK', KEYS[1], ARGV[1], id)
+  if acked == 1 then redis.call('XDEL', KEYS[1], id) end
+  for _ = 1, n do
+    if acked == 1 then
+      if ARGV[i] == 'Z' then
+        redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i + 2])
+      else
+        redis.call('XADD', KEYS[k], '*', ARGV[i + 1], ARGV[i + 2])
+      end
+    end
+    i, k = i + 3, k + 1
   end
-  k = k + 1
+  table.insert(out, acked)
 end
-return 1
+return out
 """
 
 # Renew leases: reset the idle time of entries this consumer still owns (never steal back an
@@ -92,57 +101,77 @@ class Script:
             return await self.redis.eval(self.body, len(keys), *keys, *args)
 
 
-class Batcher:
-    """Coalesces calls of one script made in the same event-loop turn into one pipeline.
+FollowUp = tuple[str, str, Any, Any]  # (op, key, a, b)
 
-    Many deliveries finish at nearly the same moment; sending their finish scripts in one
-    round trip (and one AOF fsync) instead of one each is most of the worker's speed.
+
+class FinishBatcher:
+    """Finishes deliveries in batches: one FINISH call per stream per event-loop turn.
+
+    Deliveries finish at nearly the same moment; one round trip (and one AOF fsync) and one
+    script call for all of a stream's finished entries, instead of one each, is most of the
+    worker's speed.
     """
 
-    def __init__(self, script: Script):
+    def __init__(self, script: Script, group: str):
         self.script = script
-        self._pending: list[tuple[list, list, asyncio.Future]] = []
+        self.group = group
+        self._pending: list[tuple[str, Any, list[FollowUp], asyncio.Future]] = []
 
-    def __call__(self, keys: list, args: list) -> asyncio.Future:
+    def __call__(self, stream: str, entry_id: Any, follow_ups: list[FollowUp]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
             loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
-        self._pending.append((keys, args, future))
+        self._pending.append((stream, entry_id, follow_ups, future))
         return future
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        by_stream: dict[str, list] = {}
+        for item in batch:
+            by_stream.setdefault(item[0], []).append(item)
+        calls = [self._call(stream, items) for stream, items in by_stream.items()]
         try:
-            results = await self._send(batch)
+            results = await self._send(calls)
         except Exception as exc:  # the connection failed: every caller sees it
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (*_, future), result in zip(batch, results):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        for items, result in zip(by_stream.values(), results):
+            for (*_, future), acked in zip(items, result if isinstance(result, list) else [result] * len(items)):
+                if future.done():
+                    continue
+                if isinstance(acked, Exception):
+                    future.set_exception(acked)
+                else:
+                    future.set_result(bool(acked))
 
-    async def _send(self, batch: list) -> list:
+    def _call(self, stream: str, items: list) -> tuple[list, list]:
+        keys: list[Any] = [stream]
+        args: list[Any] = [self.group]
+        for _, entry_id, follow_ups, _ in items:
+            args += [entry_id, len(follow_ups)]
+            for op, key, a, b in follow_ups:
+                keys.append(key)
+                args += [op, a, b]
+        return keys, args
+
+    async def _send(self, calls: list[tuple[list, list]]) -> list:
         script = self.script
         async with script.redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
+            for keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in results):
             await script.redis.script_load(script.body)
-            return await self._send(batch)
+            return await self._send(calls)
         return results
 
 
 class Scripts:
     def __init__(self, redis: aioredis.Redis):
-        self.finish = Batcher(Script(redis, FINISH))
+        self.finish = FinishBatcher(Script(redis, FINISH), group="busway")
         self.renew = Script(redis, RENEW)
         self.move_due = Script(redis, MOVE_DUE)
         self.acquire = Script(redis, ACQUIRE)

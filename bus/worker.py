@@ -277,11 +277,8 @@ class Worker:
     # --- finishing --------------------------------------------------------------------------
 
     async def _finish(self, info: TargetInfo, entry_id: bytes, follow_ups: list[tuple[str, str, Any, Any]]) -> bool:
-        keys = [info.stream] + [key for _, key, _, _ in follow_ups]
-        args: list[Any] = [GROUP, entry_id]
-        for op, _, a, b in follow_ups:
-            args += [op, a, b]
-        return bool(await self.scripts.finish(keys, args))
+        """Ack + delete + follow-ups, atomically; False if another worker finished it first."""
+        return await self.scripts.finish(info.stream, entry_id, follow_ups)
 
     async def _succeed(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, reply: Reply) -> None:
         follow = []
