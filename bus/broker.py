@@ -20,7 +20,7 @@ from bus.envelope import Entry, Origin, RequestError
 from bus.inbox import consume_inbox
 from bus.ingest import Ingestor
 from bus.queuestats import update_queue_gauges
-from bus.model import Config
+from bus.model import Config, empty_config
 from bus.queue import publish_targets
 from bus.router import Router
 from bus.scheduler import Scheduler
@@ -261,7 +261,7 @@ def make_app(broker: Broker) -> web.Application:
 
 async def serve(redis_url: str, rules_path: str | None, host: str, port: int, ready: asyncio.Event | None = None) -> None:
     """Run a broker until cancelled."""
-    config = load_config(rules_path) if rules_path else _empty()
+    config = load_config(rules_path) if rules_path else empty_config()
     redis = aioredis.from_url(redis_url)
     broker = Broker(redis, rules_path, config)
     await broker.start()
@@ -289,7 +289,3 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
         await runner.cleanup()
         await redis.aclose()
 
-
-def _empty() -> Config:
-    from bus.model import empty_config
-    return empty_config()

@@ -84,9 +84,6 @@ class Config(msgspec.Struct):
     def function(self, ref: str) -> FunctionSettings:
         return self.functions.get(ref) or FunctionSettings()
 
-    def rules_on(self, bus: str) -> list[Rule]:
-        return [r for (b, _), r in self.rules.items() if b == bus]
-
 
 def empty_config() -> Config:
     return Config(buses={DEFAULT_BUS: Bus(DEFAULT_BUS)}, rules={}, functions={})

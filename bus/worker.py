@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -333,7 +334,6 @@ class Worker:
             await self._give_up(info, entry_id, d, attempt - 1, GiveUp(ATTEMPTS_EXHAUSTED),
                                 "THROTTLED", "reserved_concurrency is 0")
             return
-        import random
         due = time.time() + random.uniform(*THROTTLE_DELAY)
         again = msgspec.structs.replace(d, retries=attempt - 1)
         await self._finish(info, entry_id, [("Z", delayed_key(info.key), int(due * 1000), encode_delivery(again))])
