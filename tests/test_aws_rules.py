@@ -121,3 +121,16 @@ def test_a_rule_put_on_one_broker_reaches_the_others(stack, client, events_clien
     client_first.put_rule(Name="shared", EventPattern='{"source": ["x"]}')
     wait_for(lambda: any(r["Name"] == "shared" for r in other.list_rules()["Rules"]), timeout=5,
              what="the other broker to see the rule")
+
+
+def test_a_schedule_rule_put_through_the_api_fires_without_restart(stack, client):
+    from datetime import datetime, timedelta, timezone
+    stack.start_worker()
+    at = (datetime.now(timezone.utc) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    client.put_rule(Name="soon", ScheduleExpression=f"at({at})")
+    client.put_targets(Rule="soon", Targets=[{"Id": "t", "Arn": "probe.record"}])
+    [call] = stack.wait_records(1, timeout=15)
+    event = call["event"]
+    assert (event["source"], event["detail-type"], event["detail"]) == ("aws.events", "Scheduled Event", {})
+    assert event["time"] == at + "Z"
+    assert event["resources"][0].endswith(":rule/soon")

@@ -142,3 +142,18 @@ def test_bus_validate_accepts_the_shipped_examples():
     root = Path(__file__).parent.parent
     proc = subprocess.run([sys.executable, "-m", "bus", "validate", str(root / "rules")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_invalid_schedule_fails_with_file_line_and_aws_message(tmp_path):
+    [err] = errors_of(tmp_path, """\
+        rules:
+          - name: nightly
+            schedule: cron(0 2 * * * *)
+            targets: []
+        """)
+    assert err.startswith(f"{tmp_path / 'rules.yaml'}:3: schedule: Parameter ScheduleExpression is not valid")
+
+
+def test_rate_with_plural_value_and_singular_unit_is_rejected(tmp_path):
+    [err] = errors_of(tmp_path, "rules:\n  - name: r\n    schedule: rate(5 minute)\n")
+    assert ":3: schedule:" in err
