@@ -44,6 +44,8 @@ log = logging.getLogger("bus.worker")
 REFRESH_SECONDS = 2.0
 BLOCK_MS = 1000
 HEARTBEAT_SECONDS = 1.0
+PRUNE_SECONDS = 60.0
+DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000  # only consumers with nothing pending are removed
 MOVE_SECONDS = 0.1
 THROTTLE_DELAY = (0.05, 0.5)
 
@@ -82,7 +84,7 @@ class Worker:
         chores = [asyncio.create_task(c) for c in (
             self._every(HEARTBEAT_SECONDS, self._heartbeat), self._every(self.settings.lease_seconds / 3, self._renew),
             self._every(MOVE_SECONDS, self._move_due), self._every(self.settings.lease_seconds / 6, self._reclaim),
-            self.tracer.watch())]
+            self._every(PRUNE_SECONDS, self._prune), self.tracer.watch())]
         try:
             await self._read_loop(stop)
             await self._drain()
@@ -120,6 +122,19 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         await self.redis.zadd(WORKERS, {self.consumer: time.time()})
+
+    async def _prune(self) -> None:
+        """Forget dead workers: every restart is a new consumer name, and groups would grow forever.
+
+        Only consumers with no pending entries go (deleting one with pending entries would make
+        them unclaimable); a live one that is merely idle is recreated by its next read.
+        """
+        await self.redis.zremrangebyscore(WORKERS, "-inf", time.time() - 60)
+        for stream in list(self.targets):
+            for consumer in await self.redis.xinfo_consumers(stream, GROUP):
+                name = _s(consumer["name"])
+                if consumer["pending"] == 0 and consumer["idle"] > DEAD_CONSUMER_IDLE_MS and name != self.consumer:
+                    await self.redis.xgroup_delconsumer(stream, GROUP, name)
 
     async def _refresh_targets(self) -> None:
         if time.monotonic() - self._refreshed < REFRESH_SECONDS:

@@ -52,3 +52,31 @@ def test_events_posted_before_any_worker_runs_are_delivered_when_one_starts(stac
     stack.start_worker()
     [call] = stack.wait_records(1)
     assert call["event"]["detail"] == {"n": 1}
+
+
+def test_dead_consumers_with_nothing_pending_are_pruned(stack, r, monkeypatch):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bus import worker as worker_module
+    stack.write_rules(RULES)
+    stack.start_broker()
+    key = stream_key("default/orders/rec")
+    r.xadd(key, {"d": b"x"})
+    r.xreadgroup("busway", "dead-idle", {key: ">"}, count=1)  # a worker that read, finished, and died
+    r.xack(key, "busway", r.xrange(key)[0][0])
+    r.xadd(key, {"d": b"y"})
+    r.xreadgroup("busway", "dead-pending", {key: ">"}, count=1)  # died holding an entry: must stay
+    monkeypatch.setattr(worker_module, "DEAD_CONSUMER_IDLE_MS", 0)
+
+    async def prune():
+        client = aioredis.from_url(stack.redis_url)
+        worker = worker_module.Worker(client, None)
+        await worker._refresh_targets()
+        await asyncio.sleep(0.01)
+        await worker._prune()
+        await client.aclose()
+
+    asyncio.run(prune())
+    assert {c["name"].decode() for c in r.xinfo_consumers(key, "busway")} == {"dead-pending"}
