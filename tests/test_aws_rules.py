@@ -126,7 +126,7 @@ def test_a_rule_put_on_one_broker_reaches_the_others(stack, client, events_clien
 def test_a_schedule_rule_put_through_the_api_fires_without_restart(stack, client):
     from datetime import datetime, timedelta, timezone
     stack.start_worker()
-    at = (datetime.now(timezone.utc) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    at = (datetime.now(timezone.utc) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S")
     client.put_rule(Name="soon", ScheduleExpression=f"at({at})")
     client.put_targets(Rule="soon", Targets=[{"Id": "t", "Arn": "probe.record"}])
     [call] = stack.wait_records(1, timeout=15)

@@ -11,7 +11,7 @@ FAST = "{maximum_retry_attempts: %d, backoff_base_seconds: 0.05, backoff_max_sec
 
 
 def rules() -> str:
-    at = (datetime.now(timezone.utc) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    at = (datetime.now(timezone.utc) + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S")
     return f"""
 functions:
   probe.slow: {{reserved_concurrency: 1}}
@@ -69,7 +69,7 @@ def test_every_metric_appears_with_its_type_and_moves_under_load(stack):
     wait_for(lambda: metric(scrape(worker_url), "busway_dead_letters_total", target="default/bad/t",
                             condition="MaximumRetryAttemptsExhausted") == 1, what="a dead letter")
     wait_for(lambda: metric(get_text(stack.url + "/metrics"), "busway_schedule_firings_total",
-                            bus="default", rule="tick") == 1, timeout=15, what="the at() schedule firing")
+                            bus="default", rule="tick") == 1, timeout=20, what="the at() schedule firing")
     wait_for(lambda: sum(1 for c in stack.records() if c["handler"] == "slow") == 2, what="both slow events")
     broker, worker = get_text(stack.url + "/metrics"), get_text(worker_url)
     for name, kind in BROKER.items():

@@ -39,7 +39,7 @@ def test_tail_follow_shows_matched_rules_targets_and_outcomes(stack, r):
     start_tail(stack)
     wait_for(lambda: r.exists("busway:tail:active"), what="tail registered")
     import time
-    time.sleep(1.2)  # brokers and workers notice the tail within a second
+    time.sleep(2.0)  # brokers and workers notice the tail within a second
     post(stack.url + "/events", [{"source": "shop.orders", "detail-type": "OrderPlaced", "detail": {}},
                                  {"source": "shop.bad", "detail-type": "X", "detail": {}},
                                  {"source": "nobody", "detail-type": "X", "detail": {}}])
@@ -56,7 +56,7 @@ def test_tail_filters_by_pattern(stack, r):
     start_tail(stack, "--json", "--pattern", json.dumps({"source": ["shop.bad"]}))
     wait_for(lambda: r.exists("busway:tail:active"), what="tail registered")
     import time
-    time.sleep(1.2)
+    time.sleep(2.0)
     post(stack.url + "/events", [{"source": "shop.orders", "detail-type": "O", "detail": {}},
                                  {"source": "shop.bad", "detail-type": "X", "detail": {}}])
     lines = wait_for(lambda: tail_text(stack).splitlines(), what="a tail line")
