@@ -212,3 +212,24 @@ rules:
 def _port() -> int:
     from bus.redisproc import free_port
     return free_port()
+
+
+def test_targets_can_share_a_named_dead_letter_queue(stack):
+    stack.write_rules(f"""
+rules:
+  - name: a
+    event_pattern: {{source: [a]}}
+    targets: [{{id: t, function: probe.fail, dead_letter: shared-dlq, retry_policy: {FAST_RETRY % 0}}}]
+  - name: b
+    event_pattern: {{source: [b]}}
+    targets: [{{id: t, function: probe.fail, dead_letter: shared-dlq, retry_policy: {FAST_RETRY % 0}}}]
+""")
+    stack.start_broker()
+    stack.start_worker()
+    post(stack.url + "/events", [{"source": "a", "detail-type": "T", "detail": {}},
+                                 {"source": "b", "detail-type": "T", "detail": {}}])
+    lines = wait_for(lambda: len(out := stack.bus("dlq", "list").stdout.splitlines()) == 2 and out,
+                     what="two dead letters")
+    assert all(line.endswith("dlq=shared-dlq") for line in lines)
+    assert sorted(line.split()[1] for line in lines) == ["default/a/t", "default/b/t"]
+    assert "redrive: 1 dead letters" in stack.bus("dlq", "redrive", "--target", "default/b/t").stdout
