@@ -143,7 +143,7 @@ async def publish_targets(redis: aioredis.Redis, infos: Iterable[TargetInfo]) ->
 
 async def read_targets(redis: aioredis.Redis) -> dict[str, TargetInfo]:
     raw = await redis.hgetall(REGISTRY)
-    return {_s(k): _decode_target(v) for k, v in raw.items()}
+    return {as_str(k): _decode_target(v) for k, v in raw.items()}
 
 
 async def enqueue(redis: aioredis.Redis, deliveries: list[Delivery]) -> None:
@@ -156,5 +156,6 @@ async def enqueue(redis: aioredis.Redis, deliveries: list[Delivery]) -> None:
         await pipe.execute()
 
 
-def _s(value: bytes | str) -> str:
+def as_str(value: bytes | str) -> str:
+    """Redis replies are bytes; names we compare and print are str."""
     return value.decode() if isinstance(value, bytes) else value

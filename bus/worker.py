@@ -30,7 +30,7 @@ from bus.deadletter import encode_dead_letter, make_dead_letter, trim_min_id
 from bus.destinations import INBOX, invocation_record
 from bus.functions import FunctionLoader, FunctionLoadError
 from bus.queue import (
-    FIELD, GROUP, PREFIX, WORKERS, Delivery, TargetInfo, decode_delivery, delayed_key, dlq_key,
+    FIELD, GROUP, PREFIX, WORKERS, Delivery, TargetInfo, as_str, decode_delivery, delayed_key, dlq_key,
     encode_delivery, read_targets,
 )
 from bus.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, GiveUp, after_failure, too_old
@@ -132,7 +132,7 @@ class Worker:
         await self.redis.zremrangebyscore(WORKERS, "-inf", time.time() - 60)
         for stream in list(self.targets):
             for consumer in await self.redis.xinfo_consumers(stream, GROUP):
-                name = _s(consumer["name"])
+                name = as_str(consumer["name"])
                 if consumer["pending"] == 0 and consumer["idle"] > DEAD_CONSUMER_IDLE_MS and name != self.consumer:
                     await self.redis.xgroup_delconsumer(stream, GROUP, name)
 
@@ -164,7 +164,7 @@ class Worker:
             replies = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self._free(), block=BLOCK_MS)
             for stream, entries in replies or []:
                 for entry_id, fields in entries:
-                    self._start(_s(stream), entry_id, fields, times_delivered=1)
+                    self._start(as_str(stream), entry_id, fields, times_delivered=1)
 
     async def _reclaim(self) -> None:
         """Take over entries whose worker stopped renewing them (it died or hung)."""
@@ -400,10 +400,6 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
     except asyncio.TimeoutError:
         pass
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def metrics_app_runner(host: str, port: int) -> web.AppRunner:
