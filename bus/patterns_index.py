@@ -692,6 +692,7 @@ class RuleIndex:
             for condition in conditions:
                 field.add(condition, link[0])
             self._dirty_fields.add(field)
+            self._dirty_states.add(state)  # its frozen `trans` holds the field's old tables
         link[1] += 1
         chain.append((state, pid, conditions, link[0]))
         return link[0]
@@ -712,6 +713,7 @@ class RuleIndex:
             field.remove(condition, child)
         if field.conditions:
             self._dirty_fields.add(field)
+            self._dirty_states.add(state)
         else:
             del state.fields[pid]
             self._dirty_fields.discard(field)

@@ -147,3 +147,16 @@ def test_thousands_of_rules_answer_like_the_reference():
         assert matcher.matches(e) == expected
         matched += len(expected)
     assert matched > 100  # the comparison is not vacuous
+
+
+def test_a_rule_added_after_matching_on_a_path_already_in_use_matches():
+    # Regression: the state's frozen transitions kept the field's old exact table.
+    matcher = Matcher()
+    matcher.add("x", {"source": ["x"]})
+    assert matcher.matches({"source": "x"}) == ["x"]
+    matcher.add("y", {"source": ["y"]})
+    assert matcher.matches({"source": "y"}) == ["y"]
+    matcher.add("z", {"source": ["z"]})
+    matcher.remove("y")
+    assert matcher.matches({"source": "y"}) == []
+    assert matcher.matches({"source": "z"}) == ["z"]
