@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
@@ -33,24 +33,39 @@ class Reply(msgspec.Struct):
     result: bytes | None = None  # JSON, when the result is JSON-serialisable
 
 
-def read_frame(inp: BinaryIO) -> bytes | None:
-    header = inp.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None
-    (size,) = HEADER.unpack(header)
-    return inp.read(size)
+class Frames:
+    """Reads length-prefixed frames from a pipe fd with one read(2) per burst, not two per frame."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def next(self) -> bytes | None:
+        while True:
+            if len(self.buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(self.buffer)
+                end = HEADER.size + size
+                if len(self.buffer) >= end:
+                    frame = bytes(self.buffer[HEADER.size:end])
+                    del self.buffer[:end]
+                    return frame
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return None
+            self.buffer += chunk
 
 
-def write_frame(out: BinaryIO, payload: bytes) -> None:
-    out.write(HEADER.pack(len(payload)) + payload)
-    out.flush()
+def write_frame(fd: int, payload: bytes) -> None:
+    view = memoryview(HEADER.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def child_main(calls_fd: int, replies_fd: int, loader) -> None:
     """Runs in the forked child; never returns."""
     try:
         _become_slot()
-        serve(os.fdopen(calls_fd, "rb"), os.fdopen(replies_fd, "wb"), loader)
+        serve(calls_fd, replies_fd, loader)
     finally:
         os._exit(0)
 
@@ -68,13 +83,14 @@ def _become_slot() -> None:
         pass  # not Linux: an orphaned slot still exits at its next read, when the pipe closes
 
 
-def serve(calls: BinaryIO, replies: BinaryIO, loader) -> None:
+def serve(calls_fd: int, replies_fd: int, loader) -> None:
     from bus.context import make_context
     from bus.functions import FunctionLoadError
 
     decode_call = msgspec.msgpack.Decoder(Call).decode
     encode = msgspec.msgpack.Encoder().encode
-    while (frame := read_frame(calls)) is not None:
+    calls = Frames(calls_fd)
+    while (frame := calls.next()) is not None:
         call = decode_call(frame)
         try:
             handler = loader.load(call.ref).handler
@@ -85,7 +101,7 @@ def serve(calls: BinaryIO, replies: BinaryIO, loader) -> None:
             reply = Reply(False, "import", "Runtime.ImportModuleError", str(exc))
         except BaseException as exc:  # SystemExit and friends are the handler's failure too
             reply = Reply(False, "exception", type(exc).__name__, str(exc))
-        write_frame(replies, encode(reply))
+        write_frame(replies_fd, encode(reply))
 
 
 def _json_or_none(result: Any) -> bytes | None:
