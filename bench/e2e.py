@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import signal
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -349,11 +350,12 @@ def histogram_quantiles(before: str, after: str, name: str) -> tuple[float, floa
 
 class Busway:
     def __init__(self, children: Children, redis_url: str, redis_proc: psutil.Process, tmp: Path, clients: int,
-                 log_level: str, profile_dir: Path | None = None):
+                 log_level: str, profile_dir: Path | None = None, worker_args: str = ""):
         self.children, self.redis_url, self.redis_proc, self.tmp = children, redis_url, redis_proc, tmp
         self.clients = clients
         self.log_level = log_level
         self.profile_dir = profile_dir
+        self.worker_args = shlex.split(worker_args)
         self.latency_file = tmp / "busway-latency.txt"
 
     @asynccontextmanager
@@ -376,7 +378,7 @@ class Busway:
                                                        "--port", str(port), "--redis", self.redis_url], env)
         worker = self.children.start("busway-worker", [
             *bus("worker"), "worker", "--functions", str(FUNCTIONS), "--redis", self.redis_url,
-            "--concurrency", str(CONCURRENCY), "--metrics-port", str(metrics_port)], env)
+            "--concurrency", str(CONCURRENCY), "--metrics-port", str(metrics_port), *self.worker_args], env)
         self.base, self.metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
         self.procs = {"broker": broker, "worker": worker}
         connector = aiohttp.TCPConnector(limit=0)
@@ -595,7 +597,8 @@ def _s(value: bytes | str) -> str:
 async def run(args, children: Children, rp: RedisProcess, tmp: Path) -> list[Row]:
     """Throughput phases in --rounds interleaved rounds (best kept), then one latency phase each."""
     redis_proc = psutil.Process(rp.proc.pid)
-    bw = Busway(children, rp.url, redis_proc, tmp, args.clients, args.busway_log_level, args.profile)
+    bw = Busway(children, rp.url, redis_proc, tmp, args.clients, args.busway_log_level, args.profile,
+                args.busway_worker_args)
     queues = {s: JobQueue(s, children, rp.url, redis_proc, tmp, args.clients, args.arq_poll_delay)
               for s in ("saq", "arq") if s in args.systems}
     busway_kinds = [("async", "noop.handler_async", "noop.record_async"), ("sync", "noop.handler", "noop.record")]
@@ -643,10 +646,11 @@ async def run(args, children: Children, rp: RedisProcess, tmp: Path) -> list[Row
 
 
 def report(rows: list[Row], args, redis_version: str, loads: list[str]) -> None:
+    worker_args = f" (bus worker {args.busway_worker_args})" if args.busway_worker_args else ""
     print()
     print(f"machine: {_cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
           f"Redis {redis_version}, appendonly yes, appendfsync {args.fsync}; clients {args.clients}; "
-          f"batches of {BATCH}; busway at {_busway_version()}; load average {' -> '.join(loads)}")
+          f"batches of {BATCH}; busway at {_busway_version()}{worker_args}; load average {' -> '.join(loads)}")
     print()
     head = ("system", "handler", "phase", "events/jobs", "seconds", "per s", "accepted per s", "p50 ms", "p99 ms",
             "p99 from send", "Redis write RTT p50/p99 ms", "broker CPU% (wait%)", "worker", "redis", "bench",
@@ -739,6 +743,8 @@ def main() -> int:
     p.add_argument("--busway-log-level", default="WARNING",
                    help="bus --log-level for broker and worker (WARNING: no per-delivery INFO line, "
                         "like saq's and arq's settings here)")
+    p.add_argument("--busway-worker-args", default="", metavar="ARGS",
+                   help="extra `bus worker` arguments, e.g. '--prefetch 0' (default: none, busway's defaults)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="run busway's broker and worker under cProfile, one .prof per process and phase, into DIR "
                         "(slows them down: use it to see where time goes, not for the numbers)")

@@ -6,7 +6,6 @@ Rules declared in YAML are read-only here (ManagedRuleException): change them in
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,6 +21,7 @@ from bus.ingest import Ingestor
 from bus.queuestats import update_queue_gauges
 from bus.model import Config, empty_config
 from bus.queue import publish_targets
+from bus.redisconn import connect
 from bus.router import Router
 from bus.scheduler import Scheduler
 from bus.rulesfile import ConfigError, load_config, rule_files
@@ -262,7 +262,7 @@ def make_app(broker: Broker) -> web.Application:
 async def serve(redis_url: str, rules_path: str | None, host: str, port: int, ready: asyncio.Event | None = None) -> None:
     """Run a broker until cancelled."""
     config = load_config(rules_path) if rules_path else empty_config()
-    redis = aioredis.from_url(redis_url)
+    redis = connect(redis_url)
     broker = Broker(redis, rules_path, config)
     await broker.start()
     runner = web.AppRunner(make_app(broker), access_log=None)

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a worker alone")
     worker.add_argument("--functions", default="workers")
     worker.add_argument("--concurrency", type=int, default=10)
+    worker.add_argument("--prefetch", type=int, default=None,
+                        help="deliveries read ahead of free slots so the next handler starts at once "
+                             "(default: = --concurrency; 0: read only for free slots)")
     worker.add_argument("--lease-seconds", type=float, default=3.0,
                         help="a delivery whose worker is silent this long is redelivered (default 3)")
     worker.add_argument("--grace-seconds", type=float, default=30.0,
@@ -148,8 +151,8 @@ async def _serve_until(stop: asyncio.Event, server) -> None:
 def cmd_worker(args) -> int:
     from bus.worker import WorkerSettings, run_worker
     url = _need_redis(args)
-    settings = WorkerSettings(concurrency=args.concurrency, lease_seconds=args.lease_seconds,
-                              grace_seconds=args.grace_seconds)
+    settings = WorkerSettings(concurrency=args.concurrency, prefetch=args.prefetch,
+                              lease_seconds=args.lease_seconds, grace_seconds=args.grace_seconds)
     return _run_until_signal(lambda stop: run_worker(url, args.functions, settings, args.metrics_port or None, stop,
                                                      host=args.metrics_host))
 
@@ -167,13 +170,12 @@ def _run_until_signal(make) -> int:
 
 
 def cmd_dlq(args) -> int:
-    import redis.asyncio as aioredis
-
     from bus import deadletter
+    from bus.redisconn import connect
     url = _need_redis(args)
 
     async def run() -> int:
-        redis = aioredis.from_url(url)
+        redis = connect(url)
         try:
             if args.dlq_command == "show":
                 found = await deadletter.list_letters(redis, ids=[args.id])

@@ -1,7 +1,6 @@
 """`bus up`: a private Redis, one broker and one worker as child processes, stopped together."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

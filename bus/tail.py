@@ -7,9 +7,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-import redis.asyncio as aioredis
 
 from bus.patterns import compile_pattern
+from bus.redisconn import connect
 from bus.trace import ACTIVE, ACTIVE_TTL_MS, TRACE
 
 
@@ -50,7 +50,7 @@ def render(record: dict[str, Any]) -> str:
 
 async def tail(url: str, bus: str | None, pattern: str | None, follow: bool, as_json: bool,
                out: TextIO = sys.stdout, limit: int = 200, stop: asyncio.Event | None = None) -> None:
-    redis = aioredis.from_url(url)
+    redis = connect(url)
     keep = Filter(bus, pattern)
     try:
         if not follow:

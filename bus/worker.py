@@ -29,6 +29,8 @@ from bus.context import make_context
 from bus.deadletter import encode_dead_letter, make_dead_letter, trim_min_id
 from bus.destinations import INBOX, invocation_record
 from bus.functions import FunctionLoader, FunctionLoadError
+from bus.prefetch import Held, HeldDelivery, give_back
+from bus.redisconn import connect
 from bus.queue import (
     FIELD, GROUP, PREFIX, WORKERS, Delivery, TargetInfo, as_str, decode_delivery, delayed_key, dlq_key,
     encode_delivery, read_targets,
@@ -47,11 +49,13 @@ HEARTBEAT_SECONDS = 1.0
 PRUNE_SECONDS = 60.0
 DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000  # only consumers with nothing pending are removed
 MOVE_SECONDS = 0.1
+HOLD_CHECK_SECONDS = 0.25
 THROTTLE_DELAY = (0.05, 0.5)
 
 
 class WorkerSettings(msgspec.Struct):
     concurrency: int = 10
+    prefetch: int | None = None  # deliveries read ahead of free slots (bus.prefetch); None: = concurrency
     lease_seconds: float = 3.0  # an entry idle this long is reclaimed: the crash-recovery bound
     grace_seconds: float = 30.0  # SIGTERM: how long in-flight handlers may finish
 
@@ -69,8 +73,11 @@ class Worker:
         self.targets: dict[str, TargetInfo] = {}  # stream key -> target
         self._leases: dict[str, set[bytes]] = {}  # stream key -> entry ids in flight here
         self._inflight: set[asyncio.Task] = set()  # deliveries not yet finished in Redis
-        self._running = 0  # handlers running now: what --concurrency limits, as Lambda counts it
+        self._active = 0  # deliveries started and not yet past their handler: what --concurrency limits
         self._slot_free = asyncio.Event()  # set whenever a handler returns or a delivery finishes
+        prefetch = self.settings.prefetch
+        self._held = Held(self.settings.concurrency if prefetch is None else prefetch)
+        self._stopping = False
         self._refreshed = 0.0
         self.account = os.environ.get("BUS_ACCOUNT", "000000000000")
         self.region = os.environ.get("BUS_REGION", "us-east-1")
@@ -79,14 +86,17 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         metrics.CONCURRENCY_LIMIT.set(self.settings.concurrency)
-        log.info("worker %s started (concurrency %d, lease %.1fs)", self.consumer,
-                 self.settings.concurrency, self.settings.lease_seconds)
+        log.info("worker %s started (concurrency %d, prefetch %d, lease %.1fs)", self.consumer,
+                 self.settings.concurrency, self._held.limit, self.settings.lease_seconds)
         chores = [asyncio.create_task(c) for c in (
             self._every(HEARTBEAT_SECONDS, self._heartbeat), self._every(self.settings.lease_seconds / 3, self._renew),
             self._every(MOVE_SECONDS, self._move_due), self._every(self.settings.lease_seconds / 6, self._reclaim),
-            self._every(PRUNE_SECONDS, self._prune), self.tracer.watch())]
+            self._every(PRUNE_SECONDS, self._prune), self._every(HOLD_CHECK_SECONDS, self._give_back_stale),
+            self.tracer.watch())]
         try:
             await self._read_loop(stop)
+            self._stopping = True
+            await self._give_back(self._held.take_all())
             await self._drain()
         finally:
             for chore in chores:
@@ -145,10 +155,17 @@ class Worker:
 
     # --- taking work ----------------------------------------------------------------------
 
-    def _free(self) -> int:
-        # A slot frees when its handler returns, so reading the next delivery overlaps with
-        # recording the last outcome; finishing deliveries are capped at one more batch.
-        return min(self.settings.concurrency - self._running, 2 * self.settings.concurrency - len(self._inflight))
+    def _room(self) -> int:
+        """How many deliveries to read now: free slots plus read-ahead room.
+
+        A slot frees when its handler returns, so reading the next delivery overlaps with
+        recording the last outcome; deliveries still finishing are capped at one more batch.
+        """
+        if self._stopping:
+            return 0
+        concurrency = self.settings.concurrency
+        finishing_cap = 2 * concurrency + self._held.limit - len(self._inflight) - len(self._held)
+        return min(concurrency - self._active + self._held.room(), finishing_cap)
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -156,38 +173,71 @@ class Worker:
             if not self.targets:
                 await _sleep_or_stop(stop, 0.2)
                 continue
-            if self._free() <= 0:
+            room = self._room()
+            if room <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             streams = {s: ">" for s in self.targets}
-            replies = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self._free(), block=BLOCK_MS)
+            replies = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=room, block=BLOCK_MS)
             for stream, entries in replies or []:
                 for entry_id, fields in entries:
-                    self._start(as_str(stream), entry_id, fields, times_delivered=1)
+                    self._take(HeldDelivery(as_str(stream), entry_id, fields, times_delivered=1))
 
     async def _reclaim(self) -> None:
         """Take over entries whose worker stopped renewing them (it died or hung)."""
         idle_ms = int(self.settings.lease_seconds * 1000)
         for stream in list(self.targets):
-            if self._free() <= 0:
+            if self._room() <= 0:
                 return
-            _, entries, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, idle_ms, "0-0", count=self._free())
+            _, entries, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, idle_ms, "0-0", count=self._room())
             for entry_id, fields in entries:
                 if not fields:  # deleted meanwhile (Redis < 7 returns it with no fields)
                     await self.redis.xack(stream, GROUP, entry_id)
                     continue
                 pending = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
                 times = pending[0]["times_delivered"] if pending else 1
-                log.warning("reclaimed %s from a silent worker (delivery %d)", entry_id.decode(), times)
-                self._start(stream, entry_id, fields, times_delivered=times)
+                log.info("reclaimed %s (delivery %d)", entry_id.decode(), times)
+                self._take(HeldDelivery(stream, entry_id, fields, times_delivered=times))
 
-    def _start(self, stream: str, entry_id: bytes, fields: dict, times_delivered: int) -> None:
+    def _take(self, delivery: HeldDelivery) -> None:
+        """Start a delivery just read, or hold it until a slot frees."""
+        self._leases.setdefault(delivery.stream, set()).add(delivery.entry_id)
+        if self._active < self.settings.concurrency:
+            self._start(delivery)
+        else:
+            self._held.add(delivery)
+
+    def _start(self, held: HeldDelivery) -> None:
+        stream, entry_id = held.stream, held.entry_id
         info = self.targets[stream]
-        self._leases.setdefault(stream, set()).add(entry_id)
-        task = asyncio.create_task(self._process(info, entry_id, decode_delivery(fields[FIELD]), times_delivered))
+        d = decode_delivery(held.fields[FIELD])
+        attempt = d.retries + held.times_delivered
+        early = self._give_up_early(info, entry_id, d, attempt)
+        if early is None:
+            self._active += 1  # given back in _process once the handler has returned
+            early = self._process(info, entry_id, d, attempt)
+        task = asyncio.create_task(early)
         self._inflight.add(task)
         task.add_done_callback(lambda t: self._done(t, stream, entry_id))
+
+    def _slot_returned(self) -> None:
+        """A handler returned: the next held delivery takes its slot at once."""
+        self._active -= 1
+        self._slot_free.set()
+        if not self._stopping and (held := self._held.next()) is not None:
+            self._start(held)
+
+    async def _give_back_stale(self) -> None:
+        await self._give_back(self._held.take_stale())
+
+    async def _give_back(self, deliveries: list[HeldDelivery]) -> None:
+        if not deliveries:
+            return
+        for held in deliveries:
+            self._leases.get(held.stream, set()).discard(held.entry_id)
+        await give_back(self.redis, self.consumer, deliveries)
+        log.info("gave back %d deliveries held ahead of free slots", len(deliveries))
 
     def _done(self, task: asyncio.Task, stream: str, entry_id: bytes) -> None:
         self._inflight.discard(task)
@@ -211,30 +261,33 @@ class Worker:
 
     # --- one delivery ---------------------------------------------------------------------
 
-    async def _process(self, info: TargetInfo, entry_id: bytes, d: Delivery, times_delivered: int) -> None:
-        attempt = d.retries + times_delivered
-        policy = info.retry_policy
-        if attempt > policy.maximum_retry_attempts + 1:  # earlier attempts died with their workers
-            await self._give_up(info, entry_id, d, attempt - 1, GiveUp(ATTEMPTS_EXHAUSTED),
-                                "KILLED", "the worker running this delivery died during its last attempt")
-            return
-        if too_old(policy, d.first_enqueued, time.time()):
-            await self._give_up(info, entry_id, d, attempt - 1, GiveUp(AGE_EXCEEDED),
-                                "EVENT_AGE", "the event is older than maximum_event_age_seconds")
-            return
+    def _give_up_early(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int):
+        """The give-up that needs no handler run (and so no slot), as a coroutine, or None."""
+        if attempt > info.retry_policy.maximum_retry_attempts + 1:  # earlier attempts died with their workers
+            return self._give_up(info, entry_id, d, attempt - 1, GiveUp(ATTEMPTS_EXHAUSTED), "KILLED",
+                                 "the worker holding this delivery died during (or just before) its last attempt")
+        if too_old(info.retry_policy, d.first_enqueued, time.time()):
+            return self._give_up(info, entry_id, d, attempt - 1, GiveUp(AGE_EXCEEDED),
+                                 "EVENT_AGE", "the event is older than maximum_event_age_seconds")
+        return None
+
+    async def _process(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int) -> None:
         limit = info.settings.reserved_concurrency
         token = f"{self.consumer}:{entry_id.decode()}"
-        if limit is not None and not await self._acquire(info.function, limit, token):
+        try:
+            if limit is not None and not await self._acquire(info.function, limit, token):
+                reply = None
+            else:
+                try:
+                    reply = await self._invoke(info, d, attempt)
+                finally:
+                    if limit is not None:
+                        await self.redis.zrem(_concurrency_key(info.function), token)
+        finally:
+            self._slot_returned()
+        if reply is None:
             await self._throttle(info, entry_id, d, attempt, zero=limit == 0)
             return
-        self._running += 1
-        try:
-            reply = await self._invoke(info, d, attempt)
-        finally:
-            self._running -= 1
-            self._slot_free.set()
-            if limit is not None:
-                await self.redis.zrem(_concurrency_key(info.function), token)
         if reply.ok:
             await self._succeed(info, entry_id, d, attempt, reply)
         else:
@@ -421,7 +474,7 @@ async def metrics_app_runner(host: str, port: int) -> web.AppRunner:
 
 async def run_worker(redis_url: str, functions_dir: str | None, settings: WorkerSettings,
                      metrics_port: int | None, stop: asyncio.Event, host: str = "127.0.0.1") -> None:
-    redis = aioredis.from_url(redis_url)
+    redis = connect(redis_url)
     runner = await metrics_app_runner(host, metrics_port) if metrics_port else None
     if metrics_port:
         log.info("worker metrics on http://%s:%d/metrics", host, metrics_port)
