@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from typing import Any, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
 
 from bus.envelope import Entry, Origin, RequestError
+from bus.ids import new_id
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "AWSEvents."
@@ -34,7 +34,7 @@ def origin_of(request: web.Request) -> Origin:
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=msgspec.json.encode(body), status=status, content_type=CONTENT_TYPE,
-        headers={"x-amzn-RequestId": str(uuid.uuid4())},
+        headers={"x-amzn-RequestId": new_id()},
     )
 
 

@@ -6,12 +6,12 @@ to the inbox stream in the same atomic step that finishes the delivery; a broker
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import msgspec
 
 from bus.envelope import format_time
+from bus.ids import new_id
 from bus.queue import PREFIX, Delivery
 
 INBOX = f"{PREFIX}:inbox"  # stream of {"bus", "event"} awaiting routing by a broker
@@ -39,7 +39,7 @@ def invocation_record(d: Delivery, *, function_arn: str, account: str, region: s
         "responsePayload": error if error else response,
     }
     event = {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": FAILURE if error else SUCCESS,
+        "version": "0", "id": new_id(), "detail-type": FAILURE if error else SUCCESS,
         "source": "lambda", "account": account, "time": format_time(time.time()), "region": region,
         "resources": [function_arn], "detail": detail,
     }

@@ -5,13 +5,15 @@ Both ingest routes (native `POST /events` and AWS `PutEvents`) turn their input 
 """
 from __future__ import annotations
 
+import functools
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
+
+from bus.ids import new_id
 
 MAX_ENTRIES = 10
 MAX_REQUEST_BYTES = 1024 * 1024  # AWS: total entry size under 1 MB (since 2026-01)
@@ -110,7 +112,7 @@ def build_envelope(e: Entry, origin: Origin, received: float) -> dict[str, Any]:
         raise EntryError("NotAuthorizedForSourceException", f"Not authorized for the source {e.source}.")
     return {
         "version": "0",
-        "id": str(uuid.uuid4()),
+        "id": new_id(),
         "detail-type": e.detail_type,
         "source": e.source,
         "account": origin.account,
@@ -162,4 +164,9 @@ def _event_time(value: Any, received: float) -> str:
 
 
 def format_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _format_second(int(epoch // 1))
+
+
+@functools.lru_cache(maxsize=64)  # every event of a request, and most of a busy second, share one
+def _format_second(second: int) -> str:
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

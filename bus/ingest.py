@@ -39,7 +39,7 @@ class Ingestor:
         received = time.time()
         results: list[dict[str, Any]] = []
         deliveries: list[Delivery] = []
-        accepted: list[str] = []
+        counts: dict[tuple, int] = {}  # metric children -> increment, applied once per request
         for entry in entries:
             try:
                 bus, event = self._accept(router, entry, origin, received)
@@ -48,18 +48,19 @@ class Ingestor:
                 results.append({"ErrorCode": err.code, "ErrorMessage": err.message})
                 self.tracer.event(_bus_label(entry, router), None, error=f"{err.code}: {err.message}")
                 continue
-            deliveries.extend(self._deliveries(router, bus, event, received))
+            deliveries.extend(self._deliveries(router, bus, event, received, counts))
             results.append({"EventId": event["id"]})
-            accepted.append(bus)
+            _count(counts, metrics.EVENTS_INGESTED, bus)
         await self._store(deliveries)
-        for bus in accepted:
-            _counter(metrics.EVENTS_INGESTED, bus).inc()
+        _apply(counts)
         return results
 
     async def publish(self, bus: str, event: dict[str, Any], received: float) -> int:
         """Route an already-built event (a destination record); return the number of deliveries."""
-        deliveries = self._deliveries(self._router(), bus, event, received, via="destination")
+        counts: dict[tuple, int] = {}
+        deliveries = self._deliveries(self._router(), bus, event, received, counts, via="destination")
         await self._store(deliveries)
+        _apply(counts)
         return len(deliveries)
 
     def _accept(self, router: Router, entry: Entry, origin: Origin, received: float) -> tuple[str, dict[str, Any]]:
@@ -69,19 +70,20 @@ class Ingestor:
         return bus, build_envelope(entry, origin, received)
 
     def _deliveries(self, router: Router, bus: str, event: dict[str, Any], received: float,
-                    via: str = "put_events") -> list[Delivery]:
+                    counts: dict[tuple, int], via: str = "put_events") -> list[Delivery]:
         routes = router.route(bus, event)
-        self.tracer.event(bus, event, rules=[r for r, _ in routes],
-                          targets=[i.key for _, infos in routes for i in infos], source=via)
+        if self.tracer.enabled:
+            self.tracer.event(bus, event, rules=[r for r, _ in routes],
+                              targets=[i.key for _, infos in routes for i in infos], source=via)
         if not routes:
             return []
         raw = _encode(event)
-        _counter(metrics.MATCHED_EVENTS, bus).inc()
+        _count(counts, metrics.MATCHED_EVENTS, bus)
         out = []
         for rule, infos in routes:
-            _counter(metrics.RULE_MATCHES, bus, rule).inc()
+            _count(counts, metrics.RULE_MATCHES, bus, rule)
             for info in infos:
-                _counter(metrics.DELIVERIES_ENQUEUED, bus, rule, info.key).inc()
+                _count(counts, metrics.DELIVERIES_ENQUEUED, bus, rule, info.key)
                 out.append(new_delivery(raw, info, received))
         return out
 
@@ -100,6 +102,17 @@ class Ingestor:
 @functools.lru_cache(maxsize=8192)  # labels() takes a lock and a dict lookup; per event it adds up
 def _counter(counter, *labels: str):
     return counter.labels(*labels)
+
+
+def _count(counts: dict[tuple, int], counter, *labels: str) -> None:
+    key = (counter, *labels)
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _apply(counts: dict[tuple, int]) -> None:
+    """Counters move only for what was stored, by one inc() per series per request."""
+    for (counter, *labels), n in counts.items():
+        _counter(counter, *labels).inc(n)
 
 
 def _bus_label(entry: Entry, router: Router) -> str:

@@ -7,13 +7,14 @@ Redis Cluster slot and can be changed together in one MULTI or Lua call.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 
 import msgspec
 import redis.asyncio as aioredis
 
+from bus.ids import new_id
 from bus.model import Config, FunctionSettings, RetryPolicy, Rule, Target
+from bus.scripts import ENQUEUE, run_script
 
 PREFIX = "busway"
 GROUP = "busway"
@@ -106,7 +107,7 @@ def decode_delivery(raw: bytes) -> Delivery:
 def new_delivery(event: bytes, info: TargetInfo, ingested: float) -> Delivery:
     now = time.time()
     return Delivery(
-        id=str(uuid.uuid4()), event=msgspec.Raw(event), bus=info.bus, rule=info.rule,
+        id=new_id(), event=msgspec.Raw(event), bus=info.bus, rule=info.rule,
         target=info.target, function=info.function, first_enqueued=now, ingested=ingested,
     )
 
@@ -147,13 +148,11 @@ async def read_targets(redis: aioredis.Redis) -> dict[str, TargetInfo]:
 
 
 async def enqueue(redis: aioredis.Redis, deliveries: list[Delivery]) -> None:
-    """XADD every delivery in one MULTI/EXEC: all of a request's deliveries land, or none."""
+    """XADD every delivery in one atomic script call: all of a request's deliveries land, or none."""
     if not deliveries:
         return
-    async with redis.pipeline(transaction=True) as pipe:
-        for d in deliveries:
-            pipe.xadd(stream_key(d.target_key), {FIELD: encode_delivery(d)})
-        await pipe.execute()
+    await run_script(redis, ENQUEUE, [stream_key(d.target_key) for d in deliveries],
+                     [FIELD, *map(encode_delivery, deliveries)])
 
 
 def as_str(value: bytes | str) -> str:

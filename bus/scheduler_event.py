@@ -1,11 +1,11 @@
 """The EventBridge "Scheduled Event" a schedule rule emits for one scheduled time."""
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
 from bus.envelope import format_time
+from bus.ids import new_id
 from bus.model import DEFAULT_BUS, Rule
 
 
@@ -19,7 +19,7 @@ def scheduled_event(rule: Rule, at: datetime, *, region: str, account: str) -> d
     """`time` is the scheduled time, not when it was sent: a late firing says which one it is."""
     return {
         "version": "0",
-        "id": str(uuid.uuid4()),
+        "id": new_id(),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": account,

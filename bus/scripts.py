@@ -6,6 +6,7 @@ destination inbox is named; those are the documented cross-slot exceptions for R
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from typing import Any
 
@@ -86,19 +87,44 @@ return 0
 """
 
 
+# Store a request's deliveries: one XADD per delivery, all in one atomic call (one reply to parse,
+# where MULTI/EXEC costs a reply per command). KEYS = streams; ARGV[1] = field, ARGV[2..] = payloads
+# in the order of KEYS. Returns the entry ids.
+ENQUEUE = """
+local ids = {}
+for i = 1, #KEYS do
+  ids[i] = redis.call('XADD', KEYS[i], '*', ARGV[1], ARGV[i + 1])
+end
+return ids
+"""
+
+
+async def run_script(redis: aioredis.Redis, body: str, keys: list, args: list) -> Any:
+    """Call a Lua script by SHA, sending its body only if Redis forgot it (restart, SCRIPT FLUSH)."""
+    try:
+        return await redis.evalsha(_sha(body), len(keys), *keys, *args)
+    except NoScriptError:
+        return await redis.eval(body, len(keys), *keys, *args)
+
+
+@functools.cache
+def _sha(body: str) -> str:
+    return hashlib.sha1(body.encode()).hexdigest()
+
+
 class Script:
-    """A Lua script called by SHA, reloaded if Redis forgot it (restart, SCRIPT FLUSH)."""
+    """A Lua script bound to a client."""
 
     def __init__(self, redis: aioredis.Redis, body: str):
         self.redis = redis
         self.body = body
-        self.sha = hashlib.sha1(body.encode()).hexdigest()
+
+    @property
+    def sha(self) -> str:
+        return _sha(self.body)
 
     async def __call__(self, keys: list, args: list) -> Any:
-        try:
-            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.redis.eval(self.body, len(keys), *keys, *args)
+        return await run_script(self.redis, self.body, keys, args)
 
 
 FollowUp = tuple[str, str, Any, Any]  # (op, key, a, b)
