@@ -174,7 +174,9 @@ class Worker:
                 await _sleep_or_stop(stop, 0.2)
                 continue
             room = self._room()
-            if room <= 0:
+            if room <= 0 or (len(self._held) and room < self._held.limit // 2):
+                # While held deliveries keep every slot busy, read in batches: fewer round trips
+                # (and AOF fsyncs) per delivery, and no free slot waits for the read.
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -292,8 +294,8 @@ class Worker:
             await self._succeed(info, entry_id, d, attempt, reply)
         else:
             await self._fail(info, entry_id, d, attempt, reply)
-        metrics.INGESTION_TO_COMPLETE.labels(info.key, "success" if reply.ok else "failure").observe(
-            max(0.0, time.time() - d.ingested))
+        m = _target_metrics(info.function, info.key)
+        (m.complete_success if reply.ok else m.complete_failure).observe(max(0.0, time.time() - d.ingested))
 
     async def _invoke(self, info: TargetInfo, d: Delivery, attempt: int) -> Reply:
         m = _target_metrics(info.function, info.key)
@@ -428,6 +430,8 @@ class _TargetMetrics(msgspec.Struct):
     ingestion_to_start: Any
     concurrent: Any
     duration: Any
+    complete_success: Any
+    complete_failure: Any
 
 
 @functools.lru_cache(maxsize=4096)  # labels() is a locked dict lookup; once per target is enough
@@ -435,6 +439,7 @@ def _target_metrics(function: str, target: str) -> _TargetMetrics:
     return _TargetMetrics(
         metrics.INVOCATIONS.labels(function, target), metrics.INGESTION_TO_START.labels(target),
         metrics.CONCURRENT.labels(function), metrics.HANDLER_DURATION.labels(function),
+        metrics.INGESTION_TO_COMPLETE.labels(target, "success"), metrics.INGESTION_TO_COMPLETE.labels(target, "failure"),
     )
 
 
