@@ -76,6 +76,6 @@ async def give_back(redis: aioredis.Redis, consumer: str, deliveries: list[HeldD
     """Undo the read of deliveries that never started: restore their count, make them claimable."""
     async with redis.pipeline(transaction=False) as pipe:
         for held in deliveries:
-            pipe.execute_command("XCLAIM", held.stream, GROUP, consumer, 0, held.entry_id,
-                                 "IDLE", GIVE_BACK_IDLE_MS, "RETRYCOUNT", held.times_delivered - 1, "JUSTID")
+            pipe.xclaim(held.stream, GROUP, consumer, 0, [held.entry_id], idle=GIVE_BACK_IDLE_MS,
+                        retrycount=held.times_delivered - 1, justid=True)
         await pipe.execute()

@@ -92,7 +92,7 @@ class Worker:
             self._every(HEARTBEAT_SECONDS, self._heartbeat), self._every(self.settings.lease_seconds / 3, self._renew),
             self._every(MOVE_SECONDS, self._move_due), self._every(self.settings.lease_seconds / 6, self._reclaim),
             self._every(PRUNE_SECONDS, self._prune), self._every(HOLD_CHECK_SECONDS, self._give_back_stale),
-            self.tracer.watch())]
+            self.tracer.watch(), self._notice_stop(stop))]
         try:
             await self._read_loop(stop)
             self._stopping = True
@@ -104,6 +104,12 @@ class Worker:
             await self.slots.close()
             await self.redis.zrem(WORKERS, self.consumer)
         log.info("worker %s stopped", self.consumer)
+
+    async def _notice_stop(self, stop: asyncio.Event) -> None:
+        """SIGTERM: from now on start nothing new, even while the read loop waits for a slot."""
+        await stop.wait()
+        self._stopping = True
+        self._slot_free.set()
 
     async def _drain(self) -> None:
         """SIGTERM: take no new work, give in-flight deliveries the grace period, then leave.
@@ -205,7 +211,7 @@ class Worker:
     def _take(self, delivery: HeldDelivery) -> None:
         """Start a delivery just read, or hold it until a slot frees."""
         self._leases.setdefault(delivery.stream, set()).add(delivery.entry_id)
-        if self._active < self.settings.concurrency:
+        if self._active < self.settings.concurrency and not self._stopping:
             self._start(delivery)
         else:
             self._held.add(delivery)
@@ -238,7 +244,12 @@ class Worker:
             return
         for held in deliveries:
             self._leases.get(held.stream, set()).discard(held.entry_id)
-        await give_back(self.redis, self.consumer, deliveries)
+        try:
+            await give_back(self.redis, self.consumer, deliveries)
+        except Exception:  # e.g. Redis is down: the leases lapse and they are redelivered anyway
+            log.warning("could not give back %d held deliveries; they are redelivered when their lease lapses",
+                        len(deliveries), exc_info=True)
+            return
         log.info("gave back %d deliveries held ahead of free slots", len(deliveries))
 
     def _done(self, task: asyncio.Task, stream: str, entry_id: bytes) -> None:
