@@ -287,7 +287,7 @@ def parse_ip(text: str) -> tuple[int, int] | None:
     decimal even with leading zeros, as AWS reads them."""
     try:
         return 4, _from_bytes(_inet_pton(_AF_INET, text), "big")  # fast path: canonical dotted quad
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL character
         pass
     if _IPV4_SHAPE.match(text):  # leading zeros, which inet_pton refuses
         value = 0
