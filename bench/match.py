@@ -10,7 +10,11 @@ events/s including JSON decoding for:
   each rule in turn,
 - rule-by-rule with each pattern compiled (compile_pattern(p).matches on each rule).
 
-Usage: .venv/bin/python bench/match.py [--seconds 2] [--sizes 10,100,1000,10000]
+The Matcher runs on the compiled engine (bus/_patterns_c.c) when it is built, else on the
+pure-Python one; the first line says which. `--engine python` measures the pure-Python one
+where both exist.
+
+Usage: .venv/bin/python bench/match.py [--seconds 2] [--sizes 10,100,1000,10000] [--engine c|python]
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec  # noqa: E402
 
+from bus import patterns_index  # noqa: E402
 from bus.patterns import Matcher, compile_pattern  # noqa: E402
 from bus.patterns_reference import reference_matches  # noqa: E402
 
@@ -224,7 +229,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--engine", choices=["c", "python"], default=patterns_index.engine(),
+                        help="the Matcher's engine (default: %(default)s, the one Matchers use here)")
     args = parser.parse_args()
+    patterns_index.use_engine(args.engine)
 
     rng = random.Random(2024)
     raw_events = [json.dumps(make_event(rng), separators=(", ", ": ")).encode() for _ in range(args.events)]
@@ -239,6 +247,9 @@ def main() -> None:
 
     print(f"python {platform.python_version()} on {platform.machine()}, one core (best-of-trials CPU time); "
           f"{len(raw_events)} distinct events, {size:.0f} bytes and {leaves:.0f} leaves on average")
+    print(f"Matcher engine: {patterns_index.engine()} "
+          f"({'compiled, bus/_patterns_c.c' if patterns_index.engine() == 'c' else 'pure Python'}; "
+          f"available here: {', '.join(patterns_index.ENGINES)})")
     print()
     print("| rules | Matcher events/s | matches/event | reference events/s | x reference "
           "| compiled rule-by-rule events/s | x rule-by-rule |")

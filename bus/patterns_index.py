@@ -20,8 +20,11 @@
 from __future__ import annotations
 
 import gc
+import os
 import re
 import threading
+import warnings
+from array import array
 from bisect import bisect_left
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -47,6 +50,14 @@ from bus.patterns_ops import (
 from bus.patterns_parse import Alternative, Path
 
 _MISSING = object()
+_EMPTY: dict = {}  # the one empty table every field index shares (never written to)
+_SHARED_PROBES: dict = {}
+
+
+def _shared(probes: tuple) -> tuple:
+    """One tuple object per distinct sequence of probe functions."""
+    return _SHARED_PROBES.setdefault(probes, probes)
+
 # Above this many range-to-segment entries a field index scans its ranges instead.
 _MAX_SEGMENT_CELLS = 200_000
 
@@ -54,13 +65,29 @@ _MAX_SEGMENT_CELLS = 200_000
 class _State:
     """A point in the automaton: the fields matched so far along some chains."""
 
-    __slots__ = ("fields", "trans", "children", "rules")
+    __slots__ = ("fields", "trans", "ctrans", "children", "rules")
 
     def __init__(self) -> None:
         self.fields: dict[int, _FieldIndex] = {}     # path id -> conditions leaving this state
         self.trans: tuple = ()                        # frozen (path id, _FieldIndex, exact dict or None)
+        self.ctrans: tuple = ((),)                    # the same for the C engine (see RuleIndex._refresh)
         self.children: dict[tuple, list] = {}         # (path id, condition keys) -> [next state, refs]
         self.rules: list[int] = []                    # rule ids whose chain ends here
+
+
+# The optional compiled engine (bus/_patterns_c.c, built by `pip install` when a C compiler
+# is there): the same walk and automaton run, several times faster, the same answers.
+_C_LAYOUT = 3  # the layout of spec, trie and ctrans tuples it reads (its LAYOUT)
+try:
+    from bus import _patterns_c
+except ImportError:  # pragma: no cover - depends on the build
+    _patterns_c = None
+if _patterns_c is not None and getattr(_patterns_c, "LAYOUT", None) != _C_LAYOUT:  # pragma: no cover
+    warnings.warn("bus/_patterns_c is a stale build (reinstall busway to rebuild it); "
+                  "matching patterns in pure Python", RuntimeWarning, stacklevel=1)
+    _patterns_c = None
+if _patterns_c is not None:
+    _patterns_c.setup(TRUE_KEY, FALSE_KEY, _State, _State.ctrans)
 
 
 class _FieldIndex:
@@ -70,7 +97,7 @@ class _FieldIndex:
         "conditions", "exact", "prefix", "prefix_lens", "suffix", "suffix_lens",
         "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens",
         "wild", "wild_head_lens", "ranges", "bounds", "segments", "cidr", "generic",
-        "present", "absent", "string_probes", "number_probes", "other_probes", "exact_only",
+        "present", "absent", "string_probes", "number_probes", "other_probes", "exact_only", "spec",
     )
 
     def __init__(self) -> None:
@@ -78,7 +105,7 @@ class _FieldIndex:
         self.conditions: dict[tuple, tuple[Condition, dict]] = {}
         self.absent: tuple = ()
         self.exact_only = True
-        self.exact: dict = {}
+        self.exact: dict = _EMPTY
 
     # -- maintenance --------------------------------------------------------------------
 
@@ -145,22 +172,26 @@ class _FieldIndex:
             else:
                 generic.append((condition, states))
 
+        # (Empty tables are all one shared object: a large automaton has tens of thousands
+        # of field indexes, mostly with one or two kinds of condition.)
         def frozen(table: dict) -> dict:
-            return {k: tuple(v) for k, v in table.items()}
+            return {k: tuple(v) for k, v in table.items()} if table else _EMPTY
+
+        def lens(table: dict) -> tuple:
+            return tuple(sorted({len(k) for k in table}))
 
         self.exact = frozen(exact)
-        self.prefix, self.prefix_lens = frozen(prefix), sorted({len(k) for k in prefix})
-        self.suffix, self.suffix_lens = frozen(suffix), sorted({len(k) for k in suffix})
-        self.ci_exact = ci_exact
-        self.ci_prefix, self.ci_prefix_lens = ci_prefix, sorted({len(k) for k in ci_prefix})
-        self.ci_suffix, self.ci_suffix_lens = ci_suffix, sorted({len(k) for k in ci_suffix})
-        self.wild = {head: (sorted({len(t) for t in tails}),
-                            {tail: (_any_of(group), group) for tail, group in tails.items()})
-                     for head, tails in wild.items()}
-        self.wild_head_lens = sorted({len(h) for h in wild})
-        self.cidr = [(version, (32 if version == 4 else 128) - bits, frozen(table))
-                     for (version, bits), table in cidr.items()]
-        self.generic = generic
+        self.prefix, self.prefix_lens = frozen(prefix), lens(prefix)
+        self.suffix, self.suffix_lens = frozen(suffix), lens(suffix)
+        self.ci_exact = ci_exact or _EMPTY
+        self.ci_prefix, self.ci_prefix_lens = ci_prefix or _EMPTY, lens(ci_prefix)
+        self.ci_suffix, self.ci_suffix_lens = ci_suffix or _EMPTY, lens(ci_suffix)
+        self.wild = {head: (lens(tails), {tail: (_any_of(group), group) for tail, group in tails.items()})
+                     for head, tails in wild.items()} or _EMPTY
+        self.wild_head_lens = lens(wild)
+        self.cidr = tuple((version, (32 if version == 4 else 128) - bits, frozen(table))
+                          for (version, bits), table in cidr.items())
+        self.generic = tuple(generic)
         self.present = tuple(dict.fromkeys(present))
         self.absent = tuple(dict.fromkeys(absent))
         self._build_ranges(ranges)
@@ -175,19 +206,37 @@ class _FieldIndex:
         # (Plain functions, not bound methods: those would make each index a reference cycle.)
         cls = _FieldIndex
         generic_probe = [cls._probe_generic] if generic else []
-        self.string_probes = tuple(
+        self.string_probes = _shared(tuple(
             [cls._probe_exact] * has[(str,)] + [cls._probe_prefix] * bool(prefix)
             + [cls._probe_suffix] * bool(suffix)
             + [cls._probe_ignore_case] * bool(ci_exact or ci_prefix or ci_suffix)
-            + [cls._probe_wildcard] * bool(wild) + [cls._probe_cidr] * bool(cidr) + generic_probe)
-        self.number_probes = tuple(
-            [cls._probe_exact] * has[(int, float)] + [cls._probe_ranges] * bool(ranges) + generic_probe)
-        self.other_probes = tuple([cls._probe_exact] * has_other + generic_probe)
+            + [cls._probe_wildcard] * bool(wild) + [cls._probe_cidr] * bool(cidr) + generic_probe))
+        self.number_probes = _shared(tuple(
+            [cls._probe_exact] * has[(int, float)] + [cls._probe_ranges] * bool(ranges) + generic_probe))
+        self.other_probes = _shared(tuple([cls._probe_exact] * has_other + generic_probe))
+
+        # The same lookup structures for the C engine (bus/_patterns_c.c, see its layout
+        # comment); what it does not do itself it delegates to these probe functions. When
+        # the exact table decides alone, the engine needs nothing else.
+        self.spec = None if self.exact_only else (
+            self.exact, self.exact_only, self.present, self.absent,
+            self.prefix, self.prefix_lens, self.suffix, self.suffix_lens,
+            self.ci_exact, self.ci_prefix, self.ci_prefix_lens, self.ci_suffix, self.ci_suffix_lens,
+            bool(ci_exact or ci_prefix or ci_suffix), cls._probe_ignore_case,
+            self.bounds, self.segments, _doubles(self.bounds), self.cidr, cls._probe_cidr,
+            self.wild_head_lens,
+            {head: (tail_lens, {tail: tuple((tuple(c.segments), s) for c, s in group)
+                                for tail, (_, group) in tails.items()})
+             for head, (tail_lens, tails) in self.wild.items()} or _EMPTY,
+            _shared(tuple(generic_probe)),
+            _shared(tuple([cls._probe_ranges] * bool(ranges and self.bounds is None) + generic_probe)),
+            _shared(tuple(generic_probe)),
+        )
 
     def _build_ranges(self, ranges: list) -> None:
         """Numeric ranges as elementary segments between sorted boundaries: segment 2i is
         the open gap below bounds[i], 2i+1 the point bounds[i], 2n the gap above the last."""
-        self.ranges, self.bounds, self.segments = ranges, None, None
+        self.ranges, self.bounds, self.segments = ranges or (), None, None
         if not ranges:
             return
         bounds = sorted({b for c, _ in ranges for b in (c.low, c.high) if b is not None})
@@ -314,11 +363,48 @@ class _FieldIndex:
                 hits.append(states)
 
 
+def _doubles(bounds: list | None) -> bytes | None:
+    """Range bounds as packed C doubles when each is exactly a double (so the C engine can
+    compare numbers without Python objects), else None."""
+    if bounds is None or not all(type(b) is float or abs(b) <= 2 ** 53 for b in bounds):
+        return None
+    return array("d", bounds).tobytes()
+
+
 def _any_of(group: list) -> re.Pattern | None:
     """One regex accepting what any wildcard of the group accepts (None for a single one)."""
     if len(group) < 2:
         return None
     return re.compile("|".join(f"(?:{c.regex.pattern})" for c, _ in group), re.DOTALL)
+
+
+ENGINES = ("c", "python") if _patterns_c is not None else ("python",)
+# BUSWAY_PATTERNS_ENGINE=python forces the pure-Python engine even where C is built.
+_engine = _patterns_c if os.environ.get("BUSWAY_PATTERNS_ENGINE", "c") != "python" else None
+
+
+def engine() -> str:
+    """Which matching engine Matchers use: "c" (compiled, when built) or "python"."""
+    return "python" if _engine is None else "c"
+
+
+def use_engine(name: str) -> None:
+    """Switch every Matcher to an engine of ENGINES (tests and benchmarks compare them)."""
+    global _engine
+    if name not in ENGINES:
+        raise ValueError(f"engine {name!r} is not available here (have: {', '.join(ENGINES)})")
+    _engine = _patterns_c if name == "c" else None
+
+
+@contextmanager
+def using_engine(name: str) -> Iterator[None]:
+    """Run a block with every Matcher on the given engine (then switch back)."""
+    previous = engine()
+    use_engine(name)
+    try:
+        yield
+    finally:
+        use_engine(previous)
 
 
 @contextmanager
@@ -418,6 +504,25 @@ def _walk_array(items: list, node: _PathNode, flat: list, multi: set | None, in_
     return multi
 
 
+def _c_transition(pid: int, field: _FieldIndex) -> tuple:
+    """A field leaving a state, for the C engine: (path id, exact table, spec, _FieldIndex);
+    when the exact table decides alone, spec is None, and a table of one value leading to one
+    state is written (path id, value, None, state): each object less to read is a cache miss
+    less when the automaton is large."""
+    if not field.exact_only:
+        return pid, field.exact, field.spec, field
+    if len(field.exact) == 1:
+        [(value, states)] = field.exact.items()
+        return pid, value, None, states[0] if len(states) == 1 else states
+    return pid, field.exact, None, None
+
+
+def _c_trie(kids: list) -> tuple:
+    """The key trie for the C engine: a tuple of (key, path id or -1, kids tuple)."""
+    return tuple((key, -1 if node.path_id is None else node.path_id, _c_trie(node.kids))
+                 for key, node in kids)
+
+
 _MAX_UNROLLED_DEPTH = 6
 
 
@@ -504,11 +609,13 @@ class _Selectivity:
 
     def __init__(self) -> None:
         self.uses: dict[Path, int] = {}            # path -> fields on it, over all rules
+        self.alternatives = 0                      # alternatives of all rules
         self._operands: dict[tuple, dict] = {}    # (path, kind) -> {condition key: refs}, see _kind
         self._bounds: dict[Path, dict] = {}       # path -> {numeric bound: refs}
         self._spans: dict[Path, tuple[float, float]] = {}
 
     def count(self, alternatives: list[Alternative], delta: int) -> None:
+        self.alternatives += delta * len(alternatives)
         for alternative in alternatives:
             for path, conditions in alternative.items():
                 self._bump(self.uses, path, delta)
@@ -528,6 +635,13 @@ class _Selectivity:
             counts[key] = refs
         else:
             counts.pop(key, None)
+
+    def partition(self) -> Path | None:
+        """The path at least half of all alternatives test (in practice `source`), if any."""
+        if not self.uses:
+            return None
+        path, uses = max(self.uses.items(), key=lambda item: (item[1], item[0]))
+        return path if 2 * uses >= self.alternatives else None
 
     def field(self, path: Path, conditions: tuple[Condition, ...]) -> float:
         return min(1.0, sum(self._condition(path, c) for c in conditions))
@@ -601,6 +715,7 @@ class RuleIndex:
         self._path_refs: dict[int, int] = {}
         self._walk_root: list = []
         self._walk: Any = _compile_walk([])
+        self._ctrie: tuple = ()
         self._dirty_fields: set[_FieldIndex] = set()
         self._dirty_states: set[_State] = {self._root}
         self._dirty_paths = True
@@ -634,6 +749,7 @@ class RuleIndex:
         for chain in rule.chains:
             terminal = chain[-1][3]
             terminal.rules.remove(rule.rule_id)
+            self._dirty_states.add(terminal)  # its ctrans lists the rules ending there
             for state, pid, conditions, child in reversed(chain):
                 self._unstep(state, pid, conditions, child)
         self._changes += 1
@@ -643,15 +759,28 @@ class RuleIndex:
         """Thread each alternative of the rule through the automaton: its rarest field
         first (so few events get past the root), then the rest in one global order, most
         used paths first (so rules that share a state mostly continue on the same path,
-        and an event that gets past the root costs one lookup per step, not one per rule)."""
+        and an event that gets past the root costs one lookup per step, not one per rule).
+
+        Before the rarest field comes, when the rule tests it for plain equality, the path
+        most rules test (in practice `source`): one lookup splits the automaton into one
+        part per value. Rarest-first alone makes the root test every path some rule starts
+        with (a dozen probes per event in a bus of many kinds of rules), and most of the
+        states those probes reach end at the next step, on a source the event does not
+        have; split by source first, an event meets only the rules of its own source."""
         estimate, uses = self._selectivity.field, self._selectivity.uses
+        partition = self._selectivity.partition()
         rule.chains = []
         path_ids = set()
         for alternative in rule.evaluator.alternatives:
             items = list(alternative.items())
+            lead = []
+            conditions = alternative.get(partition) if partition is not None else None
+            if conditions and len(items) > 1 and all(type(c) is Exact for c in conditions):
+                lead = [(partition, conditions)]
+                items.remove(lead[0])
             first = min(items, key=lambda item: (estimate(*item), len(item[0]), item[0]))
             items.remove(first)
-            fields = [first] + sorted(items, key=lambda item: (-uses.get(item[0], 0), item[0]))
+            fields = lead + [first] + sorted(items, key=lambda item: (-uses.get(item[0], 0), item[0]))
             chain: list[tuple] = []
             state = self._root
             for path, conditions in fields:
@@ -659,6 +788,7 @@ class RuleIndex:
                 path_ids.add(pid)
                 state = self._step(state, pid, conditions, chain)
             state.rules.append(rule.rule_id)
+            self._dirty_states.add(state)
             rule.chains.append(chain)
         rule.path_ids = frozenset(path_ids)
 
@@ -732,6 +862,9 @@ class RuleIndex:
         for state in self._dirty_states:
             state.trans = tuple((pid, field, field.exact if field.exact_only else None)
                                 for pid, field in state.fields.items())
+            # For the C engine, flat: the rules ending here, then four items per field.
+            state.ctrans = (tuple(state.rules), *(
+                item for pid, field in state.fields.items() for item in _c_transition(pid, field)))
         self._dirty_states.clear()
         if self._dirty_paths:
             self._rebuild_walk()
@@ -756,6 +889,7 @@ class RuleIndex:
             node.path_id = pid
         self._walk_root = root.kids
         self._walk = _compile_walk(root.kids)
+        self._ctrie = _c_trie(root.kids)
 
     # -- matching -----------------------------------------------------------------------
 
@@ -766,6 +900,23 @@ class RuleIndex:
                     self._refresh()
         if type(event) is not dict:
             return []
+        if _engine is not None:
+            found, multi = _engine.match(event, self._ctrie, len(self._path_ids), self._root)
+        else:
+            found, multi = self._match_python(event)
+        if not found:
+            return []
+        by_id = self._by_id
+        ids = sorted(set(found))
+        if multi:
+            return [by_id[i].name for i in ids
+                    if not (by_id[i].path_ids & multi) or by_id[i].evaluator.matches(event)]
+        return [by_id[i].name for i in ids]
+
+    def _match_python(self, event: dict) -> tuple[list[int], set | None]:
+        """Walk the event and run the automaton: the rule ids whose chains completed (with
+        repeats) and the path ids under arrays of several objects. bus/_patterns_c.c's
+        `match` does the same."""
         flat = [_MISSING] * len(self._path_ids)
         multi = self._walk(event, flat)
 
@@ -807,11 +958,4 @@ class RuleIndex:
                     push(hits[0])
                 elif hits:
                     push(dict.fromkeys(s for states in hits for s in states))
-        if not found:
-            return []
-        by_id = self._by_id
-        ids = sorted(set(found))
-        if multi:
-            return [by_id[i].name for i in ids
-                    if not (by_id[i].path_ids & multi) or by_id[i].evaluator.matches(event)]
-        return [by_id[i].name for i in ids]
+        return found, multi

@@ -3,7 +3,8 @@
 and event-ruler's README, each as one named behaviour.
 
 Every case is checked three ways: compile_pattern(p).matches, a Matcher holding the rule
-alone, and the naive reference evaluator.
+alone (on each matching engine: compiled, when built, and pure Python), and the naive
+reference evaluator.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import pytest
 
 from bus.patterns import Matcher, compile_pattern
+from bus.patterns_index import ENGINES, using_engine
 from bus.patterns_reference import reference_matches
 
 EC2_EVENT = {
@@ -33,10 +35,12 @@ def case(name: str, pattern: dict, event: dict, expected: bool):
 
 def check(pattern: dict | str, event: dict, expected: bool) -> None:
     assert compile_pattern(pattern).matches(event) is expected
-    matcher = Matcher()
-    matcher.add("rule", pattern)
-    assert matcher.matches(event) == (["rule"] if expected else [])
-    assert matcher.matches_json(json.dumps(event)) == (["rule"] if expected else [])
+    for engine in ENGINES:  # the compiled matching engine, when built, and the pure-Python one
+        with using_engine(engine):
+            matcher = Matcher()
+            matcher.add("rule", pattern)
+            assert matcher.matches(event) == (["rule"] if expected else []), engine
+            assert matcher.matches_json(json.dumps(event)) == (["rule"] if expected else []), engine
     raw = json.loads(pattern) if isinstance(pattern, str) else pattern
     assert reference_matches(raw, event) is expected
 
@@ -306,9 +310,11 @@ def test_pattern_semantics(pattern, event, expected):
 def test_or_semantics(pattern, event, expected):
     # The reference reads $or directly; the last case is one where only expansion is right.
     assert compile_pattern(pattern).matches(event) is expected
-    matcher = Matcher()
-    matcher.add("rule", pattern)
-    assert matcher.matches(event) == (["rule"] if expected else [])
+    for engine in ENGINES:
+        with using_engine(engine):
+            matcher = Matcher()
+            matcher.add("rule", pattern)
+            assert matcher.matches(event) == (["rule"] if expected else []), engine
 
 
 def test_numbers_in_json_text_match_numerically():

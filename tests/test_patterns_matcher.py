@@ -1,12 +1,25 @@
 """The Matcher: the rules of one bus, added and removed at run time, matched in one pass."""
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
+from bus import patterns_index
 from bus.patterns import Matcher, compile_pattern
+from bus.patterns_index import ENGINES, using_engine
 from bus.patterns_reference import reference_matches
+
+
+@pytest.fixture(autouse=True, params=ENGINES)
+def engine(request):
+    """Every test here runs on each matching engine: compiled (when built) and pure Python."""
+    with using_engine(request.param):
+        yield request.param
 
 ORDER_PLACED = {"source": "shop", "detail-type": "Order Placed",
                 "detail": {"amount": 120, "customer": {"tier": "gold"}, "items": [{"sku": "a"}, {"sku": "b"}]}}
@@ -160,3 +173,72 @@ def test_a_rule_added_after_matching_on_a_path_already_in_use_matches():
     matcher.remove("y")
     assert matcher.matches({"source": "y"}) == []
     assert matcher.matches({"source": "z"}) == ["z"]
+
+
+# Values at the edges of what the compiled engine decides by itself (dotted quads, globs,
+# ASCII case folding, numbers at range bounds) and of what it hands back to Python.
+TRICKY_VALUES = ["10.0.0.1", "010.0.0.1", "10.0.0.01", "10.0.0.256", "10.0.0", "10.0.0.1.2", "10..0.1",
+                 ".10.0.0", "10.0.0.1\x00", "1e1.0.0.1", "::ffff:10.0.0.1", "::1", "fe80::1", "",
+                 "uploads/DE/x/f12.png", "uploads/DE/f12.png", "uploads/DE/f12", "uploads/DE/*/f1*.png",
+                 "ABC", "abc", "aBc", "straße", "STRASSE", "Ǆx", "ǆX", "x*y", "xay", "xy",
+                 0, 1, 1.0, -1, 5, 5.0, 10, 10.5, 2 ** 53 + 1, 10 ** 30, 1e300, float("inf"), True, False, None]
+TRICKY_PATTERNS = [
+    {"v": [{"cidr": "10.0.0.0/24"}]}, {"v": [{"cidr": "10.0.0.0/8"}, {"cidr": "0.0.0.0/0"}]},
+    {"v": [{"cidr": "::ffff:a00:0/120"}]}, {"v": [{"cidr": "fe80::/10"}]},
+    {"v": [{"wildcard": "uploads/DE/*/f1*.png"}]}, {"v": [{"wildcard": "uploads/*"}]},
+    {"v": [{"wildcard": "x*y"}]}, {"v": [{"wildcard": "*"}]}, {"v": [{"wildcard": "x\\*y"}]},
+    {"v": [{"wildcard": "uploads/DE/*f12*"}]}, {"v": [{"wildcard": "*.png"}]},
+    {"v": [{"equals-ignore-case": "abc"}]}, {"v": [{"equals-ignore-case": "STRASSE"}]},
+    {"v": [{"prefix": {"equals-ignore-case": "ab"}}]}, {"v": [{"suffix": {"equals-ignore-case": "BC"}}]},
+    {"v": [{"prefix": {"equals-ignore-case": "stra"}}]}, {"v": [{"equals-ignore-case": "ǆx"}]},
+    {"v": [{"prefix": "10.0"}]}, {"v": [{"suffix": ".1"}]}, {"v": ["abc", 1, True, None]},
+    {"v": [{"numeric": [">", 1, "<=", 10]}]}, {"v": [{"numeric": [">=", 5]}]}, {"v": [{"numeric": ["<", 0]}]},
+    {"v": [{"numeric": ["=", 10]}]}, {"v": [{"anything-but": ["abc", "x*y"]}]}, {"v": [{"anything-but": [1, 10]}]},
+    {"v": [{"anything-but": {"wildcard": "x*"}}]}, {"v": [{"exists": True}]}, {"v": [{"exists": False}]},
+]
+
+
+def test_edge_values_match_like_the_reference():
+    matcher = Matcher()
+    for i, pattern in enumerate(TRICKY_PATTERNS):
+        matcher.add(f"p{i}", pattern)
+    for value in TRICKY_VALUES:
+        for event in ({"v": value}, {"v": [value, "zzz"]}, {"v": [{"w": 1}, value]}):
+            expected = [f"p{i}" for i, p in enumerate(TRICKY_PATTERNS) if reference_matches(p, event)]
+            assert matcher.matches(event) == expected, event
+
+
+def test_many_rules_on_one_field_match_like_the_reference():
+    # Enough conditions on one path that the compiled engine deduplicates with a set.
+    matcher = Matcher()
+    patterns = {f"r{i}": {"v": [{"numeric": [">", i % 7]}, {"prefix": str(i % 5)}, i % 11]} for i in range(120)}
+    for name, pattern in patterns.items():
+        matcher.add(name, pattern)
+    for value in (0, 3, 6.5, 10, "3x", [1, 4, "2", "0"], [], [[5]], {"x": 1}):
+        event = {"v": value}
+        assert matcher.matches(event) == [n for n, p in patterns.items() if reference_matches(p, event)]
+
+
+def test_the_engine_in_use_can_be_chosen(engine):
+    assert patterns_index.engine() == engine
+    assert "python" in ENGINES
+
+
+def test_without_the_compiled_engine_matching_falls_back_to_python(engine):
+    # As on a machine where bus/_patterns_c.c could not be built.
+    code = ("import sys; sys.modules['bus._patterns_c'] = None\n"
+            "from bus import patterns_index\n"
+            "from bus.patterns import Matcher\n"
+            "m = Matcher(); m.add('r', {'source': [{'prefix': 'sh'}]})\n"
+            "print(patterns_index.engine(), patterns_index.ENGINES, m.matches_json(b'{\"source\": \"shop\"}'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    assert out.split() == ["python", "('python',)", "['r']"]
+
+
+def test_busway_patterns_engine_python_forces_the_pure_python_engine(engine):
+    code = "from bus import patterns_index; print(patterns_index.engine())"
+    env = dict(os.environ, BUSWAY_PATTERNS_ENGINE="python")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    assert out.strip() == "python"

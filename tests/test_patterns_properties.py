@@ -5,10 +5,12 @@ of strings and numbers) so that matches, near-misses and arrays of objects are c
 """
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bus.patterns import Matcher, PatternError, compile_pattern
+from bus.patterns_index import ENGINES, using_engine
 from bus.patterns_reference import reference_matches
 
 KEYS = ["a", "b", "c"]
@@ -196,18 +198,21 @@ def events_for(patterns: list[dict]):
     return st.one_of(events, near, near, near)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @PROPERTY_SETTINGS
 @given(patterns=st.lists(pattern_objects(), min_size=1, max_size=8), data=st.data())
-def test_matcher_agrees_with_reference_and_compiled_pattern(patterns, data):
+def test_matcher_agrees_with_reference_and_compiled_pattern(engine, patterns, data):
     patterns = [p for p in patterns if compiles(p)]
     assume(patterns)
     event_list = data.draw(st.lists(events_for(patterns), min_size=1, max_size=4))
-    matcher = Matcher()
-    for i, pattern in enumerate(patterns):
-        matcher.add(f"rule{i}", pattern)
-    for event in event_list:
+    with using_engine(engine):
+        matcher = Matcher()
+        for i, pattern in enumerate(patterns):
+            matcher.add(f"rule{i}", pattern)
+        got = [matcher.matches(event) for event in event_list]
+    for event, names in zip(event_list, got):
         expected = [f"rule{i}" for i, p in enumerate(patterns) if reference_matches(p, event)]
-        assert matcher.matches(event) == expected
+        assert names == expected
         assert [f"rule{i}" for i, p in enumerate(patterns) if compile_pattern(p).matches(event)] == expected
 
 
@@ -217,9 +222,15 @@ operations = st.lists(
 )
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @PROPERTY_SETTINGS
 @given(ops=operations, data=st.data())
-def test_adding_and_removing_rules_answers_like_a_fresh_matcher(ops, data):
+def test_adding_and_removing_rules_answers_like_a_fresh_matcher(engine, ops, data):
+    with using_engine(engine):
+        check_changes_answer_like_a_fresh_matcher(ops, data)
+
+
+def check_changes_answer_like_a_fresh_matcher(ops, data):
     event_list = data.draw(st.lists(events_for([p for _, _, p in ops]), min_size=1, max_size=4))
     live = Matcher()
     final: dict[str, dict] = {}
