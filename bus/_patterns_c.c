@@ -24,7 +24,7 @@
 
 /* The version of the layout of specs, trie nodes and transitions below; patterns_index
  * checks it (bump both together). */
-#define LAYOUT 3
+#define LAYOUT 4
 
 enum {
     S_EXACT, S_EXACT_ONLY, S_PRESENT, S_ABSENT,
@@ -225,45 +225,73 @@ static int push_hit(Vec *hits, PyObject *table, PyObject *key) {
     return vec_push(hits, hit);
 }
 
-/* A list of (condition, states) pairs: ASCII values need no confirmation. */
-static int push_ci_hits(Vec *hits, PyObject *table, PyObject *key) {
-    PyObject *group = PyDict_GetItemWithError(table, key);
-    if (group == NULL) return PyErr_Occurred() ? -1 : 0;
-    Py_INCREF(group);
-    int rc = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(group) && rc == 0; i++)
-        rc = vec_push(hits, PyTuple_GET_ITEM(PyList_GET_ITEM(group, i), 1));
-    Py_DECREF(group);
-    return rc;
+/* Prefix, suffix and case-insensitive tables for this engine are keyed by the FNV-1a hash
+ * of the key's code points (from the end for suffixes; patterns_index._affix_hashes), each
+ * to a tuple of (key, payload). One pass over the value hashes all its prefixes (suffixes),
+ * so probing a length costs no new string and no siphash; a candidate is then compared
+ * character by character. `fold`: compare ASCII-lower-cased (v is ASCII, keys are lower
+ * case). `whole`: only the full length (equals-ignore-case). `group`: the payload is a list
+ * of (condition, states), all taken (ASCII values need no confirmation); otherwise states. */
+#define FNV_OFFSET 14695981039346656037ULL
+#define FNV_PRIME 1099511628211ULL
+
+static inline Py_UCS4 folded(Py_UCS4 ch, int fold) {
+    return (fold && ch >= 'A' && ch <= 'Z') ? ch + 32 : ch;
 }
 
-/* Look up v[:size] (or v[-size:]) for each size of `lens` up to len(v). */
-static int probe_affixes(Vec *hits, PyObject *table, PyObject *lens, PyObject *v, int suffix, int ci) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lens); i++) {
-        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(lens, i));
-        if (size == -1 && PyErr_Occurred()) return -1;
-        if (size > n) break;  /* lens are sorted; a longer key cannot equal a shorter slice */
-        PyObject *part = suffix ? PyUnicode_Substring(v, n - size, n) : PyUnicode_Substring(v, 0, size);
-        if (part == NULL) return -1;
-        int r = ci ? push_ci_hits(hits, table, part) : push_hit(hits, table, part);
-        Py_DECREF(part);
-        if (r < 0) return -1;
+static int affix_equals(PyObject *key, PyObject *v, Py_ssize_t start, Py_ssize_t size, int fold) {
+    if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) != size) return 0;
+    int kk = PyUnicode_KIND(key), vk = PyUnicode_KIND(v);
+    const void *kd = PyUnicode_DATA(key), *vd = PyUnicode_DATA(v);
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (PyUnicode_READ(kk, kd, i) != folded(PyUnicode_READ(vk, vd, start + i), fold)) return 0;
+    return 1;
+}
+
+static int probe_hashed(Vec *hits, PyObject *table, PyObject *lens, PyObject *v, int suffix, int fold,
+                        int whole, int group) {
+    if (PyDict_GET_SIZE(table) == 0) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v), hashed = 0;
+    int kind = PyUnicode_KIND(v);
+    const void *data = PyUnicode_DATA(v);
+    uint64_t h = FNV_OFFSET;
+    Py_ssize_t count = whole ? 1 : PyTuple_GET_SIZE(lens);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t size = n;
+        if (!whole) {
+            size = PyLong_AsSsize_t(PyTuple_GET_ITEM(lens, i));
+            if (size == -1 && PyErr_Occurred()) return -1;
+            if (size > n) break;  /* lens are sorted; a longer key cannot match */
+        }
+        for (; hashed < size; hashed++) {
+            h ^= folded(PyUnicode_READ(kind, data, suffix ? n - 1 - hashed : hashed), fold);
+            h *= FNV_PRIME;
+        }
+        PyObject *key = PyLong_FromUnsignedLongLong(h);
+        if (key == NULL) return -1;
+        PyObject *candidates = PyDict_GetItemWithError(table, key);
+        Py_DECREF(key);
+        if (candidates == NULL) {
+            if (PyErr_Occurred()) return -1;
+            continue;
+        }
+        Py_INCREF(candidates);
+        int rc = 0;
+        for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(candidates) && rc == 0; c++) {
+            PyObject *entry = PyTuple_GET_ITEM(candidates, c);
+            if (!affix_equals(PyTuple_GET_ITEM(entry, 0), v, suffix ? n - size : 0, size, fold)) continue;
+            PyObject *payload = PyTuple_GET_ITEM(entry, 1);
+            if (!group) {
+                rc = vec_push(hits, payload);
+            } else {
+                for (Py_ssize_t g = 0; g < PyList_GET_SIZE(payload) && rc == 0; g++)
+                    rc = vec_push(hits, PyTuple_GET_ITEM(PyList_GET_ITEM(payload, g), 1));
+            }
+        }
+        Py_DECREF(candidates);
+        if (rc < 0) return -1;
     }
     return 0;
-}
-
-static PyObject *ascii_lower(PyObject *v) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
-    const Py_UCS1 *src = PyUnicode_1BYTE_DATA(v);
-    Py_ssize_t i = 0;
-    while (i < n && !(src[i] >= 'A' && src[i] <= 'Z')) i++;
-    if (i == n) { Py_INCREF(v); return v; }
-    PyObject *out = PyUnicode_New(n, 127);
-    if (out == NULL) return NULL;
-    Py_UCS1 *dst = PyUnicode_1BYTE_DATA(out);
-    for (i = 0; i < n; i++) dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ? src[i] + 32 : src[i];
-    return out;
 }
 
 static int call_probe(PyObject *probe, PyObject *field, PyObject *v, PyObject **pyhits) {
@@ -467,22 +495,18 @@ static int probe_wildcard(Vec *hits, PyObject *spec, PyObject *v) {
 static int probe_scalar(Vec *hits, PyObject *spec, PyObject *field, PyObject *v, PyObject **pyhits) {
     if (push_hit(hits, PyTuple_GET_ITEM(spec, S_EXACT), v) < 0) return -1;
     if (PyUnicode_CheckExact(v)) {
-        if (probe_affixes(hits, PyTuple_GET_ITEM(spec, S_PREFIX), PyTuple_GET_ITEM(spec, S_PREFIX_LENS), v, 0, 0) < 0
-            || probe_affixes(hits, PyTuple_GET_ITEM(spec, S_SUFFIX), PyTuple_GET_ITEM(spec, S_SUFFIX_LENS), v, 1, 0) < 0)
+        if (probe_hashed(hits, PyTuple_GET_ITEM(spec, S_PREFIX), PyTuple_GET_ITEM(spec, S_PREFIX_LENS), v, 0, 0, 0, 0) < 0
+            || probe_hashed(hits, PyTuple_GET_ITEM(spec, S_SUFFIX), PyTuple_GET_ITEM(spec, S_SUFFIX_LENS), v, 1, 0, 0, 0) < 0)
             return -1;
         if (PyTuple_GET_ITEM(spec, S_HAS_CI) == Py_True) {
             if (!PyUnicode_IS_ASCII(v)) {
                 if (call_probe(PyTuple_GET_ITEM(spec, S_PROBE_CI), field, v, pyhits) < 0) return -1;
-            } else {
-                PyObject *lowered = ascii_lower(v);
-                if (lowered == NULL) return -1;
-                int r = push_ci_hits(hits, PyTuple_GET_ITEM(spec, S_CI_EXACT), lowered);
-                if (r == 0) r = probe_affixes(hits, PyTuple_GET_ITEM(spec, S_CI_PREFIX),
-                                              PyTuple_GET_ITEM(spec, S_CI_PREFIX_LENS), lowered, 0, 1);
-                if (r == 0) r = probe_affixes(hits, PyTuple_GET_ITEM(spec, S_CI_SUFFIX),
-                                              PyTuple_GET_ITEM(spec, S_CI_SUFFIX_LENS), lowered, 1, 1);
-                Py_DECREF(lowered);
-                if (r < 0) return -1;
+            } else if (probe_hashed(hits, PyTuple_GET_ITEM(spec, S_CI_EXACT), NULL, v, 0, 1, 1, 1) < 0
+                       || probe_hashed(hits, PyTuple_GET_ITEM(spec, S_CI_PREFIX),
+                                       PyTuple_GET_ITEM(spec, S_CI_PREFIX_LENS), v, 0, 1, 0, 1) < 0
+                       || probe_hashed(hits, PyTuple_GET_ITEM(spec, S_CI_SUFFIX),
+                                       PyTuple_GET_ITEM(spec, S_CI_SUFFIX_LENS), v, 1, 1, 0, 1) < 0) {
+                return -1;
             }
         }
         if (PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_CIDR)) > 0 && probe_cidr(hits, spec, field, v, pyhits) < 0)

@@ -15,7 +15,10 @@
 # Arrays of objects: AWS requires the fields of one nested pattern to come from the same
 # array element. The automaton looks at each path independently, which can only accept
 # more (and, for `exists: false` under such an array, is made to), so when the event has an
-# array of two or more objects the rules it touches are confirmed with the exact evaluator.
+# array of two or more objects, a rule the automaton accepts is confirmed with the exact
+# evaluator if two of its fields under one top-level key, or one `exists: false` field,
+# got values from under such an array (see `_Rule.needs_check`). One field alone is
+# matched exactly by the automaton: "some element has it" is what the union of values says.
 
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ class _State:
 
 # The optional compiled engine (bus/_patterns_c.c, built by `pip install` when a C compiler
 # is there): the same walk and automaton run, several times faster, the same answers.
-_C_LAYOUT = 3  # the layout of spec, trie and ctrans tuples it reads (its LAYOUT)
+_C_LAYOUT = 4  # the layout of spec, trie and ctrans tuples it reads (its LAYOUT)
 try:
     from bus import _patterns_c
 except ImportError:  # pragma: no cover - depends on the build
@@ -220,8 +223,9 @@ class _FieldIndex:
         # the exact table decides alone, the engine needs nothing else.
         self.spec = None if self.exact_only else (
             self.exact, self.exact_only, self.present, self.absent,
-            self.prefix, self.prefix_lens, self.suffix, self.suffix_lens,
-            self.ci_exact, self.ci_prefix, self.ci_prefix_lens, self.ci_suffix, self.ci_suffix_lens,
+            _affix_hashes(self.prefix, False), self.prefix_lens, _affix_hashes(self.suffix, True), self.suffix_lens,
+            _affix_hashes(self.ci_exact, False), _affix_hashes(self.ci_prefix, False), self.ci_prefix_lens,
+            _affix_hashes(self.ci_suffix, True), self.ci_suffix_lens,
             bool(ci_exact or ci_prefix or ci_suffix), cls._probe_ignore_case,
             self.bounds, self.segments, _doubles(self.bounds), self.cidr, cls._probe_cidr,
             self.wild_head_lens,
@@ -361,6 +365,23 @@ class _FieldIndex:
         for condition, states in self.generic:
             if condition.test(v):
                 hits.append(states)
+
+
+_FNV_OFFSET, _FNV_PRIME, _MASK64 = 14695981039346656037, 1099511628211, 2 ** 64 - 1
+
+
+def _affix_hashes(table: dict, from_end: bool) -> dict:
+    """A prefix/suffix table for the C engine: FNV-1a (64-bit) of each key's code points,
+    from its end for suffixes, to ((key, value), ...) (see probe_hashed there)."""
+    if not table:
+        return _EMPTY
+    out: dict = {}
+    for key, value in table.items():
+        h = _FNV_OFFSET
+        for char in reversed(key) if from_end else key:
+            h = ((h ^ ord(char)) * _FNV_PRIME) & _MASK64
+        out.setdefault(h, []).append((key, value))
+    return {h: tuple(entries) for h, entries in out.items()}
 
 
 def _doubles(bounds: list | None) -> bytes | None:
@@ -685,12 +706,23 @@ def _kind(condition: Condition) -> tuple:
 
 
 class _Rule:
-    __slots__ = ("rule_id", "name", "evaluator", "chains", "path_ids")
+    __slots__ = ("rule_id", "name", "evaluator", "chains", "path_ids", "groups", "absent_ids")
 
     def __init__(self, rule_id: int, name: str, evaluator: PatternEvaluator) -> None:
         self.rule_id, self.name, self.evaluator = rule_id, name, evaluator
         self.chains: list[list[tuple]] = []
         self.path_ids: frozenset[int] = frozenset()
+        self.groups: tuple[frozenset[int], ...] = ()   # per alternative and top-level key, 2+ fields
+        self.absent_ids: frozenset[int] = frozenset()  # fields with an `exists: false`
+
+    def needs_check(self, multi: set) -> bool:
+        """Whether the automaton's answer could differ from the exact one, given the path ids
+        that got values from under an array of two or more objects. Two fields can only have
+        to come from one element when an array lies on their common path, which is under one
+        top-level key, and then both got their values there."""
+        if multi.isdisjoint(self.path_ids) or not (self.groups or self.absent_ids):
+            return False
+        return not multi.isdisjoint(self.absent_ids) or any(len(group & multi) > 1 for group in self.groups)
 
 
 class RuleIndex:
@@ -734,11 +766,15 @@ class RuleIndex:
         rule = _Rule(self._next_id, name, evaluator)
         self._next_id += 1
         self._selectivity.count(evaluator.alternatives, +1)
-        self._insert(rule)
         self._rules[name] = rule
         self._by_id[rule.rule_id] = rule
         self._changes += 1
         self._stale = True
+        if not self._rebuild_due():  # else the next refresh threads every rule anyway
+            self._insert(rule)
+
+    def _rebuild_due(self) -> bool:
+        return self._changes > len(self._rules) // 2
 
     def remove(self, name: str) -> None:
         rule = self._rules.pop(name, None)
@@ -791,6 +827,15 @@ class RuleIndex:
             self._dirty_states.add(state)
             rule.chains.append(chain)
         rule.path_ids = frozenset(path_ids)
+        groups, absent = set(), set()
+        for alternative in rule.evaluator.alternatives:
+            by_key: dict[str, set] = {}
+            for path, conditions in alternative.items():
+                by_key.setdefault(path[0], set()).add(self._path_ids[path])
+                if any(type(c) is Exists and not c.present for c in conditions):
+                    absent.add(self._path_ids[path])
+            groups.update(frozenset(g) for g in by_key.values() if len(g) > 1)
+        rule.groups, rule.absent_ids = tuple(groups), frozenset(absent)
 
     def _rebuild(self) -> None:
         """Re-thread every rule with today's selectivity estimates (the estimates drift
@@ -853,23 +898,39 @@ class RuleIndex:
         """Bring the automaton up to date (once, before matching). After many changes
         relative to the number of rules, re-thread everything; otherwise just rebuild the
         lookup structures that changed."""
-        if self._changes > len(self._rules) // 2:
+        if self._rebuild_due():
             with _gc_paused():
                 self._rebuild()
-        for field in self._dirty_fields:
-            field.rebuild()
+                # Everything is new: build it state by state, depth first, so that what one
+                # event reads along a chain was allocated together (fewer cache misses).
+                order, stack = [], [self._root]
+                while stack:
+                    state = stack.pop()
+                    order.append(state)
+                    stack.extend(link[0] for link in reversed(state.children.values()))
+                for state in order:
+                    for field in state.fields.values():
+                        field.rebuild()
+                    self._freeze(state)
+        else:
+            for field in self._dirty_fields:
+                field.rebuild()
+            for state in self._dirty_states:
+                self._freeze(state)
         self._dirty_fields.clear()
-        for state in self._dirty_states:
-            state.trans = tuple((pid, field, field.exact if field.exact_only else None)
-                                for pid, field in state.fields.items())
-            # For the C engine, flat: the rules ending here, then four items per field.
-            state.ctrans = (tuple(state.rules), *(
-                item for pid, field in state.fields.items() for item in _c_transition(pid, field)))
         self._dirty_states.clear()
         if self._dirty_paths:
             self._rebuild_walk()
             self._dirty_paths = False
         self._stale = False
+
+    @staticmethod
+    def _freeze(state: _State) -> None:
+        state.trans = tuple((pid, field, field.exact if field.exact_only else None)
+                            for pid, field in state.fields.items())
+        # For the C engine, flat: the rules ending here, then four items per field.
+        state.ctrans = (tuple(state.rules), *(
+            item for pid, field in state.fields.items() for item in _c_transition(pid, field)))
 
     def _rebuild_walk(self) -> None:
         root = _PathNode()
@@ -907,10 +968,10 @@ class RuleIndex:
         if not found:
             return []
         by_id = self._by_id
-        ids = sorted(set(found))
+        ids = found if len(found) == 1 else sorted(set(found))
         if multi:
             return [by_id[i].name for i in ids
-                    if not (by_id[i].path_ids & multi) or by_id[i].evaluator.matches(event)]
+                    if not by_id[i].needs_check(multi) or by_id[i].evaluator.matches(event)]
         return [by_id[i].name for i in ids]
 
     def _match_python(self, event: dict) -> tuple[list[int], set | None]:
