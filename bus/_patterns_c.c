@@ -24,14 +24,15 @@
 
 /* The version of the layout of specs, trie nodes and transitions below; patterns_index
  * checks it (bump both together). */
-#define LAYOUT 4
+#define LAYOUT 5
 
 enum {
     S_EXACT, S_EXACT_ONLY, S_PRESENT, S_ABSENT,
     S_PREFIX, S_PREFIX_LENS, S_SUFFIX, S_SUFFIX_LENS,
     S_CI_EXACT, S_CI_PREFIX, S_CI_PREFIX_LENS, S_CI_SUFFIX, S_CI_SUFFIX_LENS,
     S_HAS_CI, S_PROBE_CI, S_BOUNDS, S_SEGMENTS, S_BOUNDS_DOUBLES, S_CIDR, S_PROBE_CIDR,
-    S_WILD_HEAD_LENS, S_WILD, S_STR_FALLBACK, S_NUM_FALLBACK, S_OTHER_FALLBACK, S_SIZE
+    S_WILD_HEAD_LENS, S_WILD, S_STR_FALLBACK, S_NUM_FALLBACK, S_OTHER_FALLBACK,
+    S_NEGATIONS, S_PROBE_GENERIC, S_SIZE
 };
 
 static PyObject *TRUE_KEY, *FALSE_KEY;
@@ -492,6 +493,40 @@ static int probe_wildcard(Vec *hits, PyObject *spec, PyObject *v) {
     return 0;
 }
 
+/* anything-but conditions of plain values, prefixes and suffixes (patterns_index._c_negation):
+ * (values, prefixes, suffixes, states) each; a value none of them names is accepted. */
+static int probe_negations(Vec *hits, PyObject *negations, PyObject *v) {
+    int is_str = PyUnicode_CheckExact(v);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(negations); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(negations, i);
+        PyObject *values = PyTuple_GET_ITEM(entry, 0);
+        int excluded = PySet_GET_SIZE(values) > 0 ? PySet_Contains(values, v) : 0;
+        for (int side = 0; side < 2 && is_str && !excluded; side++) {
+            PyObject *affixes = PyTuple_GET_ITEM(entry, 1 + side);
+            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(affixes) && !excluded; j++)
+                excluded = (int)PyUnicode_Tailmatch(v, PyTuple_GET_ITEM(affixes, j), 0, PY_SSIZE_T_MAX,
+                                                    side ? 1 : -1);
+        }
+        if (excluded < 0) return -1;
+        if (!excluded && vec_push(hits, PyTuple_GET_ITEM(entry, 3)) < 0) return -1;
+    }
+    return 0;
+}
+
+/* The generic conditions: anything-but here when v is a JSON scalar, the rest in Python
+ * (and all of them in Python for any other object a caller put in an event). */
+static int probe_generic(Vec *hits, PyObject *spec, PyObject *field, PyObject *v, PyObject **pyhits,
+                         int fallback) {
+    PyObject *negations = PyTuple_GET_ITEM(spec, S_NEGATIONS);
+    if (PyTuple_GET_SIZE(negations) > 0) {
+        int plain = PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v)
+                    || v == Py_None || v == TRUE_KEY || v == FALSE_KEY;
+        if (!plain) return call_probe(PyTuple_GET_ITEM(spec, S_PROBE_GENERIC), field, v, pyhits);
+        if (probe_negations(hits, negations, v) < 0) return -1;
+    }
+    return call_probes(PyTuple_GET_ITEM(spec, fallback), field, v, pyhits);
+}
+
 static int probe_scalar(Vec *hits, PyObject *spec, PyObject *field, PyObject *v, PyObject **pyhits) {
     if (push_hit(hits, PyTuple_GET_ITEM(spec, S_EXACT), v) < 0) return -1;
     if (PyUnicode_CheckExact(v)) {
@@ -513,13 +548,13 @@ static int probe_scalar(Vec *hits, PyObject *spec, PyObject *field, PyObject *v,
             return -1;
         if (PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_WILD_HEAD_LENS)) > 0 && probe_wildcard(hits, spec, v) < 0)
             return -1;
-        return call_probes(PyTuple_GET_ITEM(spec, S_STR_FALLBACK), field, v, pyhits);
+        return probe_generic(hits, spec, field, v, pyhits, S_STR_FALLBACK);
     }
     if (PyLong_CheckExact(v) || PyFloat_CheckExact(v)) {
         if (probe_ranges(hits, spec, v) < 0) return -1;
-        return call_probes(PyTuple_GET_ITEM(spec, S_NUM_FALLBACK), field, v, pyhits);
+        return probe_generic(hits, spec, field, v, pyhits, S_NUM_FALLBACK);
     }
-    return call_probes(PyTuple_GET_ITEM(spec, S_OTHER_FALLBACK), field, v, pyhits);
+    return probe_generic(hits, spec, field, v, pyhits, S_OTHER_FALLBACK);
 }
 
 /* ---- the automaton run (RuleIndex._match_python) ---------------------------------------- */

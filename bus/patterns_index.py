@@ -80,7 +80,7 @@ class _State:
 
 # The optional compiled engine (bus/_patterns_c.c, built by `pip install` when a C compiler
 # is there): the same walk and automaton run, several times faster, the same answers.
-_C_LAYOUT = 4  # the layout of spec, trie and ctrans tuples it reads (its LAYOUT)
+_C_LAYOUT = 5  # the layout of spec, trie and ctrans tuples it reads (its LAYOUT)
 try:
     from bus import _patterns_c
 except ImportError:  # pragma: no cover - depends on the build
@@ -101,6 +101,7 @@ class _FieldIndex:
         "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens",
         "wild", "wild_head_lens", "ranges", "bounds", "segments", "cidr", "generic",
         "present", "absent", "string_probes", "number_probes", "other_probes", "exact_only", "spec",
+        "generic_rest",
     )
 
     def __init__(self) -> None:
@@ -209,6 +210,17 @@ class _FieldIndex:
         # (Plain functions, not bound methods: those would make each index a reference cycle.)
         cls = _FieldIndex
         generic_probe = [cls._probe_generic] if generic else []
+        # For the C engine: anything-but of plain values, prefixes and suffixes it tests
+        # itself; the other generic conditions stay with a Python probe.
+        negations, rest = [], []
+        for condition, states in generic:
+            entry = _c_negation(condition)
+            if entry is None:
+                rest.append((condition, states))
+            else:
+                negations.append((*entry, states))
+        self.generic_rest = tuple(rest)
+        rest_probe = [cls._probe_generic_rest] if rest else []
         self.string_probes = _shared(tuple(
             [cls._probe_exact] * has[(str,)] + [cls._probe_prefix] * bool(prefix)
             + [cls._probe_suffix] * bool(suffix)
@@ -232,9 +244,10 @@ class _FieldIndex:
             {head: (tail_lens, {tail: tuple((tuple(c.segments), s) for c, s in group)
                                 for tail, (_, group) in tails.items()})
              for head, (tail_lens, tails) in self.wild.items()} or _EMPTY,
-            _shared(tuple(generic_probe)),
-            _shared(tuple([cls._probe_ranges] * bool(ranges and self.bounds is None) + generic_probe)),
-            _shared(tuple(generic_probe)),
+            _shared(tuple(rest_probe)),
+            _shared(tuple([cls._probe_ranges] * bool(ranges and self.bounds is None) + rest_probe)),
+            _shared(tuple(rest_probe)),
+            tuple(negations), cls._probe_generic,
         )
 
     def _build_ranges(self, ranges: list) -> None:
@@ -365,6 +378,30 @@ class _FieldIndex:
         for condition, states in self.generic:
             if condition.test(v):
                 hits.append(states)
+
+    def _probe_generic_rest(self, v: Any, hits: list) -> None:
+        for condition, states in self.generic_rest:
+            if condition.test(v):
+                hits.append(states)
+
+
+def _c_negation(condition: Condition) -> tuple | None:
+    """An anything-but the C engine tests itself: (values, prefixes, suffixes) it excludes,
+    when its inner conditions are only plain strings or numbers, prefixes and suffixes."""
+    if type(condition) is not AnythingBut:
+        return None
+    values, prefixes, suffixes = [], [], []
+    for inner in condition.inner:
+        kind = type(inner)
+        if kind is Exact and type(inner.value) in (str, int, float):
+            values.append(inner.value)
+        elif kind is Prefix and inner.text:
+            prefixes.append(inner.text)
+        elif kind is Suffix and inner.text:
+            suffixes.append(inner.text)
+        else:
+            return None
+    return frozenset(values), tuple(prefixes), tuple(suffixes)
 
 
 _FNV_OFFSET, _FNV_PRIME, _MASK64 = 14695981039346656037, 1099511628211, 2 ** 64 - 1
