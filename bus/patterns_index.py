@@ -743,7 +743,7 @@ def _kind(condition: Condition) -> tuple:
 
 
 class _Rule:
-    __slots__ = ("rule_id", "name", "evaluator", "chains", "path_ids", "groups", "absent_ids")
+    __slots__ = ("rule_id", "name", "evaluator", "chains", "path_ids", "groups", "absent_ids", "risky")
 
     def __init__(self, rule_id: int, name: str, evaluator: PatternEvaluator) -> None:
         self.rule_id, self.name, self.evaluator = rule_id, name, evaluator
@@ -751,13 +751,14 @@ class _Rule:
         self.path_ids: frozenset[int] = frozenset()
         self.groups: tuple[frozenset[int], ...] = ()   # per alternative and top-level key, 2+ fields
         self.absent_ids: frozenset[int] = frozenset()  # fields with an `exists: false`
+        self.risky = False                             # groups or absent_ids: see needs_check
 
     def needs_check(self, multi: set) -> bool:
         """Whether the automaton's answer could differ from the exact one, given the path ids
         that got values from under an array of two or more objects. Two fields can only have
         to come from one element when an array lies on their common path, which is under one
         top-level key, and then both got their values there."""
-        if multi.isdisjoint(self.path_ids) or not (self.groups or self.absent_ids):
+        if multi.isdisjoint(self.path_ids):
             return False
         return not multi.isdisjoint(self.absent_ids) or any(len(group & multi) > 1 for group in self.groups)
 
@@ -873,6 +874,7 @@ class RuleIndex:
                     absent.add(self._path_ids[path])
             groups.update(frozenset(g) for g in by_key.values() if len(g) > 1)
         rule.groups, rule.absent_ids = tuple(groups), frozenset(absent)
+        rule.risky = bool(groups or absent)
 
     def _rebuild(self) -> None:
         """Re-thread every rule with today's selectivity estimates (the estimates drift
@@ -1005,10 +1007,15 @@ class RuleIndex:
         if not found:
             return []
         by_id = self._by_id
-        ids = found if len(found) == 1 else sorted(set(found))
+        if len(found) == 1:  # the usual hit
+            rule = by_id[found[0]]
+            if multi and rule.risky and rule.needs_check(multi) and not rule.evaluator.matches(event):
+                return []
+            return [rule.name]
+        ids = sorted(set(found))
         if multi:
-            return [by_id[i].name for i in ids
-                    if not by_id[i].needs_check(multi) or by_id[i].evaluator.matches(event)]
+            return [by_id[i].name for i in ids if not by_id[i].risky or not by_id[i].needs_check(multi)
+                    or by_id[i].evaluator.matches(event)]
         return [by_id[i].name for i in ids]
 
     def _match_python(self, event: dict) -> tuple[list[int], set | None]:
