@@ -11,9 +11,10 @@
  *         table has one value (see patterns_index._c_transition).
  *
  * Exact values, prefixes, suffixes, ASCII case-insensitive forms, wildcards, numeric ranges
- * by boundaries and dotted-quad IPv4 blocks are probed here; everything else (anything-but,
- * non-ASCII case folding, IPv6, ranges too many to segment) is handed to the
- * Python probe functions in the spec, which append to a list like they do in Python.
+ * by boundaries, dotted-quad IPv4 blocks and anything-but of plain values, prefixes and
+ * suffixes are probed here; everything else (other anything-but forms, non-ASCII case
+ * folding, IPv6, ranges too many to segment, values that are not JSON scalars) is handed to
+ * the Python probe functions in the spec, which append to a list like they do in Python.
  *
  * Every object this holds across a call that may run Python code is a strong reference, so
  * a misbehaving caller gets wrong answers at worst, never freed memory. */
