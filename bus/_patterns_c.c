@@ -560,26 +560,56 @@ static int probe_scalar(Vec *hits, PyObject *spec, PyObject *field, PyObject *v,
 
 /* ---- the automaton run (RuleIndex._match_python) ---------------------------------------- */
 
-static int push_states(Vec *stack, PyObject *states) {
+/* The states still to run. With thousands of rules they are scattered over a large heap
+ * and each is a cache miss, so pushing one does not touch it: the stack holds borrowed
+ * pointers, kept alive by strong references to the tuples (or states) they came from in
+ * `keep`, and asks the CPU to fetch the state's slot meanwhile. */
+typedef struct {
+    Vec states;  /* borrowed */
+    Vec keep;    /* owned */
+} Stack;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch((const void *)(p))
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+static int stack_add(Stack *stack, PyObject *state) {  /* `state` must be kept alive */
+    Vec *v = &stack->states;
+    if (v->n == v->cap) {  /* grow as vec_push does, without a new reference */
+        if (vec_push(v, state) < 0) return -1;
+        Py_DECREF(state);
+    } else {
+        v->items[v->n++] = state;
+    }
+    PREFETCH((char *)state + ctrans_offset);
+    return 0;
+}
+
+static int push_states(Stack *stack, PyObject *states) {
     if (!PyTuple_CheckExact(states)) {
         PyErr_SetString(PyExc_TypeError, "states must be a tuple");
         return -1;
     }
+    if (PyTuple_GET_SIZE(states) == 0) return 0;
+    if (vec_push(&stack->keep, states) < 0) return -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(states); i++)
-        if (vec_push(stack, PyTuple_GET_ITEM(states, i)) < 0) return -1;
+        if (stack_add(stack, PyTuple_GET_ITEM(states, i)) < 0) return -1;
     return 0;
 }
 
 /* Push the states of all hits, each once (a state is reached twice only through one field). */
-static int push_unique(Vec *stack, Vec *hits) {
+static int push_unique(Stack *stack, Vec *hits) {
     if (hits->n == 1) return push_states(stack, hits->items[0]);
-    Py_ssize_t base = stack->n, total = 0;
+    Py_ssize_t base = stack->states.n, total = 0;
     for (Py_ssize_t h = 0; h < hits->n; h++) {
         if (!PyTuple_CheckExact(hits->items[h])) {
             PyErr_SetString(PyExc_TypeError, "states must be a tuple");
             return -1;
         }
         total += PyTuple_GET_SIZE(hits->items[h]);
+        if (vec_push(&stack->keep, hits->items[h]) < 0) return -1;
     }
     PyObject *seen = NULL;
     if (total > 48 && (seen = PySet_New(NULL)) == NULL) return -1;
@@ -593,10 +623,10 @@ static int push_unique(Vec *stack, Vec *hits) {
                 if (dup == 0 && PySet_Add(seen, s) < 0) dup = -1;
                 if (dup < 0) { Py_DECREF(seen); return -1; }
             } else {
-                for (Py_ssize_t j = base; j < stack->n; j++)
-                    if (stack->items[j] == s) { dup = 1; break; }
+                for (Py_ssize_t j = base; j < stack->states.n; j++)
+                    if (stack->states.items[j] == s) { dup = 1; break; }
             }
-            if (!dup && vec_push(stack, s) < 0) { Py_XDECREF(seen); return -1; }
+            if (!dup && stack_add(stack, s) < 0) { Py_XDECREF(seen); return -1; }
         }
     }
     Py_XDECREF(seen);
@@ -634,7 +664,7 @@ static int key_equals(PyObject *k, PyObject *v) {
 }
 
 static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, PyObject *multi,
-                     PyObject *found, Vec *stack, Vec *hits, PyObject **pyhits) {
+                     PyObject *found, Stack *stack, Vec *hits, PyObject **pyhits) {
     PyObject *ctrans = state_slot(state, ctrans_offset);
     if (ctrans == NULL) return -1;
     int rc = -1;
@@ -669,8 +699,11 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, PyObj
             } else if ((any = key_equals(exact, v)) < 0) {
                 goto done;
             }
-            if (any && (Py_TYPE(field) == StateType ? vec_push(stack, field) : push_states(stack, field)) < 0)
+            if (any && Py_TYPE(field) == StateType) {
+                if (vec_push(&stack->keep, field) < 0 || stack_add(stack, field) < 0) goto done;
+            } else if (any && push_states(stack, field) < 0) {
                 goto done;
+            }
             continue;
         }
         if (spec == Py_None) {  /* equality only, no absence branch: one lookup decides */
@@ -744,20 +777,27 @@ static PyObject *match(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     PyObject **flat = PyMem_Calloc(n_paths ? n_paths : 1, sizeof(PyObject *));
     if (flat == NULL) return PyErr_NoMemory();
     PyObject *multi = NULL, *found = NULL, *pyhits = NULL, *result = NULL;
-    Vec stack, hits;
-    vec_init(&stack);
+    Stack stack;
+    Vec hits;
+    vec_init(&stack.states);
+    vec_init(&stack.keep);
     vec_init(&hits);
     if (walk_object(event, trie, flat, n_paths, &multi, 0) < 0) goto done;
-    if ((found = PyList_New(0)) == NULL || vec_push(&stack, root) < 0) goto done;
-    while (stack.n > 0) {
-        PyObject *state = stack.items[--stack.n];  /* the stack's reference is now ours */
-        int r = run_state(state, flat, n_paths, multi, found, &stack, &hits, &pyhits);
-        Py_DECREF(state);
-        if (r < 0) goto done;
+    if ((found = PyList_New(0)) == NULL || vec_push(&stack.keep, root) < 0 || stack_add(&stack, root) < 0)
+        goto done;
+    while (stack.states.n > 0) {
+        PyObject *state = stack.states.items[--stack.states.n];  /* alive through stack.keep */
+        if (stack.states.n > 0) {  /* the next state's slot is (being) fetched: fetch its ctrans */
+            PyObject *next = stack.states.items[stack.states.n - 1];
+            if (Py_TYPE(next) == StateType) PREFETCH(*(PyObject **)((char *)next + ctrans_offset));
+        }
+        if (run_state(state, flat, n_paths, multi, found, &stack, &hits, &pyhits) < 0) goto done;
     }
     result = PyTuple_Pack(2, found, multi ? multi : Py_None);
 done:
-    vec_free(&stack);
+    stack.states.n = 0;  /* borrowed: nothing to release */
+    vec_free(&stack.states);
+    vec_free(&stack.keep);
     vec_free(&hits);
     for (Py_ssize_t i = 0; i < n_paths; i++) Py_XDECREF(flat[i]);
     PyMem_Free(flat);
