@@ -205,7 +205,7 @@ class Worker:
                     continue
                 pending = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
                 times = pending[0]["times_delivered"] if pending else 1
-                log.info("reclaimed %s (delivery %d)", entry_id.decode(), times)
+                log.info("reclaimed %s (delivery %d): its worker went silent or gave it back", entry_id.decode(), times)
                 self._take(HeldDelivery(stream, entry_id, fields, times_delivered=times))
 
     def _take(self, delivery: HeldDelivery) -> None:
