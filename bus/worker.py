@@ -179,6 +179,7 @@ class Worker:
             if not self.targets:
                 await _sleep_or_stop(stop, 0.2)
                 continue
+            await asyncio.sleep(0)  # let handlers that return in this loop turn free their slots first
             room = self._room()
             if room <= 0 or (len(self._held) and room < self._held.limit // 2):
                 # While held deliveries keep every slot busy, read in batches: fewer round trips
