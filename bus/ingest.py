@@ -1,9 +1,9 @@
 """PutEvents: validate entries, match them, and store their deliveries before answering.
 
 The durability contract lives here: an entry gets an EventId only after every delivery it
-produced is in Redis (one MULTI/EXEC for the whole request). If Redis fails, the whole
-request fails with a retryable InternalException; since the transaction is all-or-nothing,
-a client retry cannot half-duplicate a request.
+produced is in Redis (one Lua call, bus.scripts.ENQUEUE, for the whole request). If Redis
+fails, the whole request fails with a retryable InternalException; since Redis runs the
+script atomically, a client retry cannot half-duplicate a request.
 """
 from __future__ import annotations
 
