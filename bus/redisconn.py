@@ -9,21 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command as _hiredis_pack  # redis[hiredis] is a dependency
 from redis.asyncio.connection import Connection
-
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # redis[hiredis] is a dependency; stay correct without it anyway
-    _hiredis_pack = None
-
 
 _PLAIN = frozenset((bytes, str, int))  # encoded by hiredis exactly as redis-py would (str as UTF-8)
 
 
 class HiredisPackingConnection(Connection):
     def pack_command(self, *args: Any) -> list[bytes]:
-        if _hiredis_pack is None:
-            return super().pack_command(*args)
         first = args[0]
         if isinstance(first, str):  # "XINFO CONSUMERS": Redis wants the words as separate arguments
             args = (*first.encode().split(), *args[1:])

@@ -286,6 +286,7 @@ class Worker:
         return None
 
     async def _process(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int) -> None:
+        m = _target_metrics(info.function, info.key)
         limit = info.settings.reserved_concurrency
         token = f"{self.consumer}:{entry_id.decode()}"
         try:
@@ -293,7 +294,7 @@ class Worker:
                 reply = None
             else:
                 try:
-                    reply = await self._invoke(info, d, attempt)
+                    reply = await self._invoke(info, d, attempt, m)
                 finally:
                     if limit is not None:
                         await self.redis.zrem(_concurrency_key(info.function), token)
@@ -306,11 +307,9 @@ class Worker:
             await self._succeed(info, entry_id, d, attempt, reply)
         else:
             await self._fail(info, entry_id, d, attempt, reply)
-        m = _target_metrics(info.function, info.key)
         (m.complete_success if reply.ok else m.complete_failure).observe(max(0.0, time.time() - d.ingested))
 
-    async def _invoke(self, info: TargetInfo, d: Delivery, attempt: int) -> Reply:
-        m = _target_metrics(info.function, info.key)
+    async def _invoke(self, info: TargetInfo, d: Delivery, attempt: int, m: "_TargetMetrics") -> Reply:
         m.invocations.inc()
         m.ingestion_to_start.observe(max(0.0, time.time() - d.ingested))
         m.concurrent.inc()
