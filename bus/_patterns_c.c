@@ -25,7 +25,7 @@
 
 /* The version of the layout of specs, trie nodes and transitions below; patterns_index
  * checks it (bump both together). */
-#define LAYOUT 5
+#define LAYOUT 6
 
 enum {
     S_EXACT, S_EXACT_ONLY, S_PRESENT, S_ABSENT,
@@ -663,6 +663,481 @@ static int key_equals(PyObject *k, PyObject *v) {
     return PyObject_RichCompareBool(k, v, Py_EQ);
 }
 
+/* ---- packed fields: one field's lookup tables in one block -------------------------------
+ *
+ * At 10,000 rules most of the time went to cache misses: probing one field read its spec
+ * tuple, then a dict object, its keys, a tuple of lengths, allocated an int per probed
+ * hash... `pack(spec)` copies what this engine probes itself into one allocation: a single
+ * open-addressing table for every exact value, prefix, suffix, case-insensitive form, IPv4
+ * block and wildcard head and tail (each tagged with its kind), the lengths to probe, and
+ * the range bounds as doubles. Keys and payloads stay the spec's objects (borrowed: the pack
+ * holds the spec, whose tables are never changed after _FieldIndex.rebuild). What it does
+ * not do itself it hands to the same functions as above, with the spec. */
+
+enum { K_EXACT = 1, K_PREFIX, K_SUFFIX, K_CI_EXACT, K_CI_PREFIX, K_CI_SUFFIX, K_CIDR4, K_WHEAD, K_WTAIL };
+enum { L_PREFIX, L_SUFFIX, L_CI_PREFIX, L_CI_SUFFIX, L_WHEAD, L_CIDR, L_COUNT };
+enum {
+    F_EXACT = 1, F_PREFIX = 2, F_SUFFIX = 4, F_CI = 8, F_CI_EXACT = 16, F_CIDR = 32, F_WILD = 64,
+    F_RANGES_FAST = 128, F_RANGES = 256, F_GEN_STR = 512, F_GEN_NUM = 1024, F_GEN_OTHER = 2048,
+    F_PRESENT = 4096,
+};
+
+typedef struct {
+    uint64_t tag;    /* mix(hash, kind) */
+    uint32_t entry;  /* index + 1; 0: empty */
+} Slot;
+
+typedef struct {
+    PyObject *key;      /* borrowed: the string to confirm (affixes, wildcard head), the exact value */
+    PyObject *key2;     /* K_WTAIL: the tail */
+    PyObject *payload;  /* a tuple of states; CI: a list of (condition, states); K_WTAIL: ((segments, states), ...) */
+    uint64_t number;    /* K_CIDR4: the network */
+    int32_t kind, size; /* size: key length (K_CIDR4: the shift) */
+    int32_t aux, naux;  /* K_WHEAD: its tail lengths, ints[aux .. aux + naux) */
+} Entry;
+
+typedef struct {
+    PyObject_VAR_HEAD
+    PyObject *spec;                          /* strong */
+    PyObject *present, *absent, *segments;   /* borrowed from spec */
+    uint32_t flags, mask;
+    Slot *slots;
+    Entry *entries;
+    double *bounds;
+    int32_t *ints;
+    Py_ssize_t n_bounds;
+    int32_t lens_off[L_COUNT], lens_n[L_COUNT];
+    char data[1];
+} Pack;
+
+static inline uint64_t mix(uint64_t h, int kind) {  /* splitmix64's finalizer */
+    uint64_t z = h + (uint64_t)kind * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t wtail_tag(uint64_t head, uint64_t tail) { return mix(head ^ mix(tail, 17), K_WTAIL); }
+static inline uint64_t cidr_tag(uint64_t network, int shift) { return mix(network * 131 + (uint64_t)shift, K_CIDR4); }
+
+static uint64_t fnv(PyObject *s, int from_end) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    uint64_t h = FNV_OFFSET;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= PyUnicode_READ(kind, data, from_end ? n - 1 - i : i);
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static void pack_dealloc(Pack *p) {
+    Py_XDECREF(p->spec);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyTypeObject PackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bus._patterns_c.Pack",
+    .tp_basicsize = offsetof(Pack, data),
+    .tp_itemsize = 1,
+    .tp_dealloc = (destructor)pack_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One field's lookup tables, packed for the compiled engine (see pack()).",
+};
+
+/* Building: a first pass counts (p == NULL), the second fills. */
+typedef struct {
+    Pack *p;
+    Py_ssize_t n_entries, n_ints;
+} Builder;
+
+static Entry *add_entry(Builder *b, int kind, uint64_t tag) {
+    Py_ssize_t i = b->n_entries++;
+    if (b->p == NULL) return NULL;
+    Pack *p = b->p;
+    uint32_t s = (uint32_t)(tag & p->mask);
+    while (p->slots[s].entry) s = (s + 1) & p->mask;
+    p->slots[s].tag = tag;
+    p->slots[s].entry = (uint32_t)(i + 1);
+    Entry *e = &p->entries[i];
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    return e;
+}
+
+static int add_ints(Builder *b, PyObject *lens, int32_t *off, int32_t *n) {
+    if (!PyTuple_CheckExact(lens)) { PyErr_SetString(PyExc_TypeError, "lens must be a tuple"); return -1; }
+    Py_ssize_t k = PyTuple_GET_SIZE(lens);
+    if (b->p != NULL) {
+        *off = (int32_t)b->n_ints;
+        *n = (int32_t)k;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            long x = PyLong_AsLong(PyTuple_GET_ITEM(lens, i));
+            if (x == -1 && PyErr_Occurred()) return -1;
+            if (x < 0 || x > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "bad length"); return -1; }
+            b->p->ints[b->n_ints + i] = (int32_t)x;
+        }
+    }
+    b->n_ints += k;
+    return 0;
+}
+
+/* An _affix_hashes table: {fnv: ((key, payload), ...)}. */
+static int add_hashed(Builder *b, PyObject *table, int kind) {
+    if (!PyDict_CheckExact(table)) { PyErr_SetString(PyExc_TypeError, "affix table must be a dict"); return -1; }
+    Py_ssize_t pos = 0;
+    PyObject *h, *candidates;
+    while (PyDict_Next(table, &pos, &h, &candidates)) {
+        uint64_t hv = PyLong_AsUnsignedLongLong(h);
+        if (hv == (uint64_t)-1 && PyErr_Occurred()) return -1;
+        if (!PyTuple_CheckExact(candidates)) { PyErr_SetString(PyExc_TypeError, "bad affix table"); return -1; }
+        for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(candidates); c++) {
+            PyObject *item = PyTuple_GET_ITEM(candidates, c);
+            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0))) {
+                PyErr_SetString(PyExc_TypeError, "bad affix entry");
+                return -1;
+            }
+            Entry *e = add_entry(b, kind, mix(hv, kind));
+            if (e != NULL) {
+                e->key = PyTuple_GET_ITEM(item, 0);
+                e->size = (int32_t)PyUnicode_GET_LENGTH(e->key);
+                e->payload = PyTuple_GET_ITEM(item, 1);
+            }
+        }
+    }
+    return 0;
+}
+
+static int fill_pack(Builder *b, PyObject *spec) {
+    Pack *p = b->p;
+    uint32_t flags = 0;
+    PyObject *exact = PyTuple_GET_ITEM(spec, S_EXACT);
+    if (!PyDict_CheckExact(exact)) { PyErr_SetString(PyExc_TypeError, "exact must be a dict"); return -1; }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(exact, &pos, &key, &value)) {
+        Py_hash_t hv = PyObject_Hash(key);
+        if (hv == -1) return -1;
+        Entry *e = add_entry(b, K_EXACT, mix((uint64_t)hv, K_EXACT));
+        if (e != NULL) { e->key = key; e->payload = value; }
+        flags |= F_EXACT;
+    }
+    static const int tables[][3] = {  /* spec item, kind, lens (-1: none) */
+        {S_PREFIX, K_PREFIX, L_PREFIX}, {S_SUFFIX, K_SUFFIX, L_SUFFIX}, {S_CI_EXACT, K_CI_EXACT, -1},
+        {S_CI_PREFIX, K_CI_PREFIX, L_CI_PREFIX}, {S_CI_SUFFIX, K_CI_SUFFIX, L_CI_SUFFIX},
+    };
+    static const int lens_items[] = {S_PREFIX_LENS, S_SUFFIX_LENS, S_CI_PREFIX_LENS, S_CI_SUFFIX_LENS};
+    for (int t = 0; t < 5; t++) {
+        PyObject *table = PyTuple_GET_ITEM(spec, tables[t][0]);
+        Py_ssize_t before = b->n_entries;
+        if (add_hashed(b, table, tables[t][1]) < 0) return -1;
+        if (b->n_entries > before) flags |= t == 0 ? F_PREFIX : t == 1 ? F_SUFFIX : t == 2 ? F_CI_EXACT : 0;
+        int l = tables[t][2];
+        if (l >= 0) {
+            int32_t off = 0, n = 0;
+            if (add_ints(b, PyTuple_GET_ITEM(spec, lens_items[l]), &off, &n) < 0) return -1;
+            if (p != NULL) { p->lens_off[l] = off; p->lens_n[l] = n; }
+        }
+    }
+    if (PyTuple_GET_ITEM(spec, S_HAS_CI) == Py_True) flags |= F_CI;
+    /* IPv4 blocks; IPv6 addresses go to the Python probe (as probe_cidr does). */
+    PyObject *blocks = PyTuple_GET_ITEM(spec, S_CIDR);
+    if (!PyTuple_CheckExact(blocks)) { PyErr_SetString(PyExc_TypeError, "bad cidr blocks"); return -1; }
+    if (PyTuple_GET_SIZE(blocks) > 0) flags |= F_CIDR;
+    Py_ssize_t shifts_start = b->n_ints, n_shifts = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(blocks); i++) {
+        PyObject *block = PyTuple_GET_ITEM(blocks, i);
+        if (!PyTuple_CheckExact(block) || PyTuple_GET_SIZE(block) != 3 || !PyDict_CheckExact(PyTuple_GET_ITEM(block, 2))) {
+            PyErr_SetString(PyExc_TypeError, "bad cidr block");
+            return -1;
+        }
+        long version = PyLong_AsLong(PyTuple_GET_ITEM(block, 0));
+        long shift = PyLong_AsLong(PyTuple_GET_ITEM(block, 1));
+        if ((version == -1 || shift == -1) && PyErr_Occurred()) return -1;
+        if (version != 4 || shift < 0 || shift > 32) continue;
+        if (p != NULL) p->ints[b->n_ints] = (int32_t)shift;
+        b->n_ints++;
+        n_shifts++;
+        pos = 0;
+        while (PyDict_Next(PyTuple_GET_ITEM(block, 2), &pos, &key, &value)) {
+            uint64_t network = PyLong_AsUnsignedLongLong(key);
+            if (network == (uint64_t)-1 && PyErr_Occurred()) return -1;
+            Entry *e = add_entry(b, K_CIDR4, cidr_tag(network, (int)shift));
+            if (e != NULL) { e->number = network; e->size = (int32_t)shift; e->payload = value; }
+        }
+    }
+    if (p != NULL) { p->lens_off[L_CIDR] = (int32_t)shifts_start; p->lens_n[L_CIDR] = (int32_t)n_shifts; }
+    /* Wildcards: {head: (tail lens, {tail: ((segments, states), ...)})}. */
+    PyObject *wild = PyTuple_GET_ITEM(spec, S_WILD);
+    if (!PyDict_CheckExact(wild)) { PyErr_SetString(PyExc_TypeError, "bad wildcard table"); return -1; }
+    if (PyDict_GET_SIZE(wild) > 0) flags |= F_WILD;
+    {
+        int32_t off = 0, n = 0;
+        if (add_ints(b, PyTuple_GET_ITEM(spec, S_WILD_HEAD_LENS), &off, &n) < 0) return -1;
+        if (p != NULL) { p->lens_off[L_WHEAD] = off; p->lens_n[L_WHEAD] = n; }
+    }
+    pos = 0;
+    while (PyDict_Next(wild, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyTuple_CheckExact(value) || PyTuple_GET_SIZE(value) != 2
+            || !PyDict_CheckExact(PyTuple_GET_ITEM(value, 1))) {
+            PyErr_SetString(PyExc_TypeError, "bad wildcard entry");
+            return -1;
+        }
+        uint64_t head = fnv(key, 0);
+        Entry *e = add_entry(b, K_WHEAD, mix(head, K_WHEAD));
+        int32_t off = 0, n = 0;
+        if (add_ints(b, PyTuple_GET_ITEM(value, 0), &off, &n) < 0) return -1;
+        if (e != NULL) { e->key = key; e->size = (int32_t)PyUnicode_GET_LENGTH(key); e->aux = off; e->naux = n; }
+        Py_ssize_t tpos = 0;
+        PyObject *tail, *group;
+        while (PyDict_Next(PyTuple_GET_ITEM(value, 1), &tpos, &tail, &group)) {
+            if (!PyUnicode_CheckExact(tail) || !PyTuple_CheckExact(group)) {
+                PyErr_SetString(PyExc_TypeError, "bad wildcard tail");
+                return -1;
+            }
+            Entry *te = add_entry(b, K_WTAIL, wtail_tag(head, fnv(tail, 1)));
+            if (te != NULL) { te->key = key; te->key2 = tail; te->size = (int32_t)PyUnicode_GET_LENGTH(tail); te->payload = group; }
+        }
+    }
+    /* Numeric ranges. */
+    PyObject *bounds = PyTuple_GET_ITEM(spec, S_BOUNDS), *packed = PyTuple_GET_ITEM(spec, S_BOUNDS_DOUBLES);
+    Py_ssize_t n_bounds = 0;
+    if (bounds != Py_None) {
+        if (!PyList_CheckExact(bounds) || !PyList_CheckExact(PyTuple_GET_ITEM(spec, S_SEGMENTS))
+            || PyList_GET_SIZE(PyTuple_GET_ITEM(spec, S_SEGMENTS)) != 2 * PyList_GET_SIZE(bounds) + 1) {
+            PyErr_SetString(PyExc_TypeError, "bad ranges");
+            return -1;
+        }
+        flags |= F_RANGES;
+        n_bounds = PyList_GET_SIZE(bounds);
+        if (packed != Py_None && PyBytes_CheckExact(packed) && PyBytes_GET_SIZE(packed) == n_bounds * (Py_ssize_t)sizeof(double))
+            flags |= F_RANGES_FAST;
+    }
+    /* What is left to the spec's Python probes (see probe_generic). */
+    int negations = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_NEGATIONS)) > 0;
+    if (negations || PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_STR_FALLBACK)) > 0) flags |= F_GEN_STR;
+    if (negations || PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_NUM_FALLBACK)) > 0) flags |= F_GEN_NUM;
+    if (negations || PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_OTHER_FALLBACK)) > 0) flags |= F_GEN_OTHER;
+    if (PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_PRESENT)) > 0) flags |= F_PRESENT;
+    if (p != NULL) {
+        p->flags = flags;
+        p->n_bounds = (flags & F_RANGES_FAST) ? n_bounds : 0;
+        if (flags & F_RANGES_FAST) memcpy(p->bounds, PyBytes_AS_STRING(packed), n_bounds * sizeof(double));
+        p->segments = (flags & F_RANGES) ? PyTuple_GET_ITEM(spec, S_SEGMENTS) : NULL;
+        p->present = PyTuple_GET_ITEM(spec, S_PRESENT);
+        p->absent = PyTuple_GET_ITEM(spec, S_ABSENT);
+    }
+    return 0;
+}
+
+static PyObject *pack(PyObject *module, PyObject *spec) {
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE
+        || !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, S_PRESENT)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, S_ABSENT))) {
+        PyErr_SetString(PyExc_TypeError, "pack(spec): a _FieldIndex spec tuple");
+        return NULL;
+    }
+    Builder b = {NULL, 0, 0};
+    if (fill_pack(&b, spec) < 0) return NULL;
+    Py_ssize_t n_entries = b.n_entries, n_ints = b.n_ints, n_bounds = 0;
+    PyObject *bounds = PyTuple_GET_ITEM(spec, S_BOUNDS), *packed = PyTuple_GET_ITEM(spec, S_BOUNDS_DOUBLES);
+    if (bounds != Py_None && packed != Py_None && PyBytes_CheckExact(packed))
+        n_bounds = PyBytes_GET_SIZE(packed) / (Py_ssize_t)sizeof(double);
+    if (n_entries >= (1 << 30)) { PyErr_SetString(PyExc_OverflowError, "too many entries"); return NULL; }
+    uint32_t cap = 8;
+    while (cap < 2 * (uint32_t)n_entries) cap *= 2;
+    Py_ssize_t size = cap * sizeof(Slot) + n_entries * sizeof(Entry) + n_bounds * sizeof(double) + n_ints * sizeof(int32_t);
+    Pack *p = PyObject_NewVar(Pack, &PackType, size);
+    if (p == NULL) return NULL;
+    char *data = p->data;
+    memset(data, 0, size);
+    p->spec = NULL;
+    /* data is pointer-aligned (it follows pointer-sized fields); Slot and Entry keep it 8-aligned */
+    p->slots = (Slot *)data;
+    p->entries = (Entry *)(data + cap * sizeof(Slot));
+    p->bounds = (double *)((char *)p->entries + n_entries * sizeof(Entry));
+    p->ints = (int32_t *)((char *)p->bounds + n_bounds * sizeof(double));
+    p->mask = cap - 1;
+    p->flags = 0;
+    p->n_bounds = 0;
+    p->present = p->absent = p->segments = NULL;
+    memset(p->lens_off, 0, sizeof(p->lens_off));
+    memset(p->lens_n, 0, sizeof(p->lens_n));
+    Py_INCREF(spec);
+    p->spec = spec;
+    Builder fill = {p, 0, 0};
+    if (fill_pack(&fill, spec) < 0 || fill.n_entries != n_entries || fill.n_ints != n_ints) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "pack: the spec changed while packing");
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+/* Probing a packed field. */
+#define FOR_TAG(P, T, E)                                                                      \
+    for (uint32_t _s = (uint32_t)((T) & (P)->mask); (P)->slots[_s].entry; _s = (_s + 1) & (P)->mask) \
+        if ((P)->slots[_s].tag == (T) && ((E) = &(P)->entries[(P)->slots[_s].entry - 1]))
+
+static int push_payload(Vec *hits, Entry *e, int group) {
+    if (!group) return vec_push(hits, e->payload);
+    if (!PyList_CheckExact(e->payload)) { PyErr_SetString(PyExc_TypeError, "bad group"); return -1; }
+    for (Py_ssize_t g = 0; g < PyList_GET_SIZE(e->payload); g++)
+        if (vec_push(hits, PyTuple_GET_ITEM(PyList_GET_ITEM(e->payload, g), 1)) < 0) return -1;
+    return 0;
+}
+
+static int packed_affix(Vec *hits, Pack *p, int kind, int lens, PyObject *v, int suffix, int fold, int group) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v), hashed = 0;
+    int ukind = PyUnicode_KIND(v);
+    const void *data = PyUnicode_DATA(v);
+    uint64_t h = FNV_OFFSET;
+    int whole = lens < 0;
+    Py_ssize_t count = whole ? 1 : p->lens_n[lens];
+    const int32_t *sizes = whole ? NULL : p->ints + p->lens_off[lens];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t size = whole ? n : sizes[i];
+        if (size > n) break;
+        for (; hashed < size; hashed++) {
+            h ^= folded(PyUnicode_READ(ukind, data, suffix ? n - 1 - hashed : hashed), fold);
+            h *= FNV_PRIME;
+        }
+        uint64_t tag = mix(h, kind);
+        Entry *e;
+        FOR_TAG(p, tag, e) {
+            if (e->kind == kind && affix_equals(e->key, v, suffix ? n - size : 0, size, fold)
+                && push_payload(hits, e, group) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int packed_exact(Vec *hits, Pack *p, PyObject *v) {
+    Py_hash_t hv = PyObject_Hash(v);
+    if (hv == -1) return -1;
+    uint64_t tag = mix((uint64_t)hv, K_EXACT);
+    Entry *e;
+    FOR_TAG(p, tag, e) {
+        if (e->kind != K_EXACT) continue;
+        int eq = key_equals(e->key, v);
+        if (eq < 0) return -1;
+        if (eq) return vec_push(hits, e->payload);  /* dict keys are unique */
+    }
+    return 0;
+}
+
+static int packed_cidr(Vec *hits, Pack *p, PyObject *field, PyObject *v, PyObject **pyhits) {
+    uint32_t address;
+    int parsed = parse_ipv4(v, &address);
+    if (parsed == 0) return 0;
+    if (parsed < 0) {  /* IPv6, or nothing: parse_ip and the Python probe decide */
+        if (PyUnicode_FindChar(v, ':', 0, PyUnicode_GET_LENGTH(v), 1) < 0) return 0;
+        return call_probe(PyTuple_GET_ITEM(p->spec, S_PROBE_CIDR), field, v, pyhits);
+    }
+    const int32_t *shifts = p->ints + p->lens_off[L_CIDR];
+    for (int32_t i = 0; i < p->lens_n[L_CIDR]; i++) {
+        uint64_t network = (uint64_t)address >> shifts[i];
+        uint64_t tag = cidr_tag(network, shifts[i]);
+        Entry *e;
+        FOR_TAG(p, tag, e) {
+            if (e->kind == K_CIDR4 && e->number == network && e->size == shifts[i] && vec_push(hits, e->payload) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int packed_wild(Vec *hits, Pack *p, PyObject *v) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v), hashed = 0;
+    int ukind = PyUnicode_KIND(v);
+    const void *data = PyUnicode_DATA(v);
+    uint64_t h = FNV_OFFSET;
+    const int32_t *sizes = p->ints + p->lens_off[L_WHEAD];
+    for (int32_t i = 0; i < p->lens_n[L_WHEAD]; i++) {
+        Py_ssize_t size = sizes[i];
+        if (size > n) break;
+        for (; hashed < size; hashed++) {
+            h ^= PyUnicode_READ(ukind, data, hashed);
+            h *= FNV_PRIME;
+        }
+        uint64_t tag = mix(h, K_WHEAD);
+        Entry *e;
+        FOR_TAG(p, tag, e) {
+            if (e->kind != K_WHEAD || !affix_equals(e->key, v, 0, size, 0)) continue;
+            uint64_t t = FNV_OFFSET;
+            Py_ssize_t tail_hashed = 0;
+            const int32_t *tails = p->ints + e->aux;
+            for (int32_t j = 0; j < e->naux; j++) {
+                Py_ssize_t tail_size = tails[j];
+                if (tail_size > n) break;
+                for (; tail_hashed < tail_size; tail_hashed++) {
+                    t ^= PyUnicode_READ(ukind, data, n - 1 - tail_hashed);
+                    t *= FNV_PRIME;
+                }
+                uint64_t tag2 = wtail_tag(h, t);
+                Entry *te;
+                FOR_TAG(p, tag2, te) {
+                    if (te->kind != K_WTAIL || te->key != e->key || !affix_equals(te->key2, v, n - tail_size, tail_size, 0))
+                        continue;
+                    PyObject *group = te->payload;
+                    for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(group); g++) {
+                        PyObject *item = PyTuple_GET_ITEM(group, g);
+                        int m = glob_match(v, PyTuple_GET_ITEM(item, 0));
+                        if (m < 0 || (m && vec_push(hits, PyTuple_GET_ITEM(item, 1)) < 0)) return -1;
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static int packed_ranges(Vec *hits, Pack *p, PyObject *v) {
+    double d;
+    int fast = (p->flags & F_RANGES_FAST) ? exact_double(v, &d) : 0;
+    if (fast < 0) return -1;
+    if (!fast) return probe_ranges(hits, p->spec, v);
+    Py_ssize_t lo = 0, hi = p->n_bounds, n = hi;
+    while (lo < hi) {  /* bisect_left on exact doubles (NaN is never less, as in Python) */
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (p->bounds[mid] < d) lo = mid + 1; else hi = mid;
+    }
+    Py_ssize_t cell = 2 * lo + (lo < n && p->bounds[lo] == d);
+    PyObject *states = PyList_GET_ITEM(p->segments, cell);
+    return PyTuple_GET_SIZE(states) ? vec_push(hits, states) : 0;
+}
+
+static int probe_packed(Vec *hits, Pack *p, PyObject *field, PyObject *v, PyObject **pyhits) {
+    uint32_t flags = p->flags;
+    if ((flags & F_EXACT) && packed_exact(hits, p, v) < 0) return -1;
+    if (PyUnicode_CheckExact(v)) {
+        if ((flags & F_PREFIX) && packed_affix(hits, p, K_PREFIX, L_PREFIX, v, 0, 0, 0) < 0) return -1;
+        if ((flags & F_SUFFIX) && packed_affix(hits, p, K_SUFFIX, L_SUFFIX, v, 1, 0, 0) < 0) return -1;
+        if (flags & F_CI) {
+            if (!PyUnicode_IS_ASCII(v)) {
+                if (call_probe(PyTuple_GET_ITEM(p->spec, S_PROBE_CI), field, v, pyhits) < 0) return -1;
+            } else if (((flags & F_CI_EXACT) && packed_affix(hits, p, K_CI_EXACT, -1, v, 0, 1, 1) < 0)
+                       || (p->lens_n[L_CI_PREFIX] && packed_affix(hits, p, K_CI_PREFIX, L_CI_PREFIX, v, 0, 1, 1) < 0)
+                       || (p->lens_n[L_CI_SUFFIX] && packed_affix(hits, p, K_CI_SUFFIX, L_CI_SUFFIX, v, 1, 1, 1) < 0)) {
+                return -1;
+            }
+        }
+        if ((flags & F_CIDR) && packed_cidr(hits, p, field, v, pyhits) < 0) return -1;
+        if ((flags & F_WILD) && packed_wild(hits, p, v) < 0) return -1;
+        if (flags & F_GEN_STR) return probe_generic(hits, p->spec, field, v, pyhits, S_STR_FALLBACK);
+        return 0;
+    }
+    if (PyLong_CheckExact(v) || PyFloat_CheckExact(v)) {
+        if ((flags & F_RANGES) && packed_ranges(hits, p, v) < 0) return -1;
+        if (flags & F_GEN_NUM) return probe_generic(hits, p->spec, field, v, pyhits, S_NUM_FALLBACK);
+        return 0;
+    }
+    if (flags & F_GEN_OTHER) return probe_generic(hits, p->spec, field, v, pyhits, S_OTHER_FALLBACK);
+    return 0;
+}
+
 static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, PyObject *multi,
                      PyObject *found, Stack *stack, Vec *hits, PyObject **pyhits) {
     PyObject *ctrans = state_slot(state, ctrans_offset);
@@ -683,13 +1158,43 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, PyObj
         if (pid == -1 && PyErr_Occurred()) goto done;
         PyObject *exact = PyTuple_GET_ITEM(ctrans, t + 1), *spec = PyTuple_GET_ITEM(ctrans, t + 2);
         PyObject *field = PyTuple_GET_ITEM(ctrans, t + 3);
+        int packed = Py_TYPE(spec) == &PackType;
         if (pid < 0 || pid >= n_paths
-            || (spec != Py_None && (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE
-                                    || !PyDict_CheckExact(exact)))) {
+            || (spec != Py_None && !packed && (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE
+                                               || !PyDict_CheckExact(exact)))) {
             PyErr_SetString(PyExc_ValueError, "bad transition");
             goto done;
         }
         PyObject *v = flat[pid];
+        if (packed) {
+            Pack *p = (Pack *)spec;
+            if (v == NULL) {
+                if (push_states(stack, p->absent) < 0) goto done;
+                continue;
+            }
+            vec_clear(hits);
+            if ((p->flags & F_PRESENT) && vec_push(hits, p->present) < 0) goto done;
+            if (PyList_CheckExact(v)) {
+                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
+                    if (probe_packed(hits, p, field, PyList_GET_ITEM(v, i), pyhits) < 0) goto done;
+            } else if (probe_packed(hits, p, field, v, pyhits) < 0) {
+                goto done;
+            }
+            if (*pyhits != NULL && PyList_GET_SIZE(*pyhits) > 0) {
+                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(*pyhits); i++)
+                    if (vec_push(hits, PyList_GET_ITEM(*pyhits, i)) < 0) goto done;
+                if (PyList_SetSlice(*pyhits, 0, PyList_GET_SIZE(*pyhits), NULL) < 0) goto done;
+            }
+            if (multi != NULL && PyTuple_GET_SIZE(p->absent) > 0) {
+                PyObject *key = PyLong_FromSsize_t(pid);
+                if (key == NULL) goto done;
+                int in = PySet_Contains(multi, key);
+                Py_DECREF(key);
+                if (in < 0 || (in && vec_push(hits, p->absent) < 0)) goto done;
+            }
+            if (hits->n > 0 && push_unique(stack, hits) < 0) goto done;
+            continue;
+        }
         if (spec == Py_None && !PyDict_CheckExact(exact)) {  /* one value, one target */
             if (v == NULL) continue;
             int any = 0;
@@ -834,6 +1339,7 @@ static PyObject *setup(PyObject *module, PyObject *args) {
 static PyMethodDef methods[] = {
     {"match", (PyCFunction)(void (*)(void))match, METH_FASTCALL,
      "match(event, trie, n_paths, root) -> (rule ids, multi path ids or None)"},
+    {"pack", pack, METH_O, "pack(spec) -> Pack: one _FieldIndex spec's tables packed for match()"},
     {"setup", setup, METH_VARARGS,
      "setup(TRUE_KEY, FALSE_KEY, _State, _State.ctrans): the keys booleans are stored as, the state type"},
     {NULL, NULL, 0, NULL},
@@ -845,6 +1351,7 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__patterns_c(void) {
+    if (PyType_Ready(&PackType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     /* patterns_index uses this module only if it expects the same layout: a stale build

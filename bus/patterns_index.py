@@ -80,7 +80,7 @@ class _State:
 
 # The optional compiled engine (bus/_patterns_c.c, built by `pip install` when a C compiler
 # is there): the same walk and automaton run, several times faster, the same answers.
-_C_LAYOUT = 5  # the layout of spec, trie and ctrans tuples it reads (its LAYOUT)
+_C_LAYOUT = 6  # the layout of spec, trie and ctrans tuples it reads (its LAYOUT)
 try:
     from bus import _patterns_c
 except ImportError:  # pragma: no cover - depends on the build
@@ -101,7 +101,7 @@ class _FieldIndex:
         "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens",
         "wild", "wild_head_lens", "ranges", "bounds", "segments", "cidr", "generic",
         "present", "absent", "string_probes", "number_probes", "other_probes", "exact_only", "spec",
-        "generic_rest",
+        "generic_rest", "cpack",
     )
 
     def __init__(self) -> None:
@@ -110,6 +110,7 @@ class _FieldIndex:
         self.absent: tuple = ()
         self.exact_only = True
         self.exact: dict = _EMPTY
+        self.cpack = None  # the C engine's packed copy of `spec` (see rebuild)
 
     # -- maintenance --------------------------------------------------------------------
 
@@ -249,6 +250,8 @@ class _FieldIndex:
             _shared(tuple(rest_probe)),
             tuple(negations), cls._probe_generic,
         )
+        # ... and packed by it into one block (see `pack` there), which is what it reads.
+        self.cpack = None if self.spec is None or _patterns_c is None else _patterns_c.pack(self.spec)
 
     def _build_ranges(self, ranges: list) -> None:
         """Numeric ranges as elementary segments between sorted boundaries: segment 2i is
@@ -568,7 +571,7 @@ def _c_transition(pid: int, field: _FieldIndex) -> tuple:
     state is written (path id, value, None, state): each object less to read is a cache miss
     less when the automaton is large."""
     if not field.exact_only:
-        return pid, field.exact, field.spec, field
+        return pid, field.exact, field.spec if field.cpack is None else field.cpack, field
     if len(field.exact) == 1:
         [(value, states)] = field.exact.items()
         return pid, value, None, states[0] if len(states) == 1 else states
