@@ -696,17 +696,18 @@ typedef struct {
     int32_t aux, naux;  /* K_WHEAD: its tail lengths, ints[aux .. aux + naux) */
 } Entry;
 
-typedef struct {
+typedef struct {  /* what most probes read first comes first (one cache line) */
     PyObject_VAR_HEAD
-    PyObject *spec;                          /* strong */
-    PyObject *present, *absent, *segments;   /* borrowed from spec */
     uint32_t flags, mask;
     Slot *slots;
+    int32_t *ints;
+    int32_t lens_off[L_COUNT];
+    int32_t lens_n[L_COUNT];
     Entry *entries;
     double *bounds;
-    int32_t *ints;
     Py_ssize_t n_bounds;
-    int32_t lens_off[L_COUNT], lens_n[L_COUNT];
+    PyObject *spec;                          /* strong */
+    PyObject *present, *absent, *segments;   /* borrowed from spec */
     char data[1];
 } Pack;
 

@@ -729,7 +729,13 @@ class _Selectivity:
             return 0.5
         top = high if condition.high is None else min(condition.high, high)
         bottom = low if condition.low is None else max(condition.low, low)
-        return min(1.0, max((top - bottom) / (high - low), 0.001))
+        estimate = (top - bottom) / (high - low)
+        if condition.low is None or condition.high is None:
+            # Open-ended: the span of the bounds says nothing about how much lies beyond
+            # it (`>= 5` when 5 is the highest bound is not rare); count it like one of
+            # the gaps between the distinct bounds, at least.
+            estimate = max(estimate, 1.0 / (len(self._bounds.get(path) or ()) + 1))
+        return min(1.0, max(estimate, 0.001))
 
 
 def _kind(condition: Condition) -> tuple:
