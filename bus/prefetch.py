@@ -54,6 +54,9 @@ class Held:
     def add(self, held: HeldDelivery) -> None:
         self._queue.append(held)
 
+    def first(self) -> HeldDelivery | None:
+        return self._queue[0] if self._queue else None
+
     def next(self) -> HeldDelivery | None:
         return self._queue.popleft() if self._queue else None
 

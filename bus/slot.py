@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import time
 from typing import Any
 
 import msgspec
@@ -31,6 +32,7 @@ class Reply(msgspec.Struct):
     error_type: str = ""
     message: str = ""
     result: bytes | None = None  # JSON, when the result is JSON-serialisable
+    seconds: float = 0.0  # how long the handler ran, measured in the slot
 
 
 class Frames:
@@ -92,15 +94,18 @@ def serve(calls_fd: int, replies_fd: int, loader) -> None:
     calls = Frames(calls_fd)
     while (frame := calls.next()) is not None:
         call = decode_call(frame)
+        started = time.perf_counter()
         try:
             handler = loader.load(call.ref).handler
             context = make_context(timeout=call.timeout, **call.context)
+            started = time.perf_counter()  # the handler's own time: a first import is not its speed
             result = handler(msgspec.json.decode(call.event), context)
             reply = Reply(True, result=_json_or_none(result))
         except FunctionLoadError as exc:
             reply = Reply(False, "import", "Runtime.ImportModuleError", str(exc))
         except BaseException as exc:  # SystemExit and friends are the handler's failure too
             reply = Reply(False, "exception", type(exc).__name__, str(exc))
+        reply.seconds = time.perf_counter() - started
         write_frame(replies_fd, encode(reply))
 
 

@@ -37,8 +37,8 @@ from bus.queue import (
 )
 from bus.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, GiveUp, after_failure, too_old
 from bus.scripts import Scripts
-from bus.slot import Reply
-from bus.slots import SlotPool
+from bus.slot import Call, Reply
+from bus.slots import SlotPool, Ticket
 from bus.trace import Tracer
 
 log = logging.getLogger("bus.worker")
@@ -212,30 +212,58 @@ class Worker:
     def _take(self, delivery: HeldDelivery) -> None:
         """Start a delivery just read, or hold it until a slot frees."""
         self._leases.setdefault(delivery.stream, set()).add(delivery.entry_id)
-        if self._active < self.settings.concurrency and not self._stopping:
-            self._start(delivery)
-        else:
-            self._held.add(delivery)
+        self._held.add(delivery)
+        self._dispatch()
 
-    def _start(self, held: HeldDelivery) -> None:
+    def _dispatch(self) -> None:
+        """Start held deliveries, oldest first, while a handler may run or a sync call may queue.
+
+        Running handlers (started minus the sync calls queued in a slot) never exceed
+        --concurrency: a queued call begins only when the calls ahead of it in its slot are done.
+        """
+        concurrency = self.settings.concurrency
+        while not self._stopping and (held := self._held.first()) is not None:
+            if not self._start(held, may_run=self._active - self.slots.queued < concurrency):
+                return
+            self._held.next()
+
+    def _start(self, held: HeldDelivery, may_run: bool = True) -> bool:
+        """Start a delivery, or say False: it may not run now and its call cannot queue in a slot."""
         stream, entry_id = held.stream, held.entry_id
         info = self.targets[stream]
+        slotted = self._runs_in_slot(info)
+        if not may_run and not (slotted and self.slots.can_queue(info.function)):
+            return False
         d = decode_delivery(held.fields[FIELD])
         attempt = d.retries + held.times_delivered
         early = self._give_up_early(info, entry_id, d, attempt)
         if early is None:
+            run, ticket = _Run(_target_metrics(info.function, info.key), d.ingested), None
+            if slotted:  # placed now, so the next calls can queue behind it in the same slot
+                call = Call(info.function, bytes(d.event), self._context_fields(info, d, attempt), info.settings.timeout)
+                if (ticket := self.slots.place(call, may_run, run.begin)) is None:
+                    return False
             self._active += 1  # given back in _process once the handler has returned
-            early = self._process(info, entry_id, d, attempt)
+            early = self._process(info, entry_id, d, attempt, run, ticket)
         task = asyncio.create_task(early)
         self._inflight.add(task)
         task.add_done_callback(lambda t: self._done(t, stream, entry_id))
+        return True
+
+    def _runs_in_slot(self, info: TargetInfo) -> bool:
+        """A sync handler without reserved concurrency (whose lease is taken before the call)."""
+        if info.settings.reserved_concurrency is not None:
+            return False
+        try:
+            return not self.loader.load(info.function).is_async
+        except FunctionLoadError:
+            return False
 
     def _slot_returned(self) -> None:
-        """A handler returned: the next held delivery takes its slot at once."""
+        """A handler returned: held deliveries take its place at once."""
         self._active -= 1
         self._slot_free.set()
-        if not self._stopping and (held := self._held.next()) is not None:
-            self._start(held)
+        self._dispatch()
 
     async def _give_back_stale(self) -> None:
         await self._give_back(self._held.take_stale())
@@ -285,8 +313,8 @@ class Worker:
                                  "EVENT_AGE", "the event is older than maximum_event_age_seconds")
         return None
 
-    async def _process(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int) -> None:
-        m = _target_metrics(info.function, info.key)
+    async def _process(self, info: TargetInfo, entry_id: bytes, d: Delivery, attempt: int, run: "_Run",
+                       ticket: Ticket | None) -> None:
         limit = info.settings.reserved_concurrency
         token = f"{self.consumer}:{entry_id.decode()}"
         try:
@@ -294,7 +322,7 @@ class Worker:
                 reply = None
             else:
                 try:
-                    reply = await self._invoke(info, d, attempt, m)
+                    reply = await self._invoke(info, d, attempt, run, ticket)
                 finally:
                     if limit is not None:
                         await self.redis.zrem(_concurrency_key(info.function), token)
@@ -307,33 +335,36 @@ class Worker:
             await self._succeed(info, entry_id, d, attempt, reply)
         else:
             await self._fail(info, entry_id, d, attempt, reply)
+        m = run.m
         (m.complete_success if reply.ok else m.complete_failure).observe(max(0.0, time.time() - d.ingested))
 
-    async def _invoke(self, info: TargetInfo, d: Delivery, attempt: int, m: "_TargetMetrics") -> Reply:
-        m.invocations.inc()
-        m.ingestion_to_start.observe(max(0.0, time.time() - d.ingested))
-        m.concurrent.inc()
-        started = time.perf_counter()
+    async def _invoke(self, info: TargetInfo, d: Delivery, attempt: int, run: "_Run", ticket: Ticket | None) -> Reply:
         try:
-            reply = await self._call(info, d, attempt)
+            reply = await self._call(info, d, attempt, run, ticket)
         finally:
-            m.concurrent.dec()
-            m.duration.observe(time.perf_counter() - started)
+            run.end()
         if not reply.ok:
             metrics.ERRORS.labels(info.function, info.key, reply.kind).inc()
         return reply
 
-    async def _call(self, info: TargetInfo, d: Delivery, attempt: int) -> Reply:
+    def _context_fields(self, info: TargetInfo, d: Delivery, attempt: int) -> dict[str, Any]:
+        return dict(request_id=d.id, function=info.function, rule=info.rule, target=info.target,
+                    bus=info.bus, attempt=attempt, memory=info.settings.memory_limit_in_mb, worker=self.consumer)
+
+    async def _call(self, info: TargetInfo, d: Delivery, attempt: int, run: "_Run", ticket: Ticket | None) -> Reply:
+        if ticket is not None:
+            return await self.slots.run_ticket(ticket)
         timeout = info.settings.timeout
-        fields = dict(request_id=d.id, function=info.function, rule=info.rule, target=info.target,
-                      bus=info.bus, attempt=attempt, memory=info.settings.memory_limit_in_mb, worker=self.consumer)
+        fields = self._context_fields(info, d, attempt)
         try:
             function = self.loader.load(info.function)
         except FunctionLoadError as exc:
+            run.begin()
             return Reply(False, "import", "Runtime.ImportModuleError", str(exc))
         if not function.is_async:
-            return await self.slots.run(info.function, bytes(d.event), fields, timeout)
+            return await self.slots.run(info.function, bytes(d.event), fields, timeout, run.begin)
         context = make_context(timeout=timeout, **fields)
+        run.begin()
         try:
             async with asyncio.timeout(timeout):  # no extra task per call, unlike wait_for
                 result = await function.handler(msgspec.json.decode(d.event), context)
@@ -443,6 +474,26 @@ class _TargetMetrics(msgspec.Struct):
     duration: Any
     complete_success: Any
     complete_failure: Any
+
+
+class _Run:
+    """One handler run's metrics, from when it begins (a queued sync call: at its turn) to its end."""
+
+    __slots__ = ("m", "ingested", "started")
+
+    def __init__(self, m: _TargetMetrics, ingested: float):
+        self.m, self.ingested, self.started = m, ingested, 0.0
+
+    def begin(self) -> None:
+        self.m.invocations.inc()
+        self.m.ingestion_to_start.observe(max(0.0, time.time() - self.ingested))
+        self.m.concurrent.inc()
+        self.started = time.perf_counter()
+
+    def end(self) -> None:
+        if self.started:
+            self.m.concurrent.dec()
+            self.m.duration.observe(time.perf_counter() - self.started)
 
 
 @functools.lru_cache(maxsize=4096)  # labels() is a locked dict lookup; once per target is enough

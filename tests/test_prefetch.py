@@ -42,6 +42,18 @@ def test_a_worker_holding_deliveries_never_runs_more_handlers_at_once_than_its_c
     assert most == 2, f"at most 2 at once, saw {most}"
 
 
+def test_sync_calls_queued_in_busy_slots_never_run_more_handlers_at_once_than_its_concurrency(stack, r):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    stack.start_worker(concurrency=2, extra=("--prefetch", "8"))
+    for batch in range(6):  # fast calls: the worker queues them behind running ones
+        post(stack.url + "/events", slow_events(10, 0.0005))
+    wait_for(lambda: len(finished(stack)) == 60, timeout=20, what="60 quick handlers")
+    spans = [(c["start"], c["end"]) for c in finished(stack)]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2, f"at most 2 at once, saw {most}"
+
+
 def test_with_prefetch_zero_a_worker_reads_only_as_many_as_it_has_free_slots(stack, r):
     stack.write_rules(RULES)
     stack.start_broker()

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from bus.functions import FunctionLoader
+from bus.slot import Call
 from bus.slots import SlotPool
 
 HANDLERS = '''
@@ -16,6 +17,10 @@ def size(event, context):
 
 def echo(event, context):
     return event
+
+def nap(event, context):
+    time.sleep(event["s"])
+    return os.getpid()
 
 def hang(event, context):
     while True:
@@ -71,3 +76,58 @@ def test_a_slot_that_overruns_is_killed_and_the_next_call_gets_a_fresh_one(tmp_p
     late, after = run(tmp_path, body)
     assert (late.ok, late.kind, late.error_type) == (False, "timeout", "Sandbox.Timedout")
     assert after.ok and b'"bytes":2' in after.result
+
+
+def nap(seconds: float, timeout: float = 5.0) -> Call:
+    return Call("slotfns.nap", ('{"s": %s}' % seconds).encode(), CONTEXT, timeout)
+
+
+def test_calls_of_a_fast_function_queue_in_one_busy_slot_and_each_gets_its_reply(tmp_path):
+    async def body(pool):
+        await pool.run_ticket(pool.place(nap(0)))  # the pool learns that nap is fast
+        tickets = [pool.place(nap(0)) for _ in range(5)]
+        queued = pool.queued
+        replies = await asyncio.gather(*[pool.run_ticket(t) for t in tickets])
+        return queued, {t.slot for t in tickets}, replies, pool.queued
+    queued, slots, replies, queued_after = run(tmp_path, body)
+    assert (queued, len(slots), queued_after) == (4, 1, 0)
+    assert all(r.ok for r in replies) and len({r.result for r in replies}) == 1
+
+
+def test_a_function_never_seen_does_not_queue_behind_a_busy_slot(tmp_path):
+    async def body(pool):
+        first = pool.place(nap(0.2))
+        second = pool.place(nap(0.2))
+        queued = pool.queued
+        replies = await asyncio.gather(pool.run_ticket(first), pool.run_ticket(second))
+        return queued, len({r.result for r in replies})
+    assert run(tmp_path, body) == (0, 2), "each ran in a slot of its own"
+
+
+def test_a_queued_call_may_not_run_when_queueing_is_its_only_way_in(tmp_path):
+    async def body(pool):
+        return pool.place(nap(0), may_run=False)
+    assert run(tmp_path, body) is None
+
+
+def test_a_queued_calls_timeout_starts_with_its_turn_not_when_it_was_sent(tmp_path):
+    async def body(pool):
+        await pool.run_ticket(pool.place(nap(0)))
+        ahead, behind = pool.place(nap(0.3)), pool.place(nap(0.3, timeout=0.5))
+        assert behind.slot is ahead.slot and pool.queued == 1
+        return await asyncio.gather(pool.run_ticket(ahead), pool.run_ticket(behind))
+    ahead, behind = run(tmp_path, body)
+    assert ahead.ok and behind.ok, behind  # 0.6 s after it was sent, but 0.3 s after its turn
+
+
+def test_a_queued_call_whose_slot_is_killed_before_its_turn_runs_on_another_slot(tmp_path):
+    async def body(pool):
+        await pool.run_ticket(pool.place(nap(0)))
+        ahead, behind = pool.place(nap(5, timeout=0.3)), pool.place(nap(0))
+        assert behind.slot is ahead.slot
+        first, second = await asyncio.gather(pool.run_ticket(ahead), pool.run_ticket(behind))
+        return first, second, ahead.slot.pid, pool.queued
+    first, second, killed_pid, queued = run(tmp_path, body)
+    assert (first.ok, first.kind) == (False, "timeout")
+    assert second.ok and int(second.result) != killed_pid, "it ran, on a fresh slot"
+    assert queued == 0
