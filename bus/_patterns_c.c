@@ -79,13 +79,21 @@ static void vec_free(Vec *v) {
 
 /* ---- the event walk (patterns_index._walk / _walk_array) ------------------------------ */
 
-static int add_multi(PyObject **multi, Py_ssize_t pid) {
-    if (*multi == NULL && (*multi = PySet_New(NULL)) == NULL) return -1;
-    PyObject *key = PyLong_FromSsize_t(pid);
-    if (key == NULL) return -1;
-    int r = PySet_Add(*multi, key);
-    Py_DECREF(key);
-    return r;
+/* The path ids that got values from under an array of two or more objects, as bits (the
+ * Python set match() returns is made once at the end). */
+typedef struct {
+    uint64_t *bits;
+    int any;
+} Multi;
+
+static int add_multi(Multi *multi, Py_ssize_t pid) {
+    multi->bits[pid >> 6] |= (uint64_t)1 << (pid & 63);
+    multi->any = 1;
+    return 0;
+}
+
+static inline int in_multi_set(const Multi *multi, Py_ssize_t pid) {
+    return multi->any && (multi->bits[pid >> 6] >> (pid & 63)) & 1;
 }
 
 static int store(PyObject **flat, Py_ssize_t pid, PyObject *x) {
@@ -110,7 +118,7 @@ static inline PyObject *json_key(PyObject *x) {
 }
 
 static int walk_object(PyObject *obj, PyObject *kids, PyObject **flat, Py_ssize_t n_paths,
-                       PyObject **multi, int in_multi);
+                       Multi *multi, int in_multi);
 
 static int node_parts(PyObject *node, PyObject **key, Py_ssize_t *pid, PyObject **kids, Py_ssize_t n_paths) {
     if (!PyTuple_CheckExact(node) || PyTuple_GET_SIZE(node) != 3) {
@@ -129,7 +137,7 @@ static int node_parts(PyObject *node, PyObject **key, Py_ssize_t *pid, PyObject 
 }
 
 static int walk_array(PyObject *items, Py_ssize_t pid, PyObject *kids, PyObject **flat,
-                      Py_ssize_t n_paths, PyObject **multi, int in_multi) {
+                      Py_ssize_t n_paths, Multi *multi, int in_multi) {
     Py_ssize_t n = PyList_GET_SIZE(items);
     if (pid >= 0 && !in_multi && flat[pid] == NULL) {
         /* The usual array: scalars only (tags, resources). */
@@ -140,6 +148,23 @@ static int walk_array(PyObject *items, Py_ssize_t pid, PyObject *kids, PyObject 
         }
         if (i == n) {
             if (n > 0 && (flat[pid] = PyList_GetSlice(items, 0, n)) == NULL) return -1;
+            return 0;
+        }
+    }
+    {
+        Py_ssize_t i;
+        for (i = 0; i < n; i++)
+            if (!PyDict_CheckExact(PyList_GET_ITEM(items, i))) break;
+        if (i == n) {  /* the other usual array: objects only (items); as below, without the lists */
+            if (PyTuple_GET_SIZE(kids) == 0) return 0;
+            int nested = in_multi || n > 1;
+            for (i = 0; i < n && i < PyList_GET_SIZE(items); i++) {
+                PyObject *e = PyList_GET_ITEM(items, i);
+                Py_INCREF(e);
+                int r = walk_object(e, kids, flat, n_paths, multi, nested);
+                Py_DECREF(e);
+                if (r < 0) return -1;
+            }
             return 0;
         }
     }
@@ -189,7 +214,7 @@ done:
 }
 
 static int walk_object(PyObject *obj, PyObject *kids, PyObject **flat, Py_ssize_t n_paths,
-                       PyObject **multi, int in_multi) {
+                       Multi *multi, int in_multi) {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kids); i++) {
         PyObject *key, *sub;
         Py_ssize_t pid;
@@ -1139,7 +1164,7 @@ static int probe_packed(Vec *hits, Pack *p, PyObject *field, PyObject *v, PyObje
     return 0;
 }
 
-static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, PyObject *multi,
+static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, const Multi *multi,
                      PyObject *found, Stack *stack, Vec *hits, PyObject **pyhits) {
     PyObject *ctrans = state_slot(state, ctrans_offset);
     if (ctrans == NULL) return -1;
@@ -1186,13 +1211,8 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, PyObj
                     if (vec_push(hits, PyList_GET_ITEM(*pyhits, i)) < 0) goto done;
                 if (PyList_SetSlice(*pyhits, 0, PyList_GET_SIZE(*pyhits), NULL) < 0) goto done;
             }
-            if (multi != NULL && PyTuple_GET_SIZE(p->absent) > 0) {
-                PyObject *key = PyLong_FromSsize_t(pid);
-                if (key == NULL) goto done;
-                int in = PySet_Contains(multi, key);
-                Py_DECREF(key);
-                if (in < 0 || (in && vec_push(hits, p->absent) < 0)) goto done;
-            }
+            if (PyTuple_GET_SIZE(p->absent) > 0 && in_multi_set(multi, pid) && vec_push(hits, p->absent) < 0)
+                goto done;
             if (hits->n > 0 && push_unique(stack, hits) < 0) goto done;
             continue;
         }
@@ -1247,14 +1267,10 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, PyObj
                 if (vec_push(hits, PyList_GET_ITEM(*pyhits, i)) < 0) goto done;
             if (PyList_SetSlice(*pyhits, 0, PyList_GET_SIZE(*pyhits), NULL) < 0) goto done;
         }
-        if (multi != NULL && PyTuple_GET_SIZE(absent) > 0) {
+        if (PyTuple_GET_SIZE(absent) > 0 && in_multi_set(multi, pid)) {
             /* Under an array of objects one element may lack the field even though another
              * has it: follow the absence branch and let the exact evaluator decide. */
-            PyObject *key = PyLong_FromSsize_t(pid);
-            if (key == NULL) goto done;
-            int in = PySet_Contains(multi, key);
-            Py_DECREF(key);
-            if (in < 0 || (in && vec_push(hits, absent) < 0)) goto done;
+            if (vec_push(hits, absent) < 0) goto done;
         }
         if (hits->n > 0 && push_unique(stack, hits) < 0) goto done;
     }
@@ -1282,7 +1298,13 @@ static PyObject *match(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     }
     PyObject **flat = PyMem_Calloc(n_paths ? n_paths : 1, sizeof(PyObject *));
     if (flat == NULL) return PyErr_NoMemory();
-    PyObject *multi = NULL, *found = NULL, *pyhits = NULL, *result = NULL;
+    PyObject *multi_set = NULL, *found = NULL, *pyhits = NULL, *result = NULL;
+    uint64_t small_bits[16] = {0};
+    Multi multi = {n_paths <= 16 * 64 ? small_bits : PyMem_Calloc(n_paths / 64 + 1, sizeof(uint64_t)), 0};
+    if (multi.bits == NULL) {
+        PyMem_Free(flat);
+        return PyErr_NoMemory();
+    }
     Stack stack;
     Vec hits;
     vec_init(&stack.states);
@@ -1297,9 +1319,20 @@ static PyObject *match(PyObject *module, PyObject *const *args, Py_ssize_t nargs
             PyObject *next = stack.states.items[stack.states.n - 1];
             if (Py_TYPE(next) == StateType) PREFETCH(*(PyObject **)((char *)next + ctrans_offset));
         }
-        if (run_state(state, flat, n_paths, multi, found, &stack, &hits, &pyhits) < 0) goto done;
+        if (run_state(state, flat, n_paths, &multi, found, &stack, &hits, &pyhits) < 0) goto done;
     }
-    result = PyTuple_Pack(2, found, multi ? multi : Py_None);
+    if (multi.any) {
+        if ((multi_set = PySet_New(NULL)) == NULL) goto done;
+        for (Py_ssize_t pid = 0; pid < n_paths; pid++) {
+            if (!in_multi_set(&multi, pid)) continue;
+            PyObject *key = PyLong_FromSsize_t(pid);
+            if (key == NULL) goto done;
+            int r = PySet_Add(multi_set, key);
+            Py_DECREF(key);
+            if (r < 0) goto done;
+        }
+    }
+    result = PyTuple_Pack(2, found, multi_set ? multi_set : Py_None);
 done:
     stack.states.n = 0;  /* borrowed: nothing to release */
     vec_free(&stack.states);
@@ -1307,7 +1340,8 @@ done:
     vec_free(&hits);
     for (Py_ssize_t i = 0; i < n_paths; i++) Py_XDECREF(flat[i]);
     PyMem_Free(flat);
-    Py_XDECREF(multi);
+    if (multi.bits != small_bits) PyMem_Free(multi.bits);
+    Py_XDECREF(multi_set);
     Py_XDECREF(found);
     Py_XDECREF(pyhits);
     return result;
