@@ -208,15 +208,20 @@ class SlotPool:
     def _turn_began(self) -> None:
         self.queued -= 1
 
+    def _depth(self, ref: str) -> int:
+        """How many calls of `ref` one slot may have at once (1: none queue)."""
+        mean = self._recent.get(ref)
+        if mean is None:  # never seen: maybe slow
+            return 1
+        return max(1, min(MAX_DEPTH, int(QUEUE_WAIT_SECONDS / max(mean, 1e-6))))
+
     def can_queue(self, ref: str) -> bool:
         """Whether a call of `ref` would queue in a slot now (place's first choice)."""
-        mean = self._recent.get(ref)
-        if mean is None:
-            return False
-        depth = min(MAX_DEPTH, int(QUEUE_WAIT_SECONDS / max(mean, 1e-6)))
+        depth = self._depth(ref)
         return any(0 < slot.outstanding() < depth and slot.alive for slot in self._lent)
 
-    def place(self, call: Call, may_run: bool = True, began: Callable[[], None] | None = None) -> Ticket | None:
+    def place(self, call: Call, may_run: bool = True, began: Callable[[], None] | None = None,
+              queue: bool = True) -> Ticket | None:
         """Queue `call` behind running ones if its function is fast enough, else (if `may_run`)
         send it to an idle slot; None if neither is allowed now. `began` is called as the
         handler starts: for a queued call, when the calls ahead of it are done.
@@ -224,9 +229,8 @@ class SlotPool:
         Queueing prefers the slot with the most calls already sent: a slot that wakes once
         for several calls costs far less than several slots woken once each.
         """
-        mean = self._recent.get(call.ref)
-        if mean is not None:
-            depth = min(MAX_DEPTH, int(QUEUE_WAIT_SECONDS / max(mean, 1e-6)))
+        depth = self._depth(call.ref) if queue else 1
+        if depth > 1:
             best = None
             for slot in self._lent:
                 n = slot.outstanding()
@@ -253,7 +257,7 @@ class SlotPool:
     async def run(self, ref: str, event: bytes, context: dict[str, Any], timeout: float,
                   began: Callable[[], None] | None = None) -> Reply:
         """Run one call now (on an idle or a new slot); `began` is called as the handler starts."""
-        return await self.run_ticket(self.place(Call(ref, event, context, timeout), began=began))
+        return await self.run_ticket(self.place(Call(ref, event, context, timeout), began=began, queue=False))
 
     async def run_ticket(self, ticket: Ticket) -> Reply:
         """Wait for a placed call's turn, then for its reply; a queued call whose slot died

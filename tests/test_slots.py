@@ -104,6 +104,15 @@ def test_a_function_never_seen_does_not_queue_behind_a_busy_slot(tmp_path):
     assert run(tmp_path, body) == (0, 2), "each ran in a slot of its own"
 
 
+def test_run_never_queues_a_call_behind_another(tmp_path):
+    async def body(pool):
+        await pool.run_ticket(pool.place(nap(0)))
+        calls = [pool.run("slotfns.nap", b'{"s": 0.2}', CONTEXT, 5.0) for _ in range(2)]
+        replies = await asyncio.gather(*calls)
+        return len({r.result for r in replies})
+    assert run(tmp_path, body) == 2, "each ran in a slot of its own"
+
+
 def test_a_queued_call_may_not_run_when_queueing_is_its_only_way_in(tmp_path):
     async def body(pool):
         return pool.place(nap(0), may_run=False)
