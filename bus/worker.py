@@ -181,9 +181,10 @@ class Worker:
                 continue
             await asyncio.sleep(0)  # let handlers that return in this loop turn free their slots first
             room = self._room()
-            if room <= 0 or (len(self._held) and room < self._held.limit // 2):
-                # While held deliveries keep every slot busy, read in batches: fewer round trips
-                # (and AOF fsyncs) per delivery, and no free slot waits for the read.
+            if room <= 0 or ((len(self._held) or self.slots.queued) and room < self._held.limit // 2):
+                # While deliveries wait (held, or queued in a slot) behind busy slots, read in
+                # batches: fewer round trips (and AOF fsyncs) per delivery, and no free slot waits
+                # for the read.
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
