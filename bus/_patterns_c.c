@@ -724,6 +724,8 @@ typedef struct {
 typedef struct {  /* what most probes read first comes first (one cache line) */
     PyObject_VAR_HEAD
     uint32_t flags, mask;
+    uint64_t *filter;  /* a blocked Bloom filter of the tags: most probes find nothing, and */
+    uint32_t fmask;    /* this (small, next to the header) says so without touching `slots` */
     Slot *slots;
     int32_t *ints;
     int32_t lens_off[L_COUNT];
@@ -779,10 +781,20 @@ typedef struct {
     Py_ssize_t n_entries, n_ints;
 } Builder;
 
+static inline uint64_t filter_bits(uint64_t tag) {
+    return ((uint64_t)1 << ((tag >> 52) & 63)) | ((uint64_t)1 << ((tag >> 58) & 63));
+}
+
+static inline int maybe_in(const Pack *p, uint64_t tag) {
+    uint64_t bits = filter_bits(tag);
+    return (p->filter[(tag >> 20) & p->fmask] & bits) == bits;
+}
+
 static Entry *add_entry(Builder *b, int kind, uint64_t tag) {
     Py_ssize_t i = b->n_entries++;
     if (b->p == NULL) return NULL;
     Pack *p = b->p;
+    p->filter[(tag >> 20) & p->fmask] |= filter_bits(tag);
     uint32_t s = (uint32_t)(tag & p->mask);
     while (p->slots[s].entry) s = (s + 1) & p->mask;
     p->slots[s].tag = tag;
@@ -971,17 +983,21 @@ static PyObject *pack(PyObject *module, PyObject *spec) {
     if (bounds != Py_None && packed != Py_None && PyBytes_CheckExact(packed))
         n_bounds = PyBytes_GET_SIZE(packed) / (Py_ssize_t)sizeof(double);
     if (n_entries >= (1 << 30)) { PyErr_SetString(PyExc_OverflowError, "too many entries"); return NULL; }
-    uint32_t cap = 8;
+    uint32_t cap = 8, words = 1;
     while (cap < 2 * (uint32_t)n_entries) cap *= 2;
-    Py_ssize_t size = cap * sizeof(Slot) + n_entries * sizeof(Entry) + n_bounds * sizeof(double) + n_ints * sizeof(int32_t);
+    while (words * 64 < 8 * (uint32_t)n_entries) words *= 2;  /* ~8 bits per entry: ~2% false hits */
+    Py_ssize_t size = words * sizeof(uint64_t) + cap * sizeof(Slot) + n_entries * sizeof(Entry)
+                      + n_bounds * sizeof(double) + n_ints * sizeof(int32_t);
     Pack *p = PyObject_NewVar(Pack, &PackType, size);
     if (p == NULL) return NULL;
     char *data = p->data;
     memset(data, 0, size);
     p->spec = NULL;
     /* data is pointer-aligned (it follows pointer-sized fields); Slot and Entry keep it 8-aligned */
-    p->slots = (Slot *)data;
-    p->entries = (Entry *)(data + cap * sizeof(Slot));
+    p->filter = (uint64_t *)data;
+    p->fmask = words - 1;
+    p->slots = (Slot *)(data + words * sizeof(uint64_t));
+    p->entries = (Entry *)((char *)p->slots + cap * sizeof(Slot));
     p->bounds = (double *)((char *)p->entries + n_entries * sizeof(Entry));
     p->ints = (int32_t *)((char *)p->bounds + n_bounds * sizeof(double));
     p->mask = cap - 1;
@@ -1003,6 +1019,7 @@ static PyObject *pack(PyObject *module, PyObject *spec) {
 
 /* Probing a packed field. */
 #define FOR_TAG(P, T, E)                                                                      \
+    if (maybe_in((P), (T)))                                                                   \
     for (uint32_t _s = (uint32_t)((T) & (P)->mask); (P)->slots[_s].entry; _s = (_s + 1) & (P)->mask) \
         if ((P)->slots[_s].tag == (T) && ((E) = &(P)->entries[(P)->slots[_s].entry - 1]))
 

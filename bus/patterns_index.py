@@ -250,8 +250,14 @@ class _FieldIndex:
             _shared(tuple(rest_probe)),
             tuple(negations), cls._probe_generic,
         )
-        # ... and packed by it into one block (see `pack` there), which is what it reads.
-        self.cpack = None if self.spec is None or _patterns_c is None else _patterns_c.pack(self.spec)
+        # ... and packed by it into one block (see `pack` there), which is what it reads; an
+        # exact table of several values too (its Bloom filter answers most misses alone).
+        self.cpack = None
+        if _patterns_c is not None:
+            if self.spec is not None:
+                self.cpack = _patterns_c.pack(self.spec)
+            elif len(self.exact) > 1:
+                self.cpack = _patterns_c.pack(_exact_spec(self.exact))
 
     def _build_ranges(self, ranges: list) -> None:
         """Numeric ranges as elementary segments between sorted boundaries: segment 2i is
@@ -386,6 +392,14 @@ class _FieldIndex:
         for condition, states in self.generic_rest:
             if condition.test(v):
                 hits.append(states)
+
+
+def _exact_spec(exact: dict) -> tuple:
+    """The C engine's spec of a field with only an exact table (see _FieldIndex.rebuild)."""
+    cls = _FieldIndex
+    return (exact, True, (), (), _EMPTY, (), _EMPTY, (), _EMPTY, _EMPTY, (), _EMPTY, (), False,
+            cls._probe_ignore_case, None, None, None, (), cls._probe_cidr, (), _EMPTY, (), (), (), (),
+            cls._probe_generic)
 
 
 def _c_negation(condition: Condition) -> tuple | None:
@@ -575,6 +589,8 @@ def _c_transition(pid: int, field: _FieldIndex) -> tuple:
     if len(field.exact) == 1:
         [(value, states)] = field.exact.items()
         return pid, value, None, states[0] if len(states) == 1 else states
+    if field.cpack is not None:
+        return pid, field.exact, field.cpack, field
     return pid, field.exact, None, None
 
 
