@@ -5,10 +5,12 @@
  *
  * trie:   tuple of (key, path id or -1, kids trie)                     (patterns_index._c_trie)
  * state:  a _State; this reads its `ctrans`: (rule ids ending there, then per field leaving it
- *         four items: path id, exact table, spec, _FieldIndex), spec being the tuple
- *         _FieldIndex.rebuild makes (S_* below); or (path id, exact table, None, None) when the
- *         exact table decides alone; or (path id, value, None, next state or states) when that
- *         table has one value (see patterns_index._c_transition).
+ *         four items: path id, exact table, pack, _FieldIndex), pack being what pack(spec)
+ *         makes of the spec tuple _FieldIndex.rebuild builds (S_* below; "packed fields"
+ *         further down), also for an exact table of several values; or (path id, value,
+ *         None, next state or states) when the exact table decides alone and has one value;
+ *         a spec tuple instead of a pack, or (path id, exact table, None, None), are read
+ *         too (see patterns_index._c_transition).
  *
  * Exact values, prefixes, suffixes, ASCII case-insensitive forms, wildcards, numeric ranges
  * by boundaries, dotted-quad IPv4 blocks and anything-but of plain values, prefixes and

@@ -580,10 +580,11 @@ def _walk_array(items: list, node: _PathNode, flat: list, multi: set | None, in_
 
 
 def _c_transition(pid: int, field: _FieldIndex) -> tuple:
-    """A field leaving a state, for the C engine: (path id, exact table, spec, _FieldIndex);
-    when the exact table decides alone, spec is None, and a table of one value leading to one
-    state is written (path id, value, None, state): each object less to read is a cache miss
-    less when the automaton is large."""
+    """A field leaving a state, for the C engine: (path id, exact table, packed spec,
+    _FieldIndex) (the pack, see _FieldIndex.rebuild, also when the exact table decides alone
+    but has several values); a table of one value leading to one state is written (path id,
+    value, None, state): each object less to read is a cache miss less when the automaton is
+    large."""
     if not field.exact_only:
         return pid, field.exact, field.spec if field.cpack is None else field.cpack, field
     if len(field.exact) == 1:
