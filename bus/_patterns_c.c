@@ -987,7 +987,7 @@ static PyObject *pack(PyObject *module, PyObject *spec) {
     if (n_entries >= (1 << 30)) { PyErr_SetString(PyExc_OverflowError, "too many entries"); return NULL; }
     uint32_t cap = 8, words = 1;
     while (cap < 2 * (uint32_t)n_entries) cap *= 2;
-    while (words * 64 < 8 * (uint32_t)n_entries) words *= 2;  /* ~8 bits per entry: ~2% false hits */
+    while ((uint64_t)words * 64 < 8 * (uint64_t)n_entries) words *= 2;  /* ~8 bits per entry: ~2% false hits */
     Py_ssize_t size = words * sizeof(uint64_t) + cap * sizeof(Slot) + n_entries * sizeof(Entry)
                       + n_bounds * sizeof(double) + n_ints * sizeof(int32_t);
     Pack *p = PyObject_NewVar(Pack, &PackType, size);
