@@ -231,17 +231,13 @@ def test_without_the_compiled_engine_matching_falls_back_to_python(engine):
             "from bus.patterns import Matcher\n"
             "m = Matcher(); m.add('r', {'source': [{'prefix': 'sh'}]})\n"
             "print(patterns_index.engine(), patterns_index.ENGINES, m.matches_json(b'{\"source\": \"shop\"}'))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
-    assert out.split() == ["python", "('python',)", "['r']"]
+    assert _in_fresh_python(code).split() == ["python", "('python',)", "['r']"]
 
 
 def test_busway_patterns_engine_python_forces_the_pure_python_engine(engine):
     code = "from bus import patterns_index; print(patterns_index.engine())"
     env = dict(os.environ, BUSWAY_PATTERNS_ENGINE="python")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
-    assert out.strip() == "python"
+    assert _in_fresh_python(code, env).strip() == "python"
 
 
 # The compiled engine probes each field through a packed copy of its tables (one hash table
@@ -356,9 +352,7 @@ def test_a_compiled_engine_of_another_layout_is_ignored(engine):
             "m = Matcher(); m.add('r', {'source': [{'prefix': 'sh'}]})\n"
             "print(patterns_index.engine(), any('stale build' in str(w.message) for w in caught),"
             " m.matches_json(b'{\"source\": \"shop\"}'))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
-    assert out.split() == ["python", "True", "['r']"]
+    assert _in_fresh_python(code).split() == ["python", "True", "['r']"]
 
 
 @pytest.mark.skipif("c" not in ENGINES, reason="the compiled engine is not built here")
@@ -384,3 +378,10 @@ def test_an_open_ended_range_is_not_taken_for_the_rarest_field(engine):
     assert selectivity.field(("detail", "qty"), open_ended) >= 1 / 5
     first_after_source = index._rules["id0"].chains[0][1][1]
     assert first_after_source == index._path_ids[("detail", "id")]
+
+
+def _in_fresh_python(code: str, env: dict | None = None) -> str:
+    """Run `code` in a new interpreter at the repository root; its stdout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                          cwd=root).stdout
