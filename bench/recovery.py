@@ -72,7 +72,9 @@ class Rig:
     def records(self) -> list[dict]:
         if not self.out.exists():
             return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+        # Only whole lines: a handler in another process may be halfway through appending one.
+        *whole, _partial = self.out.read_text().split("\n")
+        return [json.loads(line) for line in whole if line.strip()]
 
     def stop(self) -> None:
         for p in self.procs:

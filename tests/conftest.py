@@ -101,7 +101,9 @@ class Stack:
         path = self.out_dir / "calls.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # Only whole lines: a handler in another process may be halfway through appending one.
+        *whole, _partial = path.read_text().split("\n")
+        return [json.loads(line) for line in whole if line.strip()]
 
     def wait_records(self, n: int, timeout: float = 10.0) -> list[dict]:
         return wait_for(lambda: (recs := self.records()) and len(recs) >= n and recs, timeout, what=f"{n} handler calls")
