@@ -627,6 +627,14 @@ static int push_states(Stack *stack, PyObject *states) {
 }
 
 /* Push the states of all hits, each once (a state is reached twice only through one field). */
+/* Move what the Python probes found (appended to `pyhits`) into `hits`, emptying the list. */
+static int take_py_hits(Vec *hits, PyObject *pyhits) {
+    if (pyhits == NULL || PyList_GET_SIZE(pyhits) == 0) return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pyhits); i++)
+        if (vec_push(hits, PyList_GET_ITEM(pyhits, i)) < 0) return -1;
+    return PyList_SetSlice(pyhits, 0, PyList_GET_SIZE(pyhits), NULL);
+}
+
 static int push_unique(Stack *stack, Vec *hits) {
     if (hits->n == 1) return push_states(stack, hits->items[0]);
     Py_ssize_t base = stack->states.n, total = 0;
@@ -1225,11 +1233,7 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, const
             } else if (probe_packed(hits, p, field, v, pyhits) < 0) {
                 goto done;
             }
-            if (*pyhits != NULL && PyList_GET_SIZE(*pyhits) > 0) {
-                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(*pyhits); i++)
-                    if (vec_push(hits, PyList_GET_ITEM(*pyhits, i)) < 0) goto done;
-                if (PyList_SetSlice(*pyhits, 0, PyList_GET_SIZE(*pyhits), NULL) < 0) goto done;
-            }
+            if (take_py_hits(hits, *pyhits) < 0) goto done;
             if (PyTuple_GET_SIZE(p->absent) > 0 && in_multi_set(multi, pid) && vec_push(hits, p->absent) < 0)
                 goto done;
             if (hits->n > 0 && push_unique(stack, hits) < 0) goto done;
@@ -1281,11 +1285,7 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, const
         } else if (probe_scalar(hits, spec, field, v, pyhits) < 0) {
             goto done;
         }
-        if (*pyhits != NULL && PyList_GET_SIZE(*pyhits) > 0) {
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(*pyhits); i++)
-                if (vec_push(hits, PyList_GET_ITEM(*pyhits, i)) < 0) goto done;
-            if (PyList_SetSlice(*pyhits, 0, PyList_GET_SIZE(*pyhits), NULL) < 0) goto done;
-        }
+        if (take_py_hits(hits, *pyhits) < 0) goto done;
         if (PyTuple_GET_SIZE(absent) > 0 && in_multi_set(multi, pid)) {
             /* Under an array of objects one element may lack the field even though another
              * has it: follow the absence branch and let the exact evaluator decide. */

@@ -215,30 +215,30 @@ class SlotPool:
             return 1
         return max(1, min(MAX_DEPTH, int(QUEUE_WAIT_SECONDS / max(mean, 1e-6))))
 
+    def _queue_slot(self, ref: str) -> Slot | None:
+        """The busy slot a call of `ref` would queue in now, if any: the one with the most calls
+        already sent, since a slot that wakes once for several calls costs far less than several
+        slots woken once each."""
+        depth, best, most = self._depth(ref), None, 0
+        for slot in self._lent:
+            n = slot.outstanding()
+            if most < n < depth and slot.alive:
+                best, most = slot, n
+        return best
+
     def can_queue(self, ref: str) -> bool:
         """Whether a call of `ref` would queue in a slot now (place's first choice)."""
-        depth = self._depth(ref)
-        return any(0 < slot.outstanding() < depth and slot.alive for slot in self._lent)
+        return self._queue_slot(ref) is not None
 
     def place(self, call: Call, may_run: bool = True, began: Callable[[], None] | None = None,
               queue: bool = True) -> Ticket | None:
         """Queue `call` behind running ones if its function is fast enough, else (if `may_run`)
         send it to an idle slot; None if neither is allowed now. `began` is called as the
         handler starts: for a queued call, when the calls ahead of it are done.
-
-        Queueing prefers the slot with the most calls already sent: a slot that wakes once
-        for several calls costs far less than several slots woken once each.
         """
-        depth = self._depth(call.ref) if queue else 1
-        if depth > 1:
-            best = None
-            for slot in self._lent:
-                n = slot.outstanding()
-                if 0 < n < depth and slot.alive and (best is None or n > best.outstanding()):
-                    best = slot
-            if best is not None:
-                self.queued += 1
-                return Ticket(best, call, best.send(call, queued=True, began=began), began)
+        if queue and (busy := self._queue_slot(call.ref)) is not None:
+            self.queued += 1
+            return Ticket(busy, call, busy.send(call, queued=True, began=began), began)
         if not may_run:
             return None
         slot = self._take_idle()
@@ -309,7 +309,7 @@ class SlotPool:
         if slot.outstanding():
             return  # a queued call runs on it next
         self._lent.discard(slot)
-        if slot.alive and slot.exit_status is None and not slot.idle:
+        if slot.alive and not slot.idle:  # a killed slot's pipes are closed
             slot.idle = True
             self._idle.append(slot)
 
