@@ -4,7 +4,7 @@
     .venv/bin/python bench/e2e.py --quick    # smoke run, about 30 s
 
 What runs (all on 127.0.0.1, every process started here is stopped here, Ctrl-C included):
-  - one private redis-server (bus.redisproc.RedisProcess, AOF, appendfsync --fsync, default
+  - one private redis-server (bus.local.redisproc.RedisProcess, AOF, appendfsync --fsync, default
     `always`: busway's default), shared by every phase, flushed and its AOF rewritten before each;
   - busway, per handler kind (async, sync): `bus serve` (one rule {source: [bench]} -> one
     function target) and `bus worker --concurrency 10` as subprocesses; this process posts
@@ -47,7 +47,7 @@ import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bus.redisproc import RedisProcess, find_redis_server, free_port  # noqa: E402
+from bus.local.redisproc import RedisProcess, find_redis_server, free_port  # noqa: E402
 
 FUNCTIONS = ROOT / "bench" / "functions"
 PY = sys.executable

@@ -6,11 +6,11 @@ checks that the Matcher agrees with the rule-by-rule reference on a sample, then
 events/s including JSON decoding for:
 
 - Matcher.matches_json (all rules compiled into one index),
-- the simplest reference: decode, then the naive evaluator (bus.patterns_reference) on
+- the simplest reference: decode, then the naive evaluator (bus.patterns.reference) on
   each rule in turn,
 - rule-by-rule with each pattern compiled (compile_pattern(p).matches on each rule).
 
-The Matcher runs on the compiled engine (bus/_patterns_c.c) when it is built, else on the
+The Matcher runs on the compiled engine (bus/patterns/_cengine.c) when it is built, else on the
 pure-Python one; the first line says which. `--engine python` measures the pure-Python one
 where both exist.
 
@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec  # noqa: E402
 
-from bus import patterns_index  # noqa: E402
+from bus.patterns import index as patterns_index  # noqa: E402
 from bus.patterns import Matcher, compile_pattern  # noqa: E402
-from bus.patterns_reference import reference_matches  # noqa: E402
+from bus.patterns.reference import reference_matches  # noqa: E402
 
 # --- the event stream ----------------------------------------------------------------------
 
@@ -291,7 +291,7 @@ def main() -> None:
     print(f"python {platform.python_version()} on {platform.machine()}, one core (best-of-trials CPU time); "
           f"{len(raw_events)} distinct events, {size:.0f} bytes and {leaves:.0f} leaves on average")
     print(f"Matcher engine: {patterns_index.engine()} "
-          f"({'compiled, bus/_patterns_c.c' if patterns_index.engine() == 'c' else 'pure Python'}; "
+          f"({'compiled, bus/patterns/_cengine.c' if patterns_index.engine() == 'c' else 'pure Python'}; "
           f"available here: {', '.join(patterns_index.ENGINES)})")
     own = not args.same_process_only
     if own:

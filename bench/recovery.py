@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bus.redisproc import RedisProcess, free_port
+from bus.local.redisproc import RedisProcess, free_port
 
 HERE = Path(__file__).parent
 RULES = """

@@ -118,14 +118,14 @@ def _need_redis(args) -> str:
 
 
 def cmd_up(args) -> int:
-    from bus.embedded import up
+    from bus.local.up import up
     return up(args.rules, args.functions, args.port, args.data_dir, args.redis,
               host=args.host, fsync=args.fsync, log_format=args.log_format)
 
 
 def cmd_serve(args) -> int:
-    from bus.broker import serve
-    from bus.rulesfile import ConfigError
+    from bus.broker.app import serve
+    from bus.config.rulesfile import ConfigError
     url = _need_redis(args)
     try:
         return _run_until_signal(lambda stop: _serve_until(stop, serve(url, args.rules, args.host, args.port)))
@@ -149,7 +149,7 @@ async def _serve_until(stop: asyncio.Event, server) -> None:
 
 
 def cmd_worker(args) -> int:
-    from bus.worker import WorkerSettings, run_worker
+    from bus.worker.loop import WorkerSettings, run_worker
     url = _need_redis(args)
     settings = WorkerSettings(concurrency=args.concurrency, prefetch=args.prefetch,
                               lease_seconds=args.lease_seconds, grace_seconds=args.grace_seconds)
@@ -170,26 +170,26 @@ def _run_until_signal(make) -> int:
 
 
 def cmd_dlq(args) -> int:
-    from bus import deadletter
-    from bus.redisconn import connect
+    from bus.store import deadletters
+    from bus.store.connect import connect
     url = _need_redis(args)
 
     async def run() -> int:
         redis = connect(url)
         try:
             if args.dlq_command == "show":
-                found = await deadletter.list_letters(redis, ids=[args.id])
+                found = await deadletters.list_letters(redis, ids=[args.id])
                 if not found:
                     print(f"bus: no dead letter {args.id}", file=sys.stderr)
                     return 1
                 print(json.dumps(found[0].as_dict(), indent=2))
                 return 0
-            letters = await deadletter.list_letters(redis, target=args.target, ids=getattr(args, "ids", None))
+            letters = await deadletters.list_letters(redis, target=args.target, ids=getattr(args, "ids", None))
             if args.dlq_command == "list":
                 for item in letters:
                     _print_letter(item)
                 return 0
-            action = deadletter.redrive if args.dlq_command == "redrive" else deadletter.purge
+            action = deadletters.redrive if args.dlq_command == "redrive" else deadletters.purge
             print(f"{args.dlq_command}: {await action(redis, letters)} dead letters")
             return 0
         finally:
@@ -209,7 +209,7 @@ def _print_letter(item) -> None:
 
 def cmd_tail(args) -> int:
     from bus.patterns import PatternError
-    from bus.tail import tail
+    from bus.observe.tail import tail
     url = _need_redis(args)
     try:
         return _run_until_signal(lambda stop: tail(url, args.bus, args.pattern, args.follow, args.json, stop=stop))
@@ -219,7 +219,7 @@ def cmd_tail(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from bus.rulesfile import ConfigError, load_config
+    from bus.config.rulesfile import ConfigError, load_config
     try:
         config = load_config(args.path)
     except ConfigError as exc:
@@ -230,8 +230,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_test_pattern(args) -> int:
-    from bus.envelope import RequestError
-    from bus.testpattern import event_matches_pattern
+    from bus.broker.envelope import RequestError
+    from bus.broker.testpattern import event_matches_pattern
     try:
         matched = event_matches_pattern(Path(args.pattern_file).read_text(), Path(args.event_file).read_text())
     except RequestError as err:

@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 import redis as redis_lib
 
-from bus.redisproc import RedisProcess, free_port
+from bus.local.redisproc import RedisProcess, free_port
 
 FUNCTIONS = Path(__file__).parent / "functions"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.redisproc import free_port
+from bus.local.redisproc import free_port
 from tests.conftest import wait_for
 from tests.httpc import get_text, metric, post
 

@@ -4,7 +4,7 @@ import signal
 import threading
 import time
 
-from bus.queue import stream_key
+from bus.store.deliveries import stream_key
 from tests.conftest import wait_for
 from tests.httpc import post
 

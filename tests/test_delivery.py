@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from bus.queue import Delivery, delayed_key, enqueue, stream_key
+from bus.store.deliveries import Delivery, delayed_key, enqueue, stream_key
 from tests.conftest import wait_for
 from tests.httpc import get_text, metric, post
 
@@ -210,7 +210,7 @@ rules:
 
 
 def _port() -> int:
-    from bus.redisproc import free_port
+    from bus.local.redisproc import free_port
     return free_port()
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bus.redisproc import free_port
+from bus.local.redisproc import free_port
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,7 +267,7 @@ def test_docker_context_is_enough_to_build_busway(tmp_path):
     sdist = tmp_path / "dist" / result.stdout.strip().splitlines()[-1]
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    assert {"bus/cli.py", "bus/worker.py", "bus/broker.py"} <= names
+    assert {"bus/cli.py", "bus/worker/loop.py", "bus/broker/app.py"} <= names
 
 
 # --- Kubernetes -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bus.redisproc import free_port
+from bus.local.redisproc import free_port
 from tests.conftest import wait_for
 from tests.httpc import aws, post
 

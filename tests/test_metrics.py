@@ -3,7 +3,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from bus.redisproc import free_port
+from bus.local.redisproc import free_port
 from tests.conftest import FUNCTIONS, wait_for
 from tests.httpc import get_text, metric, post, scrape
 

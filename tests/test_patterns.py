@@ -13,8 +13,8 @@ import json
 import pytest
 
 from bus.patterns import Matcher, compile_pattern
-from bus.patterns_index import ENGINES, using_engine
-from bus.patterns_reference import reference_matches
+from bus.patterns.index import ENGINES, using_engine
+from bus.patterns.reference import reference_matches
 
 EC2_EVENT = {
     "version": "0",

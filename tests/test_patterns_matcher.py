@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from bus import patterns_index
+from bus.patterns import index as patterns_index
 from bus.patterns import Matcher, PatternError, compile_pattern
-from bus.patterns_index import ENGINES, using_engine
-from bus.patterns_reference import reference_matches
+from bus.patterns.index import ENGINES, using_engine
+from bus.patterns.reference import reference_matches
 
 
 @pytest.fixture(autouse=True, params=ENGINES)
@@ -225,9 +225,9 @@ def test_the_engine_in_use_can_be_chosen(engine):
 
 
 def test_without_the_compiled_engine_matching_falls_back_to_python(engine):
-    # As on a machine where bus/_patterns_c.c could not be built.
-    code = ("import sys; sys.modules['bus._patterns_c'] = None\n"
-            "from bus import patterns_index\n"
+    # As on a machine where bus/patterns/_cengine.c could not be built.
+    code = ("import sys; sys.modules['bus.patterns._cengine'] = None\n"
+            "from bus.patterns import index as patterns_index\n"
             "from bus.patterns import Matcher\n"
             "m = Matcher(); m.add('r', {'source': [{'prefix': 'sh'}]})\n"
             "print(patterns_index.engine(), patterns_index.ENGINES, m.matches_json(b'{\"source\": \"shop\"}'))\n")
@@ -235,7 +235,7 @@ def test_without_the_compiled_engine_matching_falls_back_to_python(engine):
 
 
 def test_busway_patterns_engine_python_forces_the_pure_python_engine(engine):
-    code = "from bus import patterns_index; print(patterns_index.engine())"
+    code = "from bus.patterns import index as patterns_index; print(patterns_index.engine())"
     env = dict(os.environ, BUSWAY_PATTERNS_ENGINE="python")
     assert _in_fresh_python(code, env).strip() == "python"
 
@@ -340,14 +340,14 @@ def test_changes_after_matching_answer_like_a_fresh_matcher():
 
 
 def test_a_compiled_engine_of_another_layout_is_ignored(engine):
-    # A stale build (bus/_patterns_c.c changed, the extension not rebuilt) must not be
+    # A stale build (bus/patterns/_cengine.c changed, the extension not rebuilt) must not be
     # misread: patterns_index warns and matches in pure Python.
     code = ("import sys, types, warnings\n"
-            "stale = types.ModuleType('bus._patterns_c'); stale.LAYOUT = -1\n"
-            "sys.modules['bus._patterns_c'] = stale\n"
+            "stale = types.ModuleType('bus.patterns._cengine'); stale.LAYOUT = -1\n"
+            "sys.modules['bus.patterns._cengine'] = stale\n"
             "with warnings.catch_warnings(record=True) as caught:\n"
             "    warnings.simplefilter('always')\n"
-            "    from bus import patterns_index\n"
+            "    from bus.patterns import index as patterns_index\n"
             "from bus.patterns import Matcher\n"
             "m = Matcher(); m.add('r', {'source': [{'prefix': 'sh'}]})\n"
             "print(patterns_index.engine(), any('stale build' in str(w.message) for w in caught),"
@@ -357,7 +357,7 @@ def test_a_compiled_engine_of_another_layout_is_ignored(engine):
 
 @pytest.mark.skipif("c" not in ENGINES, reason="the compiled engine is not built here")
 def test_pack_refuses_what_is_not_a_field_spec(engine):
-    from bus import _patterns_c
+    from bus.patterns import _cengine as _patterns_c
     for bad in ((), None, (1,) * 3, tuple(range(40))):
         with pytest.raises(TypeError):
             _patterns_c.pack(bad)

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bus.patterns import Matcher, PatternError, compile_pattern
-from bus.patterns_index import ENGINES, using_engine
-from bus.patterns_reference import reference_matches
+from bus.patterns.index import ENGINES, using_engine
+from bus.patterns.reference import reference_matches
 
 KEYS = ["a", "b", "c"]
 STRINGS = ["", "x", "xy", "X", "Xy", "yx", "x*y", "10.0.0.1", "10.0.1.5", "::1", "ß", "SS"]

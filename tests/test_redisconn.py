@@ -7,7 +7,7 @@ import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from bus.redisconn import HiredisPackingConnection, connect
+from bus.store.connect import HiredisPackingConnection, connect
 
 COMMANDS = [
     ("XADD", "busway:{default/r/t}:q", "*", "d", b"x" * 1100),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.rulesfile import ConfigError, load_config
+from bus.config.rulesfile import ConfigError, load_config
 
 GOOD = """
 buses:

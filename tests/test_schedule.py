@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bus.schedule import ScheduleError, parse_schedule
+from bus.scheduler.expression import ScheduleError, parse_schedule
 
 
 def utc(*args: int) -> datetime:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bus.schedule import ScheduleError, parse_schedule
+from bus.scheduler.expression import ScheduleError, parse_schedule
 
 
 def utc(*args: int) -> datetime:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bus.schedule import parse_schedule
+from bus.scheduler.expression import parse_schedule
 
 
 def utc(*args: int) -> datetime:

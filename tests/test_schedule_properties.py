@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus.schedule import ScheduleError, parse_schedule
+from bus.scheduler.expression import ScheduleError, parse_schedule
 
 HORIZON = timedelta(days=366 * 12)
 

@@ -14,12 +14,12 @@ from typing import AsyncIterator, Callable
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from bus.model import Bus, Config, Rule, Target
-from bus.queue import stream_key, target_key
-from bus.router import Router
-from bus.scheduler import Scheduler
-from bus.scheduler_lease import LEADER_KEY
-from bus.scheduler_store import PROGRESS_KEY
+from bus.config.model import Bus, Config, FunctionTarget, Rule
+from bus.store.deliveries import stream_key, target_key
+from bus.broker.router import Router
+from bus.scheduler.loop import Scheduler
+from bus.store.lease import LEADER_KEY
+from bus.store.schedule import PROGRESS_KEY
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -72,7 +72,7 @@ def stamp(minutes: float) -> str:
 
 
 def schedule_rule(name: str = "tick", schedule: str = "rate(1 minute)", **kw) -> Rule:
-    return Rule(name=name, schedule=schedule, targets=[Target(id="t", function="probe.record")], **kw)
+    return Rule(name=name, schedule=schedule, targets=[FunctionTarget(id="t", function="probe.record")], **kw)
 
 
 def router_of(*rules: Rule) -> Router:
@@ -156,7 +156,7 @@ def test_rule_on_a_custom_bus_names_its_bus_in_the_rule_arn(redis_url, r):
 def test_scheduled_event_goes_only_to_the_schedule_rules_own_targets(redis_url, r):
     rule = schedule_rule()
     watcher = Rule(name="watch-aws", event_pattern={"source": ["aws.events"]},
-                   targets=[Target(id="t", function="probe.record")])
+                   targets=[FunctionTarget(id="t", function="probe.record")])
 
     async def main():
         clock = FakeClock()
@@ -170,7 +170,7 @@ def test_scheduled_event_goes_only_to_the_schedule_rules_own_targets(redis_url, 
 
 def test_every_target_of_the_rule_gets_the_same_event(redis_url, r):
     rule = Rule(name="fan", schedule="rate(1 minute)",
-                targets=[Target(id="a", function="probe.record"), Target(id="b", function="probe.record")])
+                targets=[FunctionTarget(id="a", function="probe.record"), FunctionTarget(id="b", function="probe.record")])
 
     async def main():
         clock = FakeClock()

@@ -6,8 +6,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from bus.scheduler_lease import FENCE_KEY, LEADER_KEY
-from bus.scheduler_store import NotLeader, Progress, Store
+from bus.store.lease import FENCE_KEY, LEADER_KEY
+from bus.store.schedule import NotLeader, Progress, Store
 from tests.test_scheduler import (
     FakeClock, at, run, schedule_rule, router_of, schedulers, stamp, tick_at, times,
 )

@@ -3,9 +3,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bus.model import Rule
-from bus.schedule import parse_schedule
-from bus.scheduler_plan import plan_firings, schedule_of, signature
+from bus.config.model import Rule
+from bus.scheduler.expression import parse_schedule
+from bus.scheduler.plan import plan_firings, schedule_of, signature
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 EVERY_MINUTE = parse_schedule("rate(1 minute)")

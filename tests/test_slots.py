@@ -5,9 +5,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bus.functions import FunctionLoader
-from bus.slot import Call
-from bus.slots import SlotPool
+from bus.worker.functions import FunctionLoader
+from bus.worker.slot import Call
+from bus.worker.slots import SlotPool
 
 HANDLERS = '''
 import os, time

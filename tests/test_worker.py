@@ -1,5 +1,5 @@
 """Workers: how deliveries are consumed from Redis and handed to handlers."""
-from bus.queue import WORKERS, stream_key
+from bus.store.deliveries import WORKERS, stream_key
 from tests.conftest import wait_for
 from tests.httpc import post
 
@@ -59,7 +59,7 @@ def test_dead_consumers_with_nothing_pending_are_pruned(stack, r, monkeypatch):
 
     import redis.asyncio as aioredis
 
-    from bus import worker as worker_module
+    from bus.worker import loop as worker_module
     stack.write_rules(RULES)
     stack.start_broker()
     key = stream_key("default/orders/rec")

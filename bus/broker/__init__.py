@@ -1,0 +1,1 @@
+"""The broker: HTTP and AWS APIs in, PutEvents ingest, routing events to targets."""

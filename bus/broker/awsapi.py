@@ -1,0 +1,81 @@
+"""AWS JSON 1.1 (`POST /` + `X-Amz-Target: AWSEvents.<Op>`), as boto3 and the aws CLI speak it.
+
+Parses requests into the same calls the native routes make, and shapes every answer and
+error the way botocore parses them: `{"__type": ..., "message": ...}` with HTTP 400/500.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from bus.broker.envelope import Entry, Origin, RequestError
+from bus.ids import new_id
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+TARGET_PREFIX = "AWSEvents."
+_CREDENTIAL = re.compile(r"Credential=[^/]*/\d{8}/([^/]+)/")
+_AWS_ENTRY_KEYS = {"Source", "DetailType", "Detail", "Resources", "Time", "EventBusName", "TraceHeader"}
+
+Operation = Callable[[web.Request, dict[str, Any], Origin], Awaitable[dict[str, Any]]]
+
+
+def origin_of(request: web.Request) -> Origin:
+    """Account from BUS_ACCOUNT; region from the SigV4 credential scope, else BUS_REGION."""
+    account = os.environ.get("BUS_ACCOUNT", "000000000000")
+    m = _CREDENTIAL.search(request.headers.get("Authorization", ""))
+    region = m.group(1) if m else os.environ.get("BUS_REGION", "us-east-1")
+    return Origin(account=account, region=region)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body), status=status, content_type=CONTENT_TYPE,
+        headers={"x-amzn-RequestId": new_id()},
+    )
+
+
+def error_response(type_: str, message: str, status: int = 400) -> web.Response:
+    return json_response({"__type": type_, "message": message}, status)
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = msgspec.json.decode(raw) if raw else {}
+    except msgspec.DecodeError as exc:
+        raise RequestError("SerializationException", f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError("SerializationException", "Request body must be a JSON object.")
+    return body
+
+
+def aws_entries(body: dict[str, Any]) -> list[Entry]:
+    raw = body.get("Entries")
+    if not isinstance(raw, list):
+        raise RequestError("ValidationException", "1 validation error detected: Value null at 'entries' failed to satisfy constraint: Member must not be null")
+    entries = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise RequestError("SerializationException", "Each of Entries must be a JSON object.")
+        unknown = set(item) - _AWS_ENTRY_KEYS
+        if unknown:
+            raise RequestError("SerializationException", f"Unknown field(s) in an entry: {', '.join(sorted(unknown))}")
+        entries.append(Entry(
+            source=item.get("Source"), detail_type=item.get("DetailType"), detail=item.get("Detail"),
+            resources=item.get("Resources"), time=item.get("Time"), bus=item.get("EventBusName"),
+        ))
+    return entries
+
+
+async def dispatch(request: web.Request, operations: dict[str, Operation], raw: bytes) -> web.Response:
+    target = request.headers.get("X-Amz-Target", "")
+    op = operations.get(target[len(TARGET_PREFIX):]) if target.startswith(TARGET_PREFIX) else None
+    if op is None:
+        return error_response("UnknownOperationException", f"Operation {target or '(no X-Amz-Target)'} is not supported.")
+    try:
+        return json_response(await op(request, decode_body(raw), origin_of(request)))
+    except RequestError as err:
+        return error_response(err.type, err.message, err.status)

@@ -1,0 +1,271 @@
+"""Load rules YAML into a typed Config, or report every error as `file:line: key: what is wrong`.
+
+PyYAML's node tree gives each key its line; msgspec validates each bus, rule and function
+entry on its own, so one bad rule does not hide the errors of the next.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from bus.config.model import (
+    BUS_NAME, DEFAULT_BUS, FUNCTION_REF, RULE_NAME, TARGET_ID,
+    Bus, Config, FunctionSettings, Rule, RulesFile,
+)
+from bus.patterns import PatternError, compile_pattern
+
+MAX_TARGETS_PER_RULE = 5  # AWS's hard limit
+
+
+@dataclass(frozen=True)
+class LoadError:
+    file: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every LoadError found; str() lists them one per line."""
+
+    def __init__(self, errors: list[LoadError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+Path_ = tuple[Any, ...]
+
+
+class _Doc:
+    """One YAML file as plain data plus the line of every key and list item."""
+
+    def __init__(self, file: str, text: str):
+        self.file = file
+        self.lines: dict[Path_, int] = {}
+        self.dup_keys: list[LoadError] = []
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            self.data = self._build(loader, node, ()) if node is not None else {}
+        finally:
+            loader.dispose()
+
+    def _build(self, loader: yaml.SafeLoader, node: yaml.Node, path: Path_) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if key in out:
+                    self.dup_keys.append(LoadError(self.file, key_node.start_mark.line + 1, str(key), "duplicate key"))
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                out[key] = self._build(loader, value_node, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._build(loader, item, path + (i,)) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+    def line(self, path: Path_) -> int:
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+    def error(self, path: Path_, message: str, key: str | None = None) -> LoadError:
+        name = key if key is not None else _key_name(path)
+        return LoadError(self.file, self.line(path), name, message)
+
+
+def _key_name(path: Path_) -> str:
+    for part in reversed(path):
+        if isinstance(part, str):
+            return part
+    return "(top level)"
+
+
+_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+_PATH_PART = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def _convert(doc: _Doc, value: Any, typ: type, path: Path_, errors: list[LoadError]) -> Any:
+    """msgspec.convert one entry; turn its error into file:line: key: message."""
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        errors.append(_explain(doc, str(exc), typ, path))
+        return None
+
+
+def _explain(doc: _Doc, text: str, typ: type, base: Path_) -> LoadError:
+    found = _MSGSPEC_PATH.search(text)
+    message = text[: found.start()] if found else text
+    path = base
+    if found:
+        for name, index in _PATH_PART.findall(found.group(1)):
+            path += (name,) if name else (int(index),)
+    if m := _UNKNOWN.search(message):
+        key = m.group(1)
+        allowed = _fields_at(typ, path[len(base):])
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return doc.error(path + (key,), f"unknown key{suggestion}; allowed: {', '.join(allowed)}", key)
+    if m := _MISSING.search(message):
+        return doc.error(path, f"required key '{m.group(1)}' is missing", m.group(1))
+    return doc.error(path, message)
+
+
+def _fields_at(typ: Any, rel: Path_) -> list[str]:
+    """The field names of the Struct found by walking `rel` from `typ` (for did-you-mean)."""
+    info = msgspec.inspect.type_info(typ)
+    for part in rel:
+        while isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.DictType)):
+            info = info.item_type if isinstance(info, msgspec.inspect.ListType) else info.value_type
+        if isinstance(info, msgspec.inspect.StructType) and isinstance(part, str):
+            info = next((f.type for f in info.fields if f.name == part), info)
+    while isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.DictType)):
+        info = info.item_type if isinstance(info, msgspec.inspect.ListType) else info.value_type
+    if isinstance(info, msgspec.inspect.UnionType):
+        info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), info)
+    if isinstance(info, msgspec.inspect.StructType):
+        return [f.name for f in info.fields]
+    return []
+
+
+def rule_files(path: str | Path) -> list[Path]:
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise ConfigError([LoadError(str(p), 1, "(path)", "no such file or directory")])
+    return sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+
+
+def load_config(path: str | Path) -> Config:
+    """Load every *.yaml/*.yml under `path` (or one file); raise ConfigError listing all errors."""
+    errors: list[LoadError] = []
+    docs: list[_Doc] = []
+    for file in rule_files(path):
+        try:
+            doc = _Doc(str(file), file.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark else 1
+            errors.append(LoadError(str(file), line, "(yaml)", str(getattr(exc, "problem", exc))))
+            continue
+        errors.extend(doc.dup_keys)
+        docs.append(doc)
+    config, more = _assemble(docs)
+    errors.extend(more)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
+    errors: list[LoadError] = []
+    buses: dict[str, Bus] = {DEFAULT_BUS: Bus(DEFAULT_BUS)}
+    rules: dict[tuple[str, str], Rule] = {}
+    functions: dict[str, FunctionSettings] = {}
+    pending_rules: list[tuple[_Doc, Path_, Rule]] = []
+    for doc in docs:
+        top = _convert(doc, doc.data if doc.data is not None else {}, RulesFile, (), errors)
+        if top is None:
+            continue
+        for i, raw in enumerate(top.buses):
+            bus = _convert(doc, raw, Bus, ("buses", i), errors)
+            if bus is None:
+                continue
+            if not BUS_NAME.match(bus.name):
+                errors.append(doc.error(("buses", i, "name"), f"invalid bus name {bus.name!r}"))
+            buses[bus.name] = bus
+        for ref, raw in top.functions.items():
+            path = ("functions", ref)
+            settings = _convert(doc, raw if raw is not None else {}, FunctionSettings, path, errors)
+            if settings is not None:
+                errors.extend(_check_function(doc, path, ref, settings))
+                functions[ref] = settings
+        for i, raw in enumerate(top.rules):
+            rule = _convert(doc, raw, Rule, ("rules", i), errors)
+            if rule is not None:
+                pending_rules.append((doc, ("rules", i), rule))
+    for doc, path, rule in pending_rules:
+        errors.extend(_check_rule(doc, path, rule, buses))
+        key = (rule.bus, rule.name)
+        if key in rules:
+            errors.append(doc.error(path + ("name",), f"rule {rule.name!r} is declared twice on bus {rule.bus!r}"))
+        rules[key] = rule
+    return Config(buses=buses, rules=rules, functions=functions), errors
+
+
+def _check_function(doc: _Doc, path: Path_, ref: str, s: FunctionSettings) -> list[LoadError]:
+    out = []
+    if not FUNCTION_REF.match(ref):
+        out.append(doc.error(path, "function must be written module.handler", ref))
+    if not 0 < s.timeout <= 900:
+        out.append(doc.error(path + ("timeout",), "timeout must be more than 0 and at most 900 seconds"))
+    if s.reserved_concurrency is not None and s.reserved_concurrency < 0:
+        out.append(doc.error(path + ("reserved_concurrency",), "reserved_concurrency must be 0 or more"))
+    return out
+
+
+def _check_rule(doc: _Doc, path: Path_, rule: Rule, buses: dict[str, Bus]) -> list[LoadError]:
+    out: list[LoadError] = []
+    if not RULE_NAME.match(rule.name):
+        out.append(doc.error(path + ("name",), f"invalid rule name {rule.name!r} (1-64 of A-Z a-z 0-9 . - _)"))
+    if rule.bus not in buses:
+        out.append(doc.error(path + ("bus",), f"bus {rule.bus!r} is not declared (declared: {', '.join(sorted(buses))})"))
+    if (rule.event_pattern is None) == (rule.schedule is None):
+        out.append(doc.error(path, "a rule needs exactly one of event_pattern or schedule", rule.name))
+    if rule.event_pattern is not None:
+        try:
+            compile_pattern(rule.event_pattern)
+        except PatternError as exc:
+            out.append(doc.error(path + ("event_pattern",), str(exc)))
+    if rule.schedule is not None:
+        out.extend(_check_schedule(doc, path, rule))
+    if len(rule.targets) > MAX_TARGETS_PER_RULE:
+        out.append(doc.error(path + ("targets",), f"at most {MAX_TARGETS_PER_RULE} targets per rule"))
+    seen: set[str] = set()
+    for i, target in enumerate(rule.targets):
+        tpath = path + ("targets", i)
+        if target.id in seen:
+            out.append(doc.error(tpath + ("id",), f"target id {target.id!r} is used twice in this rule"))
+        seen.add(target.id)
+        if not TARGET_ID.match(target.id):
+            out.append(doc.error(tpath + ("id",), f"invalid target id {target.id!r}"))
+        if not FUNCTION_REF.match(target.function):
+            out.append(doc.error(tpath + ("function",), f"{target.function!r} is not module.handler"))
+        out.extend(_check_retry(doc, tpath + ("retry_policy",), target))
+    return out
+
+
+def _check_retry(doc: _Doc, path: Path_, target) -> list[LoadError]:
+    p = target.retry_policy
+    out = []
+    if not 0 <= p.maximum_retry_attempts <= 185:
+        out.append(doc.error(path + ("maximum_retry_attempts",), "must be from 0 to 185"))
+    if not 60 <= p.maximum_event_age_seconds <= 86400:
+        out.append(doc.error(path + ("maximum_event_age_seconds",), "must be from 60 to 86400"))
+    if p.backoff_base_seconds <= 0 or p.backoff_max_seconds < p.backoff_base_seconds:
+        out.append(doc.error(path, "backoff_base_seconds must be > 0 and <= backoff_max_seconds"))
+    return out
+
+
+def _check_schedule(doc: _Doc, path: Path_, rule: Rule) -> list[LoadError]:
+    from bus.scheduler.expression import ScheduleError
+    from bus.scheduler.plan import schedule_of
+    try:
+        schedule_of(rule)
+    except (ScheduleError, ValueError, KeyError) as exc:
+        return [doc.error(path + ("schedule",), str(exc))]
+    return []

@@ -1,0 +1,1 @@
+"""Running busway on one machine: a private redis-server and `bus up`."""

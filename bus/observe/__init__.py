@@ -1,0 +1,1 @@
+"""What operators see: Prometheus metrics, queue gauges, the live trace and `bus tail`."""

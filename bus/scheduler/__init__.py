@@ -1,0 +1,1 @@
+"""Schedule rules: expressions, planning, and exactly-once firing by the leading broker."""

@@ -1,0 +1,88 @@
+"""Every Redis key, consumer group and stream field name busway uses, and nothing else.
+
+Other modules (and deploy/k8s/from_rules.py, and the tests) import these instead of
+spelling a key out. A target's keys share the hash tag `{<bus>/<rule>/<target id>}`, so its
+stream, retry set and lease bookkeeping can change together in one Lua call. That is not
+enough for Redis Cluster: ENQUEUE writes the streams of several targets in one call, the
+schedule FIRE script mixes the leader key, the progress hash and several streams, and a
+FINISH may write a shared DLQ or the inbox. Cluster support has an issue of its own.
+"""
+from __future__ import annotations
+
+PREFIX = "busway"
+
+# --- deliveries ------------------------------------------------------------------------------
+GROUP = "busway"  # the one consumer group of every target stream: the workers
+FIELD = b"d"  # the one field of a stream entry: a Delivery, DeadLetter or InboxItem as JSON
+REGISTRY = f"{PREFIX}:targets"  # hash: target key -> TargetRecord JSON (published by brokers)
+WORKERS = f"{PREFIX}:workers"  # sorted set: consumer name -> last heartbeat (epoch s)
+
+
+def target_key(bus: str, rule: str, target: str) -> str:
+    """A target's name in keys, metrics and the CLI: `<bus>/<rule>/<target id>`."""
+    return f"{bus}/{rule}/{target}"
+
+
+def stream_key(tkey: str) -> str:
+    """The stream of a target's deliveries, read by GROUP."""
+    return f"{PREFIX}:{{{tkey}}}:q"
+
+
+def delayed_key(tkey: str) -> str:
+    """Sorted set of a target's deliveries waiting for a retry, scored by due time (ms)."""
+    return f"{PREFIX}:{{{tkey}}}:delayed"
+
+
+def concurrency_key(function: str) -> str:
+    """Sorted set of reserved-concurrency leases of one function, scored by expiry (ms)."""
+    return f"{PREFIX}:concurrency:{{{function}}}"
+
+
+# --- dead letters ----------------------------------------------------------------------------
+DLQ_PREFIX = f"{PREFIX}:dlq:{{"
+
+
+def dlq_key(name: str) -> str:
+    """A dead-letter stream: one per target (named after it) or shared by name."""
+    return f"{DLQ_PREFIX}{name}}}"
+
+
+def dlq_name(key: bytes | str) -> str:
+    """The DLQ name inside a dlq_key."""
+    key = as_str(key)
+    return key[len(DLQ_PREFIX):-1]
+
+
+# --- destinations ----------------------------------------------------------------------------
+INBOX = f"{PREFIX}:inbox"  # stream of InboxItem (bus, event) awaiting routing by a broker
+INBOX_GROUP = "brokers"
+
+# --- rules created through the AWS API -------------------------------------------------------
+API_RULES = f"{PREFIX}:api:rules"  # hash: "<bus>/<rule>" -> Rule JSON
+API_VERSION = f"{PREFIX}:api:version"  # bumped by every change; brokers reload when it moves
+
+
+def api_rule_field(bus: str, name: str) -> str:
+    return f"{bus}/{name}"
+
+
+# --- the scheduler ---------------------------------------------------------------------------
+LEADER_KEY = f"{PREFIX}:scheduler:leader"  # the leading broker's fencing token, with a TTL
+FENCE_KEY = f"{PREFIX}:scheduler:fence"  # INCR'd for every new tenure
+PROGRESS_KEY = f"{PREFIX}:scheduler:progress"  # hash: "<bus>/<rule>" -> Progress JSON
+
+
+def fired_key(rule_id: str, epoch: int) -> str:
+    """Dedup mark of one (schedule rule, scheduled time); expires."""
+    return f"{PREFIX}:scheduler:fired:{rule_id}:{epoch}"
+
+
+# --- the live trace (`bus tail`) -------------------------------------------------------------
+TRACE = f"{PREFIX}:trace"  # capped stream of trace records
+TRACE_FIELD = "r"
+TAIL_ACTIVE = f"{PREFIX}:tail:active"  # exists while someone tails
+
+
+def as_str(value: bytes | str) -> str:
+    """Redis replies are bytes; names we compare and print are str."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,108 @@
+"""The scheduler's Redis state and its fenced writes: per-rule progress, and firing one
+scheduled time atomically with its dedup mark.
+
+Keys (rule id = `<bus>/<rule>`):
+    busway:scheduler:progress                 hash: rule id -> Progress JSON
+    busway:scheduler:fired:<rule id>:<epoch>  dedup mark of one (rule, scheduled time); expires
+
+Every write is one Lua script that first checks the leader lock still holds the caller's
+token, so a leader that lost the lock (paused, partitioned) can change nothing. Firing is
+check lock, SET dedup NX, XADD every delivery, record progress: all or nothing, so a crash
+can neither lose a firing nor make a second one.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import msgspec
+import redis.asyncio as aioredis
+
+from bus.store.deliveries import FIELD, PREFIX
+from bus.store.lease import LEADER_KEY
+
+log = logging.getLogger("bus.scheduler")
+
+PROGRESS_KEY = f"{PREFIX}:scheduler:progress"
+DEDUP_TTL = 3 * 24 * 3600  # seconds; a dedup mark only has to outlive any chance of a retry
+
+_NOT_LEADER = -1
+_FIRE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local fresh = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
+if fresh then
+  for i = 4, #KEYS do redis.call('XADD', KEYS[i], '*', ARGV[3], ARGV[i + 2]) end
+end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+if fresh then return 1 end
+return 0
+"""
+_SAVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if ARGV[3] == '' then return redis.call('HDEL', KEYS[2], ARGV[2]) end
+return redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+"""
+
+
+class NotLeader(Exception):
+    """The leader lock no longer holds our token: stop writing."""
+
+
+class Progress(msgspec.Struct, frozen=True):
+    """How far one rule has got: every fire time up to `cursor` (ISO 8601, exact) is dealt
+    with (fired or counted missed). `done`: the schedule has no times left (a fired at())."""
+
+    sig: str
+    cursor: str
+    done: bool = False
+
+    @property
+    def cursor_time(self) -> datetime:
+        return datetime.fromisoformat(self.cursor)
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Progress).decode
+
+
+def fired_key(rule_id: str, at: datetime) -> str:
+    return f"{PREFIX}:scheduler:fired:{rule_id}:{int(at.timestamp())}"
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis, dedup_ttl: int = DEDUP_TTL):
+        self._redis = redis
+        self._dedup_ttl = dedup_ttl
+        self._fire = redis.register_script(_FIRE)
+        self._save = redis.register_script(_SAVE)
+
+    async def load(self) -> dict[str, Progress]:
+        """Every rule's progress. An unreadable entry counts as absent: the rule starts over."""
+        out: dict[str, Progress] = {}
+        for key, raw in (await self._redis.hgetall(PROGRESS_KEY)).items():
+            rule_id = key.decode() if isinstance(key, bytes) else key
+            try:
+                out[rule_id] = _decode(raw)
+            except msgspec.DecodeError:
+                log.warning("unreadable scheduler progress for %s, starting it over", rule_id)
+        return out
+
+    async def save(self, token: str, rule_id: str, progress: Progress | None) -> None:
+        """Record (or with None forget) one rule's progress; raise NotLeader."""
+        value = _encode(progress) if progress is not None else b""
+        result = await self._save(keys=[LEADER_KEY, PROGRESS_KEY], args=[token, rule_id, value])
+        if result == _NOT_LEADER:
+            raise NotLeader()
+
+    async def fire(
+        self, token: str, rule_id: str, at: datetime, deliveries: list[tuple[str, bytes]], progress: Progress,
+    ) -> bool:
+        """Enqueue one firing's deliveries ((stream key, Delivery JSON) pairs) and record
+        `progress`. False if this (rule, time) had already fired: nothing is enqueued then.
+        Raise NotLeader if the lock is not ours (nothing is written then)."""
+        keys = [LEADER_KEY, fired_key(rule_id, at), PROGRESS_KEY] + [stream for stream, _ in deliveries]
+        args = [token, self._dedup_ttl, FIELD, rule_id, _encode(progress)] + [body for _, body in deliveries]
+        result = await self._fire(keys=keys, args=args)
+        if result == _NOT_LEADER:
+            raise NotLeader()
+        return result == 1

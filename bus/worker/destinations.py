@@ -1,0 +1,46 @@
+"""Lambda destinations: on_success / on_failure invocation records, sent as events to a bus.
+
+A worker cannot route events itself (rules live with the brokers), so it writes the record
+to the inbox stream in the same atomic step that finishes the delivery; a broker routes it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from bus.broker.envelope import format_time
+from bus.ids import new_id
+from bus.store.deliveries import PREFIX, Delivery
+
+INBOX = f"{PREFIX}:inbox"  # stream of {"bus", "event"} awaiting routing by a broker
+INBOX_GROUP = "brokers"
+
+SUCCESS = "Lambda Function Invocation Result - Success"
+FAILURE = "Lambda Function Invocation Result - Failure"
+
+
+class InboxItem(msgspec.Struct):
+    bus: str
+    event: dict[str, Any]
+
+
+def invocation_record(d: Delivery, *, function_arn: str, account: str, region: str, condition: str,
+                      attempts: int, response: Any, error: dict[str, str] | None, to_bus: str) -> bytes:
+    detail = {
+        "version": "1.0",
+        "timestamp": format_time(time.time()),
+        "requestContext": {"requestId": d.id, "functionArn": function_arn, "condition": condition,
+                           "approximateInvokeCount": attempts},
+        "requestPayload": msgspec.json.decode(d.event),
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                            **({"functionError": "Unhandled"} if error else {})},
+        "responsePayload": error if error else response,
+    }
+    event = {
+        "version": "0", "id": new_id(), "detail-type": FAILURE if error else SUCCESS,
+        "source": "lambda", "account": account, "time": format_time(time.time()), "region": region,
+        "resources": [function_arn], "detail": detail,
+    }
+    return msgspec.json.encode(InboxItem(to_bus, event))
