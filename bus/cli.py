@@ -149,7 +149,8 @@ async def _serve_until(stop: asyncio.Event, server) -> None:
 
 
 def cmd_worker(args) -> int:
-    from bus.worker.loop import WorkerSettings, run_worker
+    from bus.worker.loop import WorkerSettings
+    from bus.worker.process import run_worker
     url = _need_redis(args)
     settings = WorkerSettings(concurrency=args.concurrency, prefetch=args.prefetch,
                               lease_seconds=args.lease_seconds, grace_seconds=args.grace_seconds)
@@ -178,7 +179,7 @@ def cmd_dlq(args) -> int:
         redis = connect(url)
         try:
             if args.dlq_command == "show":
-                found = await deadletters.list_letters(redis, ids=[args.id])
+                found = await deadletters.find_letters(redis, args.id)
                 if not found:
                     print(f"bus: no dead letter {args.id}", file=sys.stderr)
                     return 1

@@ -4,7 +4,9 @@ import time
 
 import pytest
 
-from bus.store.deliveries import Delivery, delayed_key, enqueue, stream_key
+from bus.store.deliveries import Delivery
+from bus.store.keys import delayed_key, stream_key
+from bus.store.queue import Queue
 from tests.conftest import wait_for
 from tests.httpc import get_text, metric, post
 
@@ -120,7 +122,7 @@ def test_event_older_than_maximum_age_goes_to_dlq_with_that_condition(stack, r):
 
     async def put():
         client = aioredis.from_url(stack.redis_url)
-        await enqueue(client, [delivery])
+        await Queue(client).enqueue([delivery])
         await client.aclose()
     asyncio.run(put())
     stack.start_worker()

@@ -1,5 +1,5 @@
 """Workers: how deliveries are consumed from Redis and handed to handlers."""
-from bus.store.deliveries import WORKERS, stream_key
+from bus.store.keys import FIELD, GROUP, WORKERS, stream_key
 from tests.conftest import wait_for
 from tests.httpc import post
 
@@ -42,7 +42,7 @@ def test_successful_delivery_is_acknowledged_and_deleted(stack, r):
     stack.wait_records(1)
     key = stream_key("default/orders/rec")
     wait_for(lambda: r.xlen(key) == 0, what="entry deleted")
-    assert r.xpending(key, "busway")["pending"] == 0
+    assert r.xpending(key, GROUP)["pending"] == 0
 
 
 def test_events_posted_before_any_worker_runs_are_delivered_when_one_starts(stack):
@@ -59,24 +59,25 @@ def test_dead_consumers_with_nothing_pending_are_pruned(stack, r, monkeypatch):
 
     import redis.asyncio as aioredis
 
-    from bus.worker import loop as worker_module
+    from bus.store import queue as queue_module
+    from bus.worker.loop import Worker
     stack.write_rules(RULES)
     stack.start_broker()
     key = stream_key("default/orders/rec")
-    r.xadd(key, {"d": b"x"})
-    r.xreadgroup("busway", "dead-idle", {key: ">"}, count=1)  # a worker that read, finished, and died
-    r.xack(key, "busway", r.xrange(key)[0][0])
-    r.xadd(key, {"d": b"y"})
-    r.xreadgroup("busway", "dead-pending", {key: ">"}, count=1)  # died holding an entry: must stay
-    monkeypatch.setattr(worker_module, "DEAD_CONSUMER_IDLE_MS", 0)
+    r.xadd(key, {FIELD: b"x"})
+    r.xreadgroup(GROUP, "dead-idle", {key: ">"}, count=1)  # a worker that read, finished, and died
+    r.xack(key, GROUP, r.xrange(key)[0][0])
+    r.xadd(key, {FIELD: b"y"})
+    r.xreadgroup(GROUP, "dead-pending", {key: ">"}, count=1)  # died holding an entry: must stay
+    monkeypatch.setattr(queue_module, "DEAD_CONSUMER_IDLE_MS", 0)
 
     async def prune():
         client = aioredis.from_url(stack.redis_url)
-        worker = worker_module.Worker(client, None)
+        worker = Worker(queue_module.Queue(client), None)
         await worker._refresh_targets()
         await asyncio.sleep(0.01)
         await worker._prune()
         await client.aclose()
 
     asyncio.run(prune())
-    assert {c["name"].decode() for c in r.xinfo_consumers(key, "busway")} == {"dead-pending"}
+    assert {c["name"].decode() for c in r.xinfo_consumers(key, GROUP)} == {"dead-pending"}

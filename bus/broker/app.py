@@ -23,7 +23,7 @@ from bus.broker.inbox import consume_inbox
 from bus.broker.ingest import Ingestor
 from bus.observe.queuestats import update_queue_gauges
 from bus.config.model import Config, empty_config
-from bus.store.deliveries import publish_targets
+from bus.store.queue import Queue
 from bus.store.connect import connect
 from bus.broker.router import Router
 from bus.scheduler.loop import Scheduler
@@ -46,17 +46,18 @@ class Broker:
         self.yaml_config = config
         self.api_rules: dict = {}
         self._api_version = -1
+        self.queue = Queue(redis)
         self.router = Router(config)
-        self.ingestor = Ingestor(redis, lambda: self.router)
+        self.ingestor = Ingestor(self.queue, lambda: self.router)
         self._stamp = self._rules_stamp()
 
     async def start(self) -> None:
         await self.reload_api_rules()
-        await publish_targets(self.redis, self.router.all_targets())
+        await self.queue.publish_targets(self.router.all_targets())
 
     async def _rebuild(self) -> None:
         router = Router(apirules.merge(self.yaml_config, self.api_rules))
-        await publish_targets(self.redis, router.all_targets())
+        await self.queue.publish_targets(router.all_targets())
         self.router = router
 
     async def reload_api_rules(self) -> bool:

@@ -1,7 +1,7 @@
 """PutEvents: validate entries, match them, and store their deliveries before answering.
 
 The durability contract lives here: an entry gets an EventId only after every delivery it
-produced is in Redis (one Lua call, bus.store.scripts.ENQUEUE, for the whole request). If Redis
+produced is in Redis (one Lua call, bus.store.queue.Queue.enqueue, for the whole request). If Redis
 fails, the whole request fails with a retryable InternalException; since Redis runs the
 script atomically, a client retry cannot half-duplicate a request.
 """
@@ -13,12 +13,12 @@ import time
 from typing import Any, Callable
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bus.observe import metrics
 from bus.broker.envelope import EntryError, Entry, Origin, RequestError, build_envelope, bus_name, check_request
-from bus.store.deliveries import Delivery, enqueue, new_delivery
+from bus.store.deliveries import Delivery, new_delivery
+from bus.store.queue import Queue
 from bus.broker.router import Router
 from bus.observe.trace import Tracer
 
@@ -27,10 +27,10 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Ingestor:
-    def __init__(self, redis: aioredis.Redis, router: Callable[[], Router], tracer: Tracer | None = None):
-        self._redis = redis
+    def __init__(self, queue: Queue, router: Callable[[], Router], tracer: Tracer | None = None):
+        self._queue = queue
         self._router = router  # a getter: YAML reloads swap the router between requests
-        self.tracer = tracer or Tracer(redis)
+        self.tracer = tracer or Tracer(queue.redis)
 
     async def put_events(self, entries: list[Entry], origin: Origin) -> list[dict[str, Any]]:
         """One result per entry, in order: {"EventId"} or {"ErrorCode", "ErrorMessage"}."""
@@ -74,22 +74,22 @@ class Ingestor:
         routes = router.route(bus, event)
         if self.tracer.enabled:
             self.tracer.event(bus, event, rules=[r for r, _ in routes],
-                              targets=[i.key for _, infos in routes for i in infos], source=via)
+                              targets=[r.key for _, records in routes for r in records], source=via)
         if not routes:
             return []
         raw = _encode(event)
         _count(counts, metrics.MATCHED_EVENTS, bus)
         out = []
-        for rule, infos in routes:
+        for rule, records in routes:
             _count(counts, metrics.RULE_MATCHES, bus, rule)
-            for info in infos:
-                _count(counts, metrics.DELIVERIES_ENQUEUED, bus, rule, info.key)
-                out.append(new_delivery(raw, info, received))
+            for record in records:
+                _count(counts, metrics.DELIVERIES_ENQUEUED, bus, rule, record.key)
+                out.append(new_delivery(raw, record, received))
         return out
 
     async def _store(self, deliveries: list[Delivery]) -> None:
         try:
-            await enqueue(self._redis, deliveries)
+            await self._queue.enqueue(deliveries)
         except (RedisError, OSError) as exc:
             log.error("could not store %d deliveries: %s", len(deliveries), exc)
             raise RequestError(

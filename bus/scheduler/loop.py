@@ -151,22 +151,22 @@ class Scheduler:
         return fired
 
     async def _fire(self, router: Router, rule_id: str, rule: Rule, sig: str, schedule: Schedule, at: datetime) -> int:
-        infos = router.targets_of(rule.bus, rule.name)
+        records = router.targets_of(rule.bus, rule.name)
         event = _encode(scheduled_event(rule, at, region=self._region, account=self._account))
         # Ingested = now, not the scheduled time: a caught-up firing must not start out
         # older than its targets' maximum event age.
         ingested = self._clock.now().timestamp()
-        deliveries = [new_delivery(event, info, ingested) for info in infos]
+        deliveries = [new_delivery(event, record, ingested) for record in records]
         pairs = [(stream_key(d.target_key), encode_delivery(d)) for d in deliveries]
         progress = Progress(sig, at.isoformat(), schedule.next_after(at) is None)
         if not await self._store.fire(self._token, rule_id, at, pairs, progress):
-            log.info("schedule %s: %s had already fired, not firing it again", rule_id, at.isoformat())
+            log.record("schedule %s: %s had already fired, not firing it again", rule_id, at.isoformat())
             return 0
         lateness = (self._clock.now() - at).total_seconds()
         metrics.SCHEDULE_FIRINGS.labels(rule.bus, rule.name).inc()
         metrics.SCHEDULE_LATENESS.labels(rule.bus, rule.name).observe(max(0.0, lateness))
-        for info in infos:
-            metrics.DELIVERIES_ENQUEUED.labels(rule.bus, rule.name, info.key).inc()
+        for record in records:
+            metrics.DELIVERIES_ENQUEUED.labels(rule.bus, rule.name, record.key).inc()
         return 1
 
     # --- helpers -------------------------------------------------------------------------

@@ -1,39 +1,34 @@
-"""The Redis side of delivery: key names, the delivery record, the target registry, enqueue.
+"""What is stored per delivery: the target record workers read, and the queued Delivery.
 
-One stream per target (bus/rule/target id) with one consumer group; key names are in
-bus.store.keys.
+A broker publishes one TargetRecord per declared target to the registry (bus.store.queue);
+a worker chooses the invoker by the kind of `record.target`. One stream per target
+(bus/rule/target id) holds its Deliveries; key names are in bus.store.keys.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 import msgspec
-import redis.asyncio as aioredis
 
+from bus.config.model import Config, FunctionSettings, FunctionTarget, Rule, Target
 from bus.ids import new_id
-from bus.config.model import Config, FunctionSettings, RetryPolicy, Rule, Target
-from bus.store.keys import (  # noqa: F401 - re-exported until every caller imports keys
+from bus.store.keys import (  # noqa: F401 - the key names re-exported until every caller imports keys
     FIELD, GROUP, PREFIX, REGISTRY, WORKERS, as_str, delayed_key, dlq_key, stream_key, target_key,
 )
-from bus.store.scripts import ENQUEUE, run_script
 
-class TargetInfo(msgspec.Struct, frozen=True):
-    """What a worker needs to know about a target; the broker publishes it to Redis."""
+
+class TargetRecord(msgspec.Struct, frozen=True):
+    """A target as workers see it: where it hangs (bus, rule), the target itself, and what the
+    worker needs beyond it (the settings of a function target's function)."""
 
     bus: str
     rule: str
-    target: str
-    function: str
-    retry_policy: RetryPolicy = RetryPolicy()
-    dead_letter: bool | str = False
-    on_success: str | None = None
-    on_failure: str | None = None
-    settings: FunctionSettings = FunctionSettings()
+    target: Target
+    function: FunctionSettings | None = None  # FunctionTarget: its `functions:` settings
 
     @property
     def key(self) -> str:
-        return target_key(self.bus, self.rule, self.target)
+        return target_key(self.bus, self.rule, self.target.id)
 
     @property
     def stream(self) -> str:
@@ -41,9 +36,15 @@ class TargetInfo(msgspec.Struct, frozen=True):
 
     @property
     def dlq_name(self) -> str | None:
-        if self.dead_letter is True:
+        dead_letter = self.target.dead_letter
+        if dead_letter is True:
             return self.key
-        return self.dead_letter or None
+        return dead_letter or None
+
+    @property
+    def name(self) -> str:
+        """What metrics and logs call the thing invoked: the function, for a function target."""
+        return self.target.function if isinstance(self.target, FunctionTarget) else self.key
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -59,7 +60,7 @@ class Delivery(msgspec.Struct, frozen=True):
     bus: str
     rule: str
     target: str
-    function: str
+    function: str  # the function of a function target ("" for other kinds): kept in dead letters
     first_enqueued: float
     ingested: float
     retries: int = 0
@@ -71,7 +72,7 @@ class Delivery(msgspec.Struct, frozen=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode_delivery = msgspec.json.Decoder(Delivery).decode
-_decode_target = msgspec.json.Decoder(TargetInfo).decode
+_decode_record = msgspec.json.Decoder(TargetRecord).decode
 
 
 def encode_delivery(d: Delivery) -> bytes:
@@ -82,54 +83,31 @@ def decode_delivery(raw: bytes) -> Delivery:
     return _decode_delivery(raw)
 
 
-def new_delivery(event: bytes, info: TargetInfo, ingested: float) -> Delivery:
-    now = time.time()
+def encode_record(record: TargetRecord) -> bytes:
+    return _encode(record)
+
+
+def decode_record(raw: bytes) -> TargetRecord:
+    return _decode_record(raw)
+
+
+def new_delivery(event: bytes, record: TargetRecord, ingested: float) -> Delivery:
+    target = record.target
     return Delivery(
-        id=new_id(), event=msgspec.Raw(event), bus=info.bus, rule=info.rule,
-        target=info.target, function=info.function, first_enqueued=now, ingested=ingested,
+        id=new_id(), event=msgspec.Raw(event), bus=record.bus, rule=record.rule, target=target.id,
+        function=target.function if isinstance(target, FunctionTarget) else "",
+        first_enqueued=time.time(), ingested=ingested,
     )
 
 
-def target_infos(config: Config, rule: Rule) -> list[TargetInfo]:
-    return [_info(config, rule, t) for t in rule.targets]
+def target_records(config: Config, rule: Rule) -> list[TargetRecord]:
+    """The registry records of a rule's targets."""
+    return [record_of(config, rule, t) for t in rule.targets]
 
 
-def _info(config: Config, rule: Rule, t: Target) -> TargetInfo:
-    return TargetInfo(
-        bus=rule.bus, rule=rule.name, target=t.id, function=t.function,
-        retry_policy=t.retry_policy, dead_letter=t.dead_letter, on_success=t.on_success,
-        on_failure=t.on_failure, settings=config.function(t.function),
-    )
+def record_of(config: Config, rule: Rule, target: Target) -> TargetRecord:
+    settings = config.function(target.function) if isinstance(target, FunctionTarget) else None
+    return TargetRecord(bus=rule.bus, rule=rule.name, target=target, function=settings)
 
 
-async def publish_targets(redis: aioredis.Redis, infos: Iterable[TargetInfo]) -> None:
-    """Make targets known to workers and create their groups, so no early event is missed.
-
-    Groups start at id 0: entries enqueued before the group existed are still delivered.
-    """
-    infos = list(infos)
-    if not infos:
-        return
-    async with redis.pipeline(transaction=False) as pipe:
-        for info in infos:
-            pipe.hset(REGISTRY, info.key, _encode(info))
-            pipe.xgroup_create(info.stream, GROUP, id="0", mkstream=True)
-        results = await pipe.execute(raise_on_error=False)
-    for r in results:
-        if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
-            raise r
-
-
-async def read_targets(redis: aioredis.Redis) -> dict[str, TargetInfo]:
-    raw = await redis.hgetall(REGISTRY)
-    return {as_str(k): _decode_target(v) for k, v in raw.items()}
-
-
-async def enqueue(redis: aioredis.Redis, deliveries: list[Delivery]) -> None:
-    """XADD every delivery in one atomic script call: all of a request's deliveries land, or none."""
-    if not deliveries:
-        return
-    await run_script(redis, ENQUEUE, [stream_key(d.target_key) for d in deliveries],
-                     [FIELD, *map(encode_delivery, deliveries)])
-
-
+TargetInfo = TargetRecord  # the old name, until every caller says TargetRecord

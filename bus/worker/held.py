@@ -8,21 +8,18 @@ A held delivery has been read, so Redis already counts it (times_delivered): if 
 is SIGKILLed, the redelivery counts that read as an attempt, like any delivery whose worker
 died. A worker that stops on SIGTERM, or holds a delivery too long because its slots stay
 busy, gives it back instead: XCLAIM with the count it had before the read and an idle time
-that makes it reclaimable by any worker at once.
+that makes it reclaimable by any worker at once (bus.store.queue.Queue.give_back).
 """
 from __future__ import annotations
 
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
-import redis.asyncio as aioredis
-
-from bus.store.deliveries import GROUP
 
 HOLD_SECONDS = 1.0  # a delivery held longer than this goes back to the stream for idle workers
 PAUSE_SECONDS = 5.0  # after giving some back, read no further ahead for a while
-GIVE_BACK_IDLE_MS = 24 * 3600 * 1000  # past every worker's lease: reclaimable at once
 
 
 @dataclass
@@ -32,6 +29,7 @@ class HeldDelivery:
     fields: dict
     times_delivered: int
     since: float = field(default_factory=time.monotonic)
+    delivery: Any = None  # the decoded Delivery, once a first try to start it decoded it
 
 
 class Held:
@@ -74,11 +72,3 @@ class Held:
         everything, self._queue = list(self._queue), deque()
         return everything
 
-
-async def give_back(redis: aioredis.Redis, consumer: str, deliveries: list[HeldDelivery]) -> None:
-    """Undo the read of deliveries that never started: restore their count, make them claimable."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for held in deliveries:
-            pipe.xclaim(held.stream, GROUP, consumer, 0, [held.entry_id], idle=GIVE_BACK_IDLE_MS,
-                        retrycount=held.times_delivered - 1, justid=True)
-        await pipe.execute()

@@ -1,0 +1,204 @@
+"""The delivery queue: every Redis operation brokers and workers make on deliveries.
+
+The worker and the broker call these methods and never Redis itself (as saq's `Queue`
+keeps its worker free of Redis calls): publish and read the target registry, enqueue,
+read, claim, renew, give back, finish with typed follow-ups, move due retries, take and
+release reserved-concurrency leases, heartbeat and prune consumers.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from bus.store.deadletters import DeadLetter, encode_dead_letter, trim_min_id
+from bus.store.deliveries import Delivery, TargetRecord, decode_record, encode_delivery, encode_record
+from bus.store.keys import (
+    FIELD, GROUP, INBOX, REGISTRY, WORKERS, as_str, concurrency_key, delayed_key, dlq_key, stream_key,
+)
+from bus.store.scripts import ENQUEUE, Scripts, run_script
+
+log = logging.getLogger("bus.store")
+
+GIVE_BACK_IDLE_MS = 24 * 3600 * 1000  # past every worker's lease: reclaimable at once
+DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000  # only consumers with nothing pending are removed
+HEARTBEAT_TTL_SECONDS = 60
+
+
+@dataclass
+class Taken:
+    """A stream entry this consumer now holds: read fresh, or claimed from a silent worker."""
+
+    stream: str
+    entry_id: bytes
+    fields: dict
+    times_delivered: int  # the stream's delivery counter, this read included
+
+
+# --- typed follow-ups: what finishing a delivery writes, atomically with its ack ------------
+
+@dataclass(frozen=True)
+class RetryAt:
+    """Put the delivery back in its target's retry set, due at `due` (epoch s)."""
+
+    due: float
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class ToDeadLetters:
+    """Append a dead letter to the DLQ `dlq`."""
+
+    dlq: str
+    letter: DeadLetter
+
+
+@dataclass(frozen=True)
+class ToInbox:
+    """Append a destination record (an InboxItem, JSON) for a broker to route."""
+
+    item: bytes
+
+
+FollowUp = RetryAt | ToDeadLetters | ToInbox
+
+
+def _script_args(record: TargetRecord, follow_up: FollowUp) -> tuple[str, str, Any, Any]:
+    """The FINISH script's (op, key, a, b) for one follow-up: "Z" = ZADD, "X" = XADD."""
+    if isinstance(follow_up, RetryAt):
+        return ("Z", delayed_key(record.key), int(follow_up.due * 1000), encode_delivery(follow_up.delivery))
+    if isinstance(follow_up, ToDeadLetters):
+        return ("X", dlq_key(follow_up.dlq), FIELD, encode_dead_letter(follow_up.letter))
+    return ("X", INBOX, FIELD, follow_up.item)
+
+
+class Queue:
+    def __init__(self, redis: aioredis.Redis):
+        self.redis = redis
+        self._scripts = Scripts(redis)
+
+    # --- the target registry (brokers publish, workers read) --------------------------------
+
+    async def publish_targets(self, records: Iterable[TargetRecord]) -> None:
+        """Make targets known to workers and create their groups, so no early event is missed.
+
+        Groups start at id 0: entries enqueued before the group existed are still delivered.
+        """
+        records = list(records)
+        if not records:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.hset(REGISTRY, record.key, encode_record(record))
+                pipe.xgroup_create(record.stream, GROUP, id="0", mkstream=True)
+            results = await pipe.execute(raise_on_error=False)
+        for r in results:
+            if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
+                raise r
+
+    async def targets(self) -> dict[str, TargetRecord]:
+        """Published targets by stream key. A record this busway cannot read is skipped (logged):
+        a broker of this version republishes every target it declares when it starts."""
+        out = {}
+        for key, raw in (await self.redis.hgetall(REGISTRY)).items():
+            try:
+                record = decode_record(raw)
+            except msgspec.DecodeError as exc:
+                log.warning("target %s: unreadable registry record (%s); skipped", as_str(key), exc)
+                continue
+            out[record.stream] = record
+        return out
+
+    # --- deliveries in ------------------------------------------------------------------------
+
+    async def enqueue(self, deliveries: list[Delivery]) -> None:
+        """XADD every delivery in one atomic script call: all of a request's deliveries land, or none."""
+        if not deliveries:
+            return
+        await run_script(self.redis, ENQUEUE, [stream_key(d.target_key) for d in deliveries],
+                         [FIELD, *map(encode_delivery, deliveries)])
+
+    # --- taking work --------------------------------------------------------------------------
+
+    async def read(self, consumer: str, streams: Iterable[str], count: int, block_ms: int) -> list[Taken]:
+        replies = await self.redis.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
+        return [Taken(as_str(stream), entry_id, fields, 1)
+                for stream, entries in replies or [] for entry_id, fields in entries]
+
+    async def claim(self, consumer: str, stream: str, idle_ms: int, count: int) -> list[Taken]:
+        """Take over entries of `stream` idle longer than `idle_ms` (their worker died or hung)."""
+        _, entries, *_ = await self.redis.xautoclaim(stream, GROUP, consumer, idle_ms, "0-0", count=count)
+        out = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted meanwhile (Redis < 7 returns it with no fields)
+                await self.redis.xack(stream, GROUP, entry_id)
+                continue
+            pending = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
+            out.append(Taken(stream, entry_id, fields, pending[0]["times_delivered"] if pending else 1))
+        return out
+
+    async def renew(self, consumer: str, stream: str, entry_ids: Iterable[bytes]) -> list[bytes]:
+        """Reset the lease of entries this consumer holds; return those another worker took."""
+        return await self._scripts.renew([stream], [GROUP, consumer, *entry_ids])
+
+    async def give_back(self, consumer: str, taken: list[Taken]) -> None:
+        """Undo the read of entries that never started: restore their count, make them claimable."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for t in taken:
+                pipe.xclaim(t.stream, GROUP, consumer, 0, [t.entry_id], idle=GIVE_BACK_IDLE_MS,
+                            retrycount=t.times_delivered - 1, justid=True)
+            await pipe.execute()
+
+    # --- finishing ----------------------------------------------------------------------------
+
+    async def finish(self, record: TargetRecord, entry_id: bytes, follow_ups: list[FollowUp]) -> bool:
+        """Ack and delete the entry and write its follow-ups, atomically; False (and nothing
+        written) if another worker finished it first. Batched: one script call per stream per ms."""
+        args = [_script_args(record, f) for f in follow_ups]
+        return await self._scripts.finish(record.stream, entry_id, args)
+
+    async def trim_dead_letters(self, dlq: str) -> None:
+        """Drop dead letters past their retention (bus.store.deadletters.RETENTION_SECONDS)."""
+        await self.redis.xtrim(dlq_key(dlq), minid=trim_min_id(), approximate=True)
+
+    async def move_due(self, records: Iterable[TargetRecord], limit: int = 100) -> None:
+        """Move retries whose time has come from each target's retry set back into its stream."""
+        now_ms = int(time.time() * 1000)
+        for record in records:
+            await self._scripts.move_due([delayed_key(record.key), record.stream], [now_ms, limit, FIELD])
+
+    # --- reserved concurrency -----------------------------------------------------------------
+
+    async def acquire(self, function: str, limit: int, token: str, expiry_ms: int) -> bool:
+        """Take one of `limit` leases of `function` (a dead worker's lease ends at its expiry)."""
+        now_ms = int(time.time() * 1000)
+        return bool(await self._scripts.acquire([concurrency_key(function)], [now_ms, expiry_ms, limit, token]))
+
+    async def release(self, function: str, token: str) -> None:
+        await self.redis.zrem(concurrency_key(function), token)
+
+    # --- consumers ----------------------------------------------------------------------------
+
+    async def heartbeat(self, consumer: str) -> None:
+        await self.redis.zadd(WORKERS, {consumer: time.time()})
+
+    async def leave(self, consumer: str) -> None:
+        await self.redis.zrem(WORKERS, consumer)
+
+    async def prune(self, consumer: str, streams: Iterable[str]) -> None:
+        """Forget dead workers: every restart is a new consumer name, and groups would grow forever.
+
+        Only consumers with no pending entries go (deleting one with pending entries would make
+        them unclaimable); a live one that is merely idle is recreated by its next read.
+        """
+        await self.redis.zremrangebyscore(WORKERS, "-inf", time.time() - HEARTBEAT_TTL_SECONDS)
+        for stream in streams:
+            for c in await self.redis.xinfo_consumers(stream, GROUP):
+                name = as_str(c["name"])
+                if c["pending"] == 0 and c["idle"] > DEAD_CONSUMER_IDLE_MS and name != consumer:
+                    await self.redis.xgroup_delconsumer(stream, GROUP, name)
