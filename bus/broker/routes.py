@@ -1,0 +1,133 @@
+"""The broker's HTTP routes besides the AWS API's operations: POST /events (native PutEvents),
+POST /test-event-pattern, /metrics and /healthz, and the AWS operations PutEvents and
+TestEventPattern. Routes stay thin: they parse the request and call bus.broker.ingest or
+bus.broker.testpattern.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from bus.broker.awsapi import aws_entries, dispatch, error_response, json_response, origin_of
+from bus.broker.envelope import Entry, Origin, RequestError
+from bus.broker.live import Broker
+from bus.broker.testpattern import event_matches_pattern
+from bus.observe import metrics
+from bus.observe.queuestats import update_queue_gauges
+
+log = logging.getLogger("bus.broker")
+
+_NATIVE_KEYS = {"source", "detail-type", "detail", "resources", "time", "bus"}
+_IGNORED_KEYS = {"version", "id", "account", "region"}  # a full event can be re-posted as is
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestError("ValidationException", "Total size of the entries in the request is over the limit.") from None
+
+
+async def post_events(request: web.Request) -> web.Response:
+    broker: Broker = request.app["broker"]
+    started = time.perf_counter()
+    try:
+        body = await _read_body(request)
+        metrics.PUT_EVENTS_SIZE.labels("native").observe(len(body))
+        results = await broker.ingestor.put_events(native_entries(body), origin_of(request))
+    except RequestError as err:
+        metrics.PUT_EVENTS_REQUESTS.labels("native", "failed").inc()
+        return error_response(err.type, err.message, err.status)
+    finally:
+        metrics.PUT_EVENTS_DURATION.labels("native").observe(time.perf_counter() - started)
+    return json_response(_put_events_result(results, "native"))
+
+
+def native_entries(raw: bytes) -> list[Entry]:
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise RequestError("SerializationException", f"Request body is not valid JSON: {exc}") from None
+    items = body if isinstance(body, list) else [body]
+    entries = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise RequestError("SerializationException", "Each event must be a JSON object.")
+        entry = Entry(
+            source=item.get("source"), detail_type=item.get("detail-type"), detail=item.get("detail"),
+            resources=item.get("resources"), time=item.get("time"), bus=item.get("bus"),
+        )
+        unknown = set(item) - _NATIVE_KEYS - _IGNORED_KEYS
+        if unknown:
+            entry.extra = {"unknown": sorted(unknown)}
+        entries.append(entry)
+    return entries
+
+
+def _put_events_result(results: list[dict[str, Any]], api: str) -> dict[str, Any]:
+    failed = sum(1 for r in results if "ErrorCode" in r)
+    metrics.PUT_EVENTS_REQUESTS.labels(api, "partial" if failed else "success").inc()
+    return {"FailedEntryCount": failed, "Entries": results}
+
+
+async def aws_root(request: web.Request) -> web.Response:
+    try:
+        raw = await _read_body(request)
+    except RequestError as err:
+        return error_response(err.type, err.message, err.status)
+    return await dispatch(request, request.app["aws_operations"], raw)
+
+
+async def op_put_events(request: web.Request, body: dict[str, Any], origin: Origin) -> dict[str, Any]:
+    broker: Broker = request.app["broker"]
+    started = time.perf_counter()
+    metrics.PUT_EVENTS_SIZE.labels("aws").observe(request.content_length or 0)
+    try:
+        results = await broker.ingestor.put_events(aws_entries(body), origin)
+    except RequestError:
+        metrics.PUT_EVENTS_REQUESTS.labels("aws", "failed").inc()
+        raise
+    finally:
+        metrics.PUT_EVENTS_DURATION.labels("aws").observe(time.perf_counter() - started)
+    return _put_events_result(results, "aws")
+
+
+async def op_test_event_pattern(request: web.Request, body: dict[str, Any], origin: Origin) -> dict[str, Any]:
+    if not isinstance(body.get("EventPattern"), str) or not isinstance(body.get("Event"), str):
+        raise RequestError("ValidationException", "EventPattern and Event are required strings.")
+    return {"Result": event_matches_pattern(body["EventPattern"], body["Event"])}
+
+
+async def post_test_event_pattern(request: web.Request) -> web.Response:
+    try:
+        body = msgspec.json.decode(await _read_body(request))
+        if not isinstance(body, dict) or "pattern" not in body or "event" not in body:
+            raise RequestError("ValidationException", 'Send {"pattern": ..., "event": ...}.')
+        return json_response({"result": event_matches_pattern(body["pattern"], body["event"])})
+    except msgspec.DecodeError as exc:
+        return error_response("SerializationException", f"Request body is not valid JSON: {exc}")
+    except RequestError as err:
+        return error_response(err.type, err.message, err.status)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    broker: Broker = request.app["broker"]
+    try:
+        await update_queue_gauges(broker.redis, broker.router.all_targets())
+    except Exception:  # a scrape must still show the counters when Redis is away
+        log.warning("queue gauges not updated", exc_info=True)
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    broker: Broker = request.app["broker"]
+    try:
+        await broker.redis.ping()
+    except Exception as exc:  # health must answer, whatever broke
+        return web.json_response({"status": "unhealthy", "redis": str(exc)}, status=503)
+    return web.json_response({"status": "ok"})
