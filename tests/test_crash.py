@@ -4,7 +4,7 @@ import signal
 import threading
 import time
 
-from bus.store.deliveries import stream_key
+from bus.store.keys import GROUP, delayed_key, stream_key
 from tests.conftest import wait_for
 from tests.httpc import post
 
@@ -101,8 +101,8 @@ def test_thousand_events_through_three_workers_while_one_is_killed_every_second(
     thread.join()
     handled = [c["event"]["id"] for c in stack.records()]
     key = stream_key("default/r/t1")
-    print("stream", r.xlen(key), "pending", r.xpending(key, "busway")["pending"],
-          "delayed", r.zcard("busway:{default/r/t1}:delayed"), "dlq", stack.bus("dlq", "list").stdout.count("\n"),
+    print("stream", r.xlen(key), "pending", r.xpending(key, GROUP)["pending"],
+          "delayed", r.zcard(delayed_key("default/r/t1")), "dlq", stack.bus("dlq", "list").stdout.count("\n"),
           "missing", len(set(sent) - set(handled)), "kills", kills)
     assert len(sent) == 1000
     assert set(handled) == set(sent), f"{len(set(sent) - set(handled))} events never handled"

@@ -2,7 +2,7 @@
 import signal
 import time
 
-from bus.store.deliveries import GROUP, stream_key
+from bus.store.keys import GROUP, stream_key
 from tests.conftest import wait_for
 from tests.httpc import post
 

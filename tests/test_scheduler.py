@@ -15,11 +15,9 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from bus.config.model import Bus, Config, FunctionTarget, Rule
-from bus.store.deliveries import stream_key, target_key
+from bus.store.keys import FIELD, LEADER_KEY, PROGRESS_KEY, stream_key, target_key
 from bus.broker.router import Router
 from bus.scheduler.loop import Scheduler
-from bus.store.lease import LEADER_KEY
-from bus.store.schedule import PROGRESS_KEY
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -83,7 +81,7 @@ def router_of(*rules: Rule) -> Router:
 def events(r, rule: Rule, target: str = "t") -> list[dict]:
     """The events queued for a rule's target, oldest first."""
     entries = r.xrange(stream_key(target_key(rule.bus, rule.name, target)))
-    return [json.loads(fields[b"d"])["event"] for _, fields in entries]
+    return [json.loads(fields[FIELD])["event"] for _, fields in entries]
 
 
 def times(r, rule: Rule) -> list[str]:

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from bus.store.lease import FENCE_KEY, LEADER_KEY
+from bus.store.keys import FENCE_KEY, LEADER_KEY, PROGRESS_KEY
 from bus.store.schedule import NotLeader, Progress, Store
 from tests.test_scheduler import (
     FakeClock, at, run, schedule_rule, router_of, schedulers, stamp, tick_at, times,
@@ -113,7 +113,7 @@ def test_a_leader_whose_lock_was_taken_over_cannot_write(redis_url, r):
 
     run(main())
     assert times(r, rule) == [stamp(1)]
-    assert r.hget("busway:scheduler:progress", "default/tick") is not None  # b's, untouched
+    assert r.hget(PROGRESS_KEY, "default/tick") is not None  # b's, untouched
 
 
 def test_a_time_already_marked_fired_is_not_enqueued_again(redis_url, r):

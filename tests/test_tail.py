@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+from bus.store.keys import TAIL_ACTIVE, TRACE
 from tests.conftest import wait_for
 from tests.httpc import post
 
@@ -49,7 +50,7 @@ def test_tail_follow_shows_matched_rules_targets_and_outcomes(stack, r):
     stack.start_broker()
     stack.start_worker()
     start_tail(stack)
-    wait_for(lambda: r.exists("busway:tail:active"), what="tail registered")
+    wait_for(lambda: r.exists(TAIL_ACTIVE), what="tail registered")
     warm_up(stack)
     post(stack.url + "/events", [{"source": "shop.bad", "detail-type": "X", "detail": {}},
                                  {"source": "nobody", "detail-type": "X", "detail": {}}])
@@ -64,7 +65,7 @@ def test_tail_filters_by_pattern(stack, r):
     stack.write_rules(RULES)
     stack.start_broker()
     start_tail(stack, "--json", "--pattern", json.dumps({"source": ["shop.bad"]}))
-    wait_for(lambda: r.exists("busway:tail:active"), what="tail registered")
+    wait_for(lambda: r.exists(TAIL_ACTIVE), what="tail registered")
     import time
     time.sleep(2.0)
     post(stack.url + "/events", [{"source": "shop.orders", "detail-type": "O", "detail": {}},
@@ -79,4 +80,4 @@ def test_nothing_is_traced_while_nobody_tails(stack, r):
     stack.write_rules(RULES)
     stack.start_broker()
     post(stack.url + "/events", {"source": "shop.orders", "detail-type": "O", "detail": {}})
-    assert r.xlen("busway:trace") == 0
+    assert r.xlen(TRACE) == 0

@@ -2,6 +2,9 @@
 
 Any broker may take an item (consumer group); it is acknowledged and deleted only after its
 deliveries are in Redis, so a broker crash redelivers the item (reclaimed after IDLE_MS).
+An item that can never be routed (unreadable, or for a bus that does not exist) becomes a
+dead letter in the `inbox` DLQ, in the same script that acks and deletes it, instead of being
+retried forever; any other failure (Redis) leaves it pending for a retry.
 """
 from __future__ import annotations
 
@@ -10,21 +13,31 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from bus.worker.destinations import INBOX, INBOX_GROUP, InboxItem
-from bus.store.deliveries import FIELD
+from bus.store.deadletters import (
+    INBOX_UNDECODABLE, INBOX_UNKNOWN_BUS, DeadLetter, encode_dead_letter, make_inbox_dead_letter, trim_min_id,
+)
+from bus.store.keys import FIELD, INBOX, INBOX_DLQ, INBOX_GROUP, as_str, dlq_key
+from bus.store.scripts import INBOX_DEAD_LETTER, run_script
+from bus.worker.destinations import InboxItem
 
 log = logging.getLogger("bus.inbox")
 IDLE_MS = 10_000
 _decode = msgspec.json.Decoder(InboxItem).decode
 
+Publish = Callable[[str, dict[str, Any], float], Awaitable[Any]]  # (bus, event, received)
 
-async def consume_inbox(redis: aioredis.Redis, publish, stop: asyncio.Event | None = None) -> None:
-    """`publish(bus, event, received)` routes one event; runs until cancelled."""
+
+async def consume_inbox(redis: aioredis.Redis, publish: Publish, stop: asyncio.Event | None = None,
+                        idle_ms: int = IDLE_MS) -> None:
+    """`publish(bus, event, received)` routes one event (KeyError: no such bus); runs until
+    cancelled or `stop` is set. Items another broker left pending for `idle_ms` are taken over."""
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     try:
         await redis.xgroup_create(INBOX, INBOX_GROUP, id="0", mkstream=True)
@@ -33,19 +46,56 @@ async def consume_inbox(redis: aioredis.Redis, publish, stop: asyncio.Event | No
             raise
     while stop is None or not stop.is_set():
         try:
-            _, claimed, *_ = await redis.xautoclaim(INBOX, INBOX_GROUP, consumer, IDLE_MS, "0-0", count=50)
+            _, claimed, *_ = await redis.xautoclaim(INBOX, INBOX_GROUP, consumer, idle_ms, "0-0", count=50)
             fresh = await redis.xreadgroup(INBOX_GROUP, consumer, {INBOX: ">"}, count=50, block=1000)
             entries = claimed + [e for _, batch in fresh or [] for e in batch]
             for entry_id, fields in entries:
-                if fields:
-                    item = _decode(fields[FIELD])
-                    await publish(item.bus, item.event, time.time())
-                async with redis.pipeline(transaction=True) as pipe:
-                    pipe.xack(INBOX, INBOX_GROUP, entry_id)
-                    pipe.xdel(INBOX, entry_id)
-                    await pipe.execute()
+                await _route(redis, publish, as_str(entry_id), fields)
         except asyncio.CancelledError:
             raise
-        except Exception:  # keep routing after a bad item or a Redis hiccup; the item stays pending
+        except Exception:  # a Redis hiccup: the item stays pending and is retried after idle_ms
             log.exception("inbox routing failed; will retry")
             await asyncio.sleep(1)
+
+
+async def _route(redis: aioredis.Redis, publish: Publish, entry_id: str, fields: dict) -> None:
+    if fields:  # no fields: deleted meanwhile (Redis < 7 still returns it), only the ack is left
+        letter = await _publish(publish, entry_id, fields)
+        if letter is not None:
+            await run_script(redis, INBOX_DEAD_LETTER, [INBOX, dlq_key(INBOX_DLQ)],
+                             [INBOX_GROUP, entry_id, FIELD, encode_dead_letter(letter), trim_min_id()])
+            log.error("inbox item %s cannot be routed (%s: %s): kept as a dead letter in DLQ %s",
+                      entry_id, letter.error_code, letter.error_message, INBOX_DLQ)
+            return
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xack(INBOX, INBOX_GROUP, entry_id)
+        pipe.xdel(INBOX, entry_id)
+        await pipe.execute()
+
+
+async def _publish(publish: Publish, entry_id: str, fields: dict) -> DeadLetter | None:
+    """Route one item; or, if it can never be routed, the dead letter to keep instead."""
+    payload = fields.get(FIELD)
+    enqueued = int(entry_id.split("-")[0]) / 1000
+    try:
+        if payload is None:
+            raise msgspec.DecodeError(f"no {as_str(FIELD)!r} field (fields: {sorted(map(as_str, fields))})")
+        item = _decode(payload)
+    except msgspec.DecodeError as exc:  # ValidationError included: JSON, but not an InboxItem
+        return make_inbox_dead_letter(entry_id, "", _json_object(payload), INBOX_UNDECODABLE,
+                                      f"{exc}; item: {payload!r}", enqueued)
+    try:
+        await publish(item.bus, item.event, time.time())
+    except KeyError:  # the router knows no such bus (removed since the record was written)
+        return make_inbox_dead_letter(entry_id, item.bus, msgspec.json.encode(item.event), INBOX_UNKNOWN_BUS,
+                                      f"Event bus {item.bus} does not exist.", enqueued)
+    return None
+
+
+def _json_object(payload: bytes | None) -> bytes:
+    """A dead letter's event is a JSON object: the payload if it is one, else {} (the payload
+    is then in the error message)."""
+    try:
+        return payload if payload is not None and isinstance(msgspec.json.decode(payload), dict) else b"{}"
+    except msgspec.DecodeError:
+        return b"{}"

@@ -10,21 +10,23 @@ import redis.asyncio as aioredis
 
 from bus.observe import metrics
 from bus.store.deadletters import dlq_names
-from bus.store.deliveries import GROUP, TargetInfo, delayed_key, dlq_key
+from bus.store.deliveries import TargetRecord
+from bus.store.keys import GROUP, delayed_key, dlq_key
+
+_PER_TARGET = 4  # replies per target in the pipeline below
 
 
-async def update_queue_gauges(redis: aioredis.Redis, targets: list[TargetInfo]) -> None:
+async def update_queue_gauges(redis: aioredis.Redis, targets: list[TargetRecord]) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for info in targets:
             pipe.xlen(info.stream)
             pipe.xpending(info.stream, GROUP)
             pipe.zcard(delayed_key(info.key))
             pipe.xrange(info.stream, count=1)
-            pipe.zrange(delayed_key(info.key), 0, 0, withscores=True)
         results = await pipe.execute(raise_on_error=False)
     now = time.time()
     for i, info in enumerate(targets):
-        depth, pending, delayed, first, _ = results[i * 5:(i + 1) * 5]
+        depth, pending, delayed, first = results[i * _PER_TARGET:(i + 1) * _PER_TARGET]
         if isinstance(depth, Exception):
             continue
         metrics.QUEUE_DEPTH.labels(info.key).set(depth)

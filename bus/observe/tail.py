@@ -7,10 +7,10 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-
+from bus.observe.trace import ACTIVE_TTL_MS
 from bus.patterns import compile_pattern
 from bus.store.connect import connect
-from bus.observe.trace import ACTIVE, ACTIVE_TTL_MS, TRACE
+from bus.store.keys import TAIL_ACTIVE, TRACE, TRACE_FIELD
 
 
 class Filter:
@@ -57,10 +57,10 @@ async def tail(url: str, bus: str | None, pattern: str | None, follow: bool, as_
             entries = list(reversed(await redis.xrevrange(TRACE, count=limit)))
             _emit(entries, keep, as_json, out)
             return
-        await redis.set(ACTIVE, "1", px=ACTIVE_TTL_MS)
+        await redis.set(TAIL_ACTIVE, "1", px=ACTIVE_TTL_MS)
         last = "$"
         while stop is None or not stop.is_set():
-            await redis.set(ACTIVE, "1", px=ACTIVE_TTL_MS)
+            await redis.set(TAIL_ACTIVE, "1", px=ACTIVE_TTL_MS)
             reply = await redis.xread({TRACE: last}, block=1000, count=500)
             for _, entries in reply or []:
                 _emit(entries, keep, as_json, out)
@@ -71,6 +71,6 @@ async def tail(url: str, bus: str | None, pattern: str | None, follow: bool, as_
 
 def _emit(entries, keep: Filter, as_json: bool, out: TextIO) -> None:
     for _, fields in entries:
-        record = json.loads(fields[b"r"])
+        record = json.loads(fields[TRACE_FIELD])
         if keep.keep(record):
             print(json.dumps(record) if as_json else render(record), file=out, flush=True)

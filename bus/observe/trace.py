@@ -14,10 +14,8 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from bus.store.deliveries import PREFIX
+from bus.store.keys import TAIL_ACTIVE, TRACE, TRACE_FIELD
 
-TRACE = f"{PREFIX}:trace"
-ACTIVE = f"{PREFIX}:tail:active"
 TRACE_MAXLEN = 10_000
 ACTIVE_TTL_MS = 6_000
 
@@ -34,7 +32,7 @@ class Tracer:
     async def watch(self, interval: float = 1.0) -> None:
         while True:
             try:
-                self.enabled = bool(await self.redis.exists(ACTIVE))
+                self.enabled = bool(await self.redis.exists(TAIL_ACTIVE))
             except Exception:  # tracing is best effort; never disturb delivery
                 self.enabled = False
             await asyncio.sleep(interval)
@@ -58,6 +56,6 @@ class Tracer:
 
     async def _write(self, payload: bytes) -> None:
         try:
-            await self.redis.xadd(TRACE, {"r": payload}, maxlen=TRACE_MAXLEN, approximate=True)
+            await self.redis.xadd(TRACE, {TRACE_FIELD: payload}, maxlen=TRACE_MAXLEN, approximate=True)
         except Exception:
             log.debug("trace write failed", exc_info=True)

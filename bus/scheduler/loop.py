@@ -160,7 +160,7 @@ class Scheduler:
         pairs = [(stream_key(d.target_key), encode_delivery(d)) for d in deliveries]
         progress = Progress(sig, at.isoformat(), schedule.next_after(at) is None)
         if not await self._store.fire(self._token, rule_id, at, pairs, progress):
-            log.record("schedule %s: %s had already fired, not firing it again", rule_id, at.isoformat())
+            log.info("schedule %s: %s had already fired, not firing it again", rule_id, at.isoformat())
             return 0
         lateness = (self._clock.now() - at).total_seconds()
         metrics.SCHEDULE_FIRINGS.labels(rule.bus, rule.name).inc()

@@ -9,39 +9,32 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bus.config.model import Config, Rule
-from bus.store.deliveries import PREFIX
-
-RULES = f"{PREFIX}:api:rules"  # hash: "bus/name" -> Rule JSON
-VERSION = f"{PREFIX}:api:version"
+from bus.store.keys import API_RULES, API_VERSION, api_rule_field
 
 _decode_rule = msgspec.json.Decoder(Rule).decode
 
 
-def rule_key(bus: str, name: str) -> str:
-    return f"{bus}/{name}"
-
-
 async def load(redis: aioredis.Redis) -> dict[tuple[str, str], Rule]:
-    raw = await redis.hgetall(RULES)
+    raw = await redis.hgetall(API_RULES)
     rules = (_decode_rule(v) for v in raw.values())
     return {(r.bus, r.name): r for r in rules}
 
 
 async def version(redis: aioredis.Redis) -> int:
-    return int(await redis.get(VERSION) or 0)
+    return int(await redis.get(API_VERSION) or 0)
 
 
 async def save(redis: aioredis.Redis, rule: Rule) -> None:
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(RULES, rule_key(rule.bus, rule.name), msgspec.json.encode(rule))
-        pipe.incr(VERSION)
+        pipe.hset(API_RULES, api_rule_field(rule.bus, rule.name), msgspec.json.encode(rule))
+        pipe.incr(API_VERSION)
         await pipe.execute()
 
 
 async def delete(redis: aioredis.Redis, bus: str, name: str) -> None:
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hdel(RULES, rule_key(bus, name))
-        pipe.incr(VERSION)
+        pipe.hdel(API_RULES, api_rule_field(bus, name))
+        pipe.incr(API_VERSION)
         await pipe.execute()
 
 

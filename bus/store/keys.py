@@ -1,11 +1,11 @@
 """Every Redis key, consumer group and stream field name busway uses, and nothing else.
 
 Other modules (and deploy/k8s/from_rules.py, and the tests) import these instead of
-spelling a key out. A target's keys share the hash tag `{<bus>/<rule>/<target id>}`, so its
-stream, retry set and lease bookkeeping can change together in one Lua call. That is not
-enough for Redis Cluster: ENQUEUE writes the streams of several targets in one call, the
-schedule FIRE script mixes the leader key, the progress hash and several streams, and a
-FINISH may write a shared DLQ or the inbox. Cluster support has an issue of its own.
+spelling a key out. A target's keys share the hash tag `{<bus>/<rule>/<target id>}`. busway
+runs on one Redis (with replicas if you like), not on Redis Cluster: several scripts touch keys
+of many slots (ENQUEUE the streams of several targets, the schedule FIRE script the leader key,
+the progress hash and several streams, FINISH a shared DLQ or the inbox, redrive a DLQ and a
+target stream). Cluster support has an issue of its own.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def concurrency_key(function: str) -> str:
 
 # --- dead letters ----------------------------------------------------------------------------
 DLQ_PREFIX = f"{PREFIX}:dlq:{{"
+DLQ_PATTERN = f"{DLQ_PREFIX}*"  # SCAN MATCH of every DLQ
+INBOX_DLQ = "inbox"  # the DLQ of inbox items no broker can route (undecodable, unknown bus)
 
 
 def dlq_key(name: str) -> str:
@@ -63,6 +65,7 @@ API_VERSION = f"{PREFIX}:api:version"  # bumped by every change; brokers reload 
 
 
 def api_rule_field(bus: str, name: str) -> str:
+    """The API_RULES field of one rule."""
     return f"{bus}/{name}"
 
 
@@ -79,7 +82,7 @@ def fired_key(rule_id: str, epoch: int) -> str:
 
 # --- the live trace (`bus tail`) -------------------------------------------------------------
 TRACE = f"{PREFIX}:trace"  # capped stream of trace records
-TRACE_FIELD = "r"
+TRACE_FIELD = b"r"  # the one field of a trace entry: a record as JSON
 TAIL_ACTIVE = f"{PREFIX}:tail:active"  # exists while someone tails
 
 

@@ -18,30 +18,14 @@ from datetime import datetime
 import msgspec
 import redis.asyncio as aioredis
 
-from bus.store.deliveries import FIELD, PREFIX
-from bus.store.lease import LEADER_KEY
+from bus.store import keys
+from bus.store.keys import FIELD, LEADER_KEY, PROGRESS_KEY
+from bus.store.scripts import SCHEDULE_FIRE, SCHEDULE_SAVE, Script
 
 log = logging.getLogger("bus.scheduler")
 
-PROGRESS_KEY = f"{PREFIX}:scheduler:progress"
 DEDUP_TTL = 3 * 24 * 3600  # seconds; a dedup mark only has to outlive any chance of a retry
-
-_NOT_LEADER = -1
-_FIRE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local fresh = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
-if fresh then
-  for i = 4, #KEYS do redis.call('XADD', KEYS[i], '*', ARGV[3], ARGV[i + 2]) end
-end
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-if fresh then return 1 end
-return 0
-"""
-_SAVE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if ARGV[3] == '' then return redis.call('HDEL', KEYS[2], ARGV[2]) end
-return redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-"""
+_NOT_LEADER = -1  # what both scripts answer when the lock does not hold the caller's token
 
 
 class NotLeader(Exception):
@@ -66,15 +50,16 @@ _decode = msgspec.json.Decoder(Progress).decode
 
 
 def fired_key(rule_id: str, at: datetime) -> str:
-    return f"{PREFIX}:scheduler:fired:{rule_id}:{int(at.timestamp())}"
+    """The dedup mark of firing `rule_id` for the scheduled time `at`."""
+    return keys.fired_key(rule_id, int(at.timestamp()))
 
 
 class Store:
     def __init__(self, redis: aioredis.Redis, dedup_ttl: int = DEDUP_TTL):
         self._redis = redis
         self._dedup_ttl = dedup_ttl
-        self._fire = redis.register_script(_FIRE)
-        self._save = redis.register_script(_SAVE)
+        self._fire = Script(redis, SCHEDULE_FIRE)
+        self._save = Script(redis, SCHEDULE_SAVE)
 
     async def load(self) -> dict[str, Progress]:
         """Every rule's progress. An unreadable entry counts as absent: the rule starts over."""
@@ -90,7 +75,7 @@ class Store:
     async def save(self, token: str, rule_id: str, progress: Progress | None) -> None:
         """Record (or with None forget) one rule's progress; raise NotLeader."""
         value = _encode(progress) if progress is not None else b""
-        result = await self._save(keys=[LEADER_KEY, PROGRESS_KEY], args=[token, rule_id, value])
+        result = await self._save([LEADER_KEY, PROGRESS_KEY], [token, rule_id, value])
         if result == _NOT_LEADER:
             raise NotLeader()
 
@@ -100,9 +85,9 @@ class Store:
         """Enqueue one firing's deliveries ((stream key, Delivery JSON) pairs) and record
         `progress`. False if this (rule, time) had already fired: nothing is enqueued then.
         Raise NotLeader if the lock is not ours (nothing is written then)."""
-        keys = [LEADER_KEY, fired_key(rule_id, at), PROGRESS_KEY] + [stream for stream, _ in deliveries]
+        names = [LEADER_KEY, fired_key(rule_id, at), PROGRESS_KEY] + [stream for stream, _ in deliveries]
         args = [token, self._dedup_ttl, FIELD, rule_id, _encode(progress)] + [body for _, body in deliveries]
-        result = await self._fire(keys=keys, args=args)
+        result = await self._fire(names, args)
         if result == _NOT_LEADER:
             raise NotLeader()
         return result == 1

@@ -1,133 +1,117 @@
-"""The Lua scripts that make delivery steps atomic in Redis, and thin async wrappers.
+"""Every Lua script busway runs, and the one way to run them: EVALSHA, sending the body only
+when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH), alone or in a pipeline.
 
-Every script touches one target's keys (same hash tag) except where a shared DLQ or the
-destination inbox is named; those are the documented cross-slot exceptions for Redis Cluster.
+The scripts are the files of bus/store/lua/, each opening with what its KEYS and ARGV are;
+`lua(name)` loads one. `run_script` makes one call, `run_pipelined` several in one round
+trip, and `FinishBatcher` gathers the workers' FINISH calls into such pipelines.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import hashlib
-from typing import Any
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-# Finish deliveries of one stream: per entry XACK; only if it was still pending (the first
-# finisher wins, so a worker that lost its lease cannot double a retry), XDEL it and apply its
-# follow-ups. KEYS[1] = stream, KEYS[2..] = follow-up keys in order.
-# ARGV: group, then per entry: id, follow-up count, then per follow-up: op ("Z" = ZADD score
-# member, "X" = XADD field value), a, b. Returns one 1/0 per entry.
-FINISH = """
-local out = {}
-local i, k = 2, 2
-while i <= #ARGV do
-  local id, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  local acked = redis.call('XACK', KEYS[1], ARGV[1], id)
-  if acked == 1 then redis.call('XDEL', KEYS[1], id) end
-  for _ = 1, n do
-    if acked == 1 then
-      if ARGV[i] == 'Z' then
-        redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i + 2])
-      else
-        redis.call('XADD', KEYS[k], '*', ARGV[i + 1], ARGV[i + 2])
-      end
-    end
-    i, k = i + 3, k + 1
-  end
-  table.insert(out, acked)
-end
-return out
-"""
-
-# Renew leases: reset the idle time of entries this consumer still owns (never steal back an
-# entry another worker reclaimed). KEYS[1] = stream; ARGV: group, consumer, ids...
-# Returns the ids now owned by another consumer (entries already finished are not listed).
-RENEW = """
-local stolen = {}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] then
-    if p[1][2] == ARGV[2] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    else
-      table.insert(stolen, ARGV[i])
-    end
-  end
-end
-return stolen
-"""
-
-# Move due retries back into the stream. KEYS[1] = delayed zset, KEYS[2] = stream;
-# ARGV: now (ms), max count, field name.
-MOVE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', ARGV[3], member)
-  redis.call('ZREM', KEYS[1], member)
-end
-return #due
-"""
-
-# Reserved concurrency: a set of leases per function, each expiring unless renewed.
-# KEYS[1] = lease zset; ARGV: now (ms), expiry (ms), limit, token. Returns 1 if acquired.
-ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-  return 1
-end
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], 3600000)
-  return 1
-end
-return 0
-"""
+from bus.store.keys import GROUP
 
 
-# Store a request's deliveries: one XADD per delivery, all in one atomic call (one reply to parse,
-# where MULTI/EXEC costs a reply per command). KEYS = streams; ARGV[1] = field, ARGV[2..] = payloads
-# in the order of KEYS. Returns the entry ids.
-ENQUEUE = """
-local ids = {}
-for i = 1, #KEYS do
-  ids[i] = redis.call('XADD', KEYS[i], '*', ARGV[1], ARGV[i + 1])
-end
-return ids
-"""
+class Lua(NamedTuple):
+    """A script's source and the SHA1 Redis knows it by."""
 
+    name: str
+    body: str
+    sha: str
 
-async def run_script(redis: aioredis.Redis, body: str, keys: list, args: list) -> Any:
-    """Call a Lua script by SHA, sending its body only if Redis forgot it (restart, SCRIPT FLUSH)."""
-    try:
-        return await redis.evalsha(_sha(body), len(keys), *keys, *args)
-    except NoScriptError:
-        return await redis.eval(body, len(keys), *keys, *args)
+    @classmethod
+    def of(cls, body: str, name: str = "inline") -> Lua:
+        return cls(name, body, hashlib.sha1(body.encode()).hexdigest())
 
 
 @functools.cache
-def _sha(body: str) -> str:
-    return hashlib.sha1(body.encode()).hexdigest()
+def lua(name: str) -> Lua:
+    """The script bus/store/lua/<name>.lua (read through importlib, so it works installed too)."""
+    return Lua.of(resources.files("bus.store").joinpath("lua", f"{name}.lua").read_text(), name)
+
+
+# Deliveries (the worker and the broker)
+FINISH = lua("finish")
+RENEW = lua("renew")
+MOVE_DUE = lua("move_due")
+ACQUIRE = lua("acquire")
+ENQUEUE = lua("enqueue")
+# The scheduler: its leader lock and its fenced writes
+LEADER_ACQUIRE = lua("leader_acquire")
+LEADER_RENEW = lua("leader_renew")
+LEADER_RELEASE = lua("leader_release")
+SCHEDULE_FIRE = lua("schedule_fire")
+SCHEDULE_SAVE = lua("schedule_save")
+# Dead letters
+REDRIVE = lua("redrive")
+INBOX_DEAD_LETTER = lua("inbox_dead_letter")
+
+Call = tuple[Lua, Sequence[Any], Sequence[Any]]  # (script, keys, args)
+
+
+def _as_lua(script: Lua | str) -> Lua:
+    return script if isinstance(script, Lua) else Lua.of(script)
+
+
+async def run_script(redis: aioredis.Redis, script: Lua | str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """Call a script by SHA, sending its body only if Redis forgot it."""
+    script = _as_lua(script)
+    try:
+        return await redis.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await redis.eval(script.body, len(keys), *keys, *args)
+
+
+async def run_pipelined(redis: aioredis.Redis, calls: Sequence[Call]) -> list[Any]:
+    """Make every call in one round trip; a call's error is its result (an Exception), a lost
+    connection raises. Calls Redis answered NOSCRIPT go again by body, and only those: the
+    others have already run, and running a script twice would do its writes twice."""
+    results = await _pipeline(redis, calls, by_body=False)
+    again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if again:
+        for i, result in zip(again, await _pipeline(redis, [calls[i] for i in again], by_body=True)):
+            results[i] = result
+    return results
+
+
+async def _pipeline(redis: aioredis.Redis, calls: Sequence[Call], by_body: bool) -> list[Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            if by_body:
+                pipe.eval(script.body, len(keys), *keys, *args)
+            else:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
 
 
 class Script:
-    """A Lua script bound to a client."""
+    """A script bound to a client: `await script(keys, args)`."""
 
-    def __init__(self, redis: aioredis.Redis, body: str):
+    def __init__(self, redis: aioredis.Redis, script: Lua | str):
         self.redis = redis
-        self.body = body
+        self.lua = _as_lua(script)
+
+    @property
+    def body(self) -> str:
+        return self.lua.body
 
     @property
     def sha(self) -> str:
-        return _sha(self.body)
+        return self.lua.sha
 
-    async def __call__(self, keys: list, args: list) -> Any:
-        return await run_script(self.redis, self.body, keys, args)
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return await run_script(self.redis, self.lua, keys, args)
 
 
-FollowUp = tuple[str, str, Any, Any]  # (op, key, a, b)
+FollowUp = tuple[str, str, Any, Any]  # (op, key, a, b): see finish.lua
 FLUSH_DELAY = 0.001
 
 
@@ -141,27 +125,34 @@ class FinishBatcher:
     half the FINISH calls per delivery, for 1 ms more before the ack (handlers never wait on it).
     """
 
-    def __init__(self, script: Script, group: str):
+    def __init__(self, script: Script, group: str = GROUP):
         self.script = script
         self.group = group
         self._pending: list[tuple[str, Any, list[FollowUp], asyncio.Future]] = []
+        self._flushes: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
     def __call__(self, stream: str, entry_id: Any, follow_ups: list[FollowUp]) -> asyncio.Future:
+        """Finish one entry; the future says whether it was still ours (acked now)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
-            loop.call_later(FLUSH_DELAY, lambda: asyncio.ensure_future(self._flush()))
+            loop.call_later(FLUSH_DELAY, self._start_flush)
         self._pending.append((stream, entry_id, follow_ups, future))
         return future
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
         by_stream: dict[str, list] = {}
         for item in batch:
             by_stream.setdefault(item[0], []).append(item)
-        calls = [self._call(stream, items) for stream, items in by_stream.items()]
+        calls: list[Call] = [(self.script.lua, *self._call(stream, items)) for stream, items in by_stream.items()]
         try:
-            results = await self._send(calls)
+            results = await run_pipelined(self.script.redis, calls)
         except Exception as exc:  # the connection failed: every caller sees it
             for *_, future in batch:
                 if not future.done():
@@ -186,21 +177,12 @@ class FinishBatcher:
                 args += [op, a, b]
         return keys, args
 
-    async def _send(self, calls: list[tuple[list, list]]) -> list:
-        script = self.script
-        async with script.redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-        if any(isinstance(r, NoScriptError) for r in results):
-            await script.redis.script_load(script.body)
-            return await self._send(calls)
-        return results
-
 
 class Scripts:
+    """The delivery scripts bound to one client, as the worker's queue calls them."""
+
     def __init__(self, redis: aioredis.Redis):
-        self.finish = FinishBatcher(Script(redis, FINISH), group="busway")
+        self.finish = FinishBatcher(Script(redis, FINISH), group=GROUP)
         self.renew = Script(redis, RENEW)
         self.move_due = Script(redis, MOVE_DUE)
         self.acquire = Script(redis, ACQUIRE)

@@ -1,7 +1,8 @@
 """Writes rules.yaml (ConfigMap busway-rules) and scaledobject.yaml (KEDA) from a rules directory.
 
 Both depend on the rules: the ConfigMap carries the YAML files, and KEDA needs one trigger per
-target stream busway:{<bus>/<rule>/<target id>}:q. Run it after changing the rules:
+target stream busway:{<bus>/<rule>/<target id>}:q (named by bus.store.keys, so busway must be
+importable: run it with the project's venv python). Run it after changing the rules:
 
     python deploy/k8s/from_rules.py [RULES_DIR]          # default: the repository's rules/
     python deploy/k8s/from_rules.py --check [RULES_DIR]  # exit 1 if the files are out of date
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from bus.store.keys import GROUP, stream_key, target_key
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RULES = HERE.parent.parent / "rules"
@@ -57,7 +60,7 @@ TRIGGER = f"""\
       metadata:
         address: {REDIS_ADDRESS}
         databaseIndex: "{REDIS_DB}"
-        consumerGroup: busway
+        consumerGroup: {GROUP}
         lagCount: "10"           # one more worker (concurrency 10) per 10 waiting deliveries
         activationLagCount: "1"
         stream: "{{stream}}"
@@ -73,7 +76,7 @@ def target_streams(texts: list[str]) -> list[str]:
     for text in texts:
         for rule in (yaml.safe_load(text) or {}).get("rules") or []:
             for target in rule.get("targets") or []:
-                streams.append(f"busway:{{{rule.get('bus', 'default')}/{rule['name']}/{target['id']}}}:q")
+                streams.append(stream_key(target_key(rule.get("bus", "default"), rule["name"], target["id"])))
     return streams
 
 
