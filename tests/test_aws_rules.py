@@ -134,3 +134,48 @@ def test_a_schedule_rule_put_through_the_api_fires_without_restart(stack, client
     assert (event["source"], event["detail-type"], event["detail"]) == ("aws.events", "Scheduled Event", {})
     assert event["time"] == at + "Z"
     assert event["resources"][0].endswith(":rule/soon")
+
+
+def test_put_rule_on_an_undeclared_bus_is_resource_not_found(client):
+    with pytest.raises(client.exceptions.ResourceNotFoundException) as err:
+        client.put_rule(Name="r", EventBusName="nowhere", EventPattern='{"source": ["x"]}')
+    assert "Event bus nowhere does not exist." in str(err.value)
+
+
+def test_an_invalid_rule_name_is_a_validation_exception(client):
+    with pytest.raises(ClientError) as err:
+        client.put_rule(Name="no spaces", EventPattern='{"source": ["x"]}')
+    assert err.value.response["Error"] == {"Code": "ValidationException",
+                                           "Message": "Parameter Name is not valid: 'no spaces'."}
+
+
+def test_a_pattern_that_is_not_json_is_an_invalid_event_pattern_exception(client):
+    with pytest.raises(client.exceptions.InvalidEventPatternException):
+        client.put_rule(Name="bad", EventPattern="{not json")
+
+
+def test_a_target_with_a_retry_policy_out_of_range_fails_alone(client):
+    client.put_rule(Name="r", EventPattern='{"source": ["x"]}')
+    resp = client.put_targets(Rule="r", Targets=[
+        {"Id": "bad", "Arn": "probe.record", "RetryPolicy": {"MaximumRetryAttempts": 186}},
+        {"Id": "good", "Arn": "probe.record"}])
+    assert resp["FailedEntries"] == [{"TargetId": "bad", "ErrorCode": "ValidationException",
+                                      "ErrorMessage": "Target bad: RetryPolicy is out of range."}]
+    assert [t["Id"] for t in client.list_targets_by_rule(Rule="r")["Targets"]] == ["good"]
+
+
+def test_a_sixth_target_is_a_limit_exceeded_exception(client):
+    client.put_rule(Name="r", EventPattern='{"source": ["x"]}')
+    client.put_targets(Rule="r", Targets=[{"Id": f"t{i}", "Arn": "probe.record"} for i in range(5)])
+    with pytest.raises(client.exceptions.LimitExceededException):
+        client.put_targets(Rule="r", Targets=[{"Id": "t5", "Arn": "probe.record"}])
+    assert len(client.list_targets_by_rule(Rule="r")["Targets"]) == 5
+
+
+def test_target_arns_in_another_region_or_with_a_version_name_the_function(client):
+    client.put_rule(Name="r", EventPattern='{"source": ["x"]}')
+    resp = client.put_targets(Rule="r", Targets=[
+        {"Id": "t", "Arn": "arn:aws:lambda:eu-west-1:123456789012:function:probe.record:$LATEST"}])
+    assert resp["FailedEntryCount"] == 0
+    [target] = client.list_targets_by_rule(Rule="r")["Targets"]
+    assert target["Arn"] == "arn:aws:lambda:us-east-1:000000000000:function:probe.record"

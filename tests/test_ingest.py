@@ -4,7 +4,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from bus.store.deliveries import stream_key
+from bus.store.keys import stream_key
 from tests.httpc import aws, get_text, metric, post
 
 RULES = """

@@ -11,8 +11,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY_TEXT = re.compile(r"busway:\S")  # "busway:{...}:q", "busway:trace"; not prose like "busway: ..."
 # Modules still building a key themselves, owned elsewhere: remove each once it imports keys.
 PENDING = {
-    "bus/worker/destinations.py",  # INBOX = f"{PREFIX}:inbox" (keys.INBOX exists)
-    "bus/store/deliveries.py",  # re-exports PREFIX until every caller imports keys
     "deploy/grafana/dashboard.py",  # PromQL regexes over stream names, spelled out
 }
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bus.config.model import TARGET_KINDS, FunctionTarget, _TargetBase
 from bus.config.rulesfile import ConfigError, load_config
 
 GOOD = """
@@ -157,3 +158,67 @@ def test_invalid_schedule_fails_with_file_line_and_aws_message(tmp_path):
 def test_rate_with_plural_value_and_singular_unit_is_rejected(tmp_path):
     [err] = errors_of(tmp_path, "rules:\n  - name: r\n    schedule: rate(5 minute)\n")
     assert ":3: schedule:" in err
+
+
+def test_a_destination_naming_an_undeclared_bus_is_an_error(tmp_path):
+    errs = errors_of(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern: {source: [x]}
+            targets:
+              - id: t
+                function: m.f
+                on_success: nowhere
+                on_failure: default
+        """)
+    assert errs == [f"{tmp_path / 'rules.yaml'}:7: on_success: bus 'nowhere' is not declared (declared: default)"]
+
+
+def test_a_destination_may_name_a_bus_declared_in_another_file(tmp_path):
+    write(tmp_path, "buses:\n  - name: results\n", "z-buses.yaml")
+    write(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern: {source: [x]}
+            targets: [{id: t, function: m.f, on_failure: results}]
+        """, "a-rules.yaml")
+    assert load_config(tmp_path).rules[("default", "a")].targets[0].on_failure == "results"
+
+
+class EchoTarget(_TargetBase, frozen=True, tag="echo"):
+    """A made-up second target kind, as a new kind would be declared in bus.config.model."""
+
+    echo: str
+
+
+def test_a_new_target_kind_is_loaded_by_its_key_with_no_change_to_the_loader(tmp_path, monkeypatch):
+    monkeypatch.setitem(TARGET_KINDS, "echo", EchoTarget)
+    write(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern: {source: [x]}
+            targets:
+              - {id: f, function: m.f}
+              - {id: e, echo: hello}
+        """)
+    f, e = load_config(tmp_path).rules[("default", "a")].targets
+    assert (type(f), type(e), e.echo) == (FunctionTarget, EchoTarget, "hello")
+
+
+def test_an_unknown_key_in_a_second_kind_of_target_names_its_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(TARGET_KINDS, "echo", EchoTarget)
+    [err] = errors_of(tmp_path, """\
+        rules:
+          - name: a
+            event_pattern: {source: [x]}
+            targets:
+              - id: e
+                echo: hello
+                retry_polcy: {}
+        """)
+    assert err.startswith(f"{tmp_path / 'rules.yaml'}:7: retry_polcy: unknown key (did you mean 'retry_policy'?)")
+
+
+def test_a_target_naming_no_kind_is_told_the_key_it_lacks(tmp_path):
+    [err] = errors_of(tmp_path, "rules:\n  - name: a\n    event_pattern: {source: [x]}\n    targets:\n      - id: t\n")
+    assert err == f"{tmp_path / 'rules.yaml'}:5: function: required key 'function' is missing"

@@ -5,13 +5,13 @@ error the way botocore parses them: `{"__type": ..., "message": ...}` with HTTP 
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
 
+from bus import identity
 from bus.broker.envelope import Entry, Origin, RequestError
 from bus.ids import new_id
 
@@ -25,10 +25,8 @@ Operation = Callable[[web.Request, dict[str, Any], Origin], Awaitable[dict[str, 
 
 def origin_of(request: web.Request) -> Origin:
     """Account from BUS_ACCOUNT; region from the SigV4 credential scope, else BUS_REGION."""
-    account = os.environ.get("BUS_ACCOUNT", "000000000000")
     m = _CREDENTIAL.search(request.headers.get("Authorization", ""))
-    region = m.group(1) if m else os.environ.get("BUS_REGION", "us-east-1")
-    return Origin(account=account, region=region)
+    return identity.from_env(region_override=m.group(1) if m else None)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:

@@ -6,32 +6,17 @@ Rules declared in YAML are read-only here (ManagedRuleException): change them in
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from bus import identity
 from bus.store import apirules
 from bus.broker.envelope import Origin, RequestError, bus_name
-from bus.config.model import FUNCTION_REF, RULE_NAME, TARGET_ID, Bus, FunctionTarget, RetryPolicy, Rule, Target
+from bus.config.model import Bus, FunctionTarget, RetryPolicy, Rule, Target
+from bus.config.validate import MAX_TARGETS_PER_RULE, Problem, validate_rule, validate_target
 from bus.patterns import PatternError, compile_pattern
-from bus.config.rulesfile import MAX_TARGETS_PER_RULE
-
-_LAMBDA_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[^:]*:[^:]*:function:([^:]+)(?::[^:]+)?$")
-
-
-def _bus_arn(origin: Origin, bus: str) -> str:
-    return f"arn:aws:events:{origin.region}:{origin.account}:event-bus/{bus}"
-
-
-def _rule_arn(origin: Origin, rule: Rule) -> str:
-    path = rule.name if rule.bus == "default" else f"{rule.bus}/{rule.name}"
-    return f"arn:aws:events:{origin.region}:{origin.account}:rule/{path}"
-
-
-def _function_arn(origin: Origin, function: str) -> str:
-    return f"arn:aws:lambda:{origin.region}:{origin.account}:function:{function}"
 
 
 def _broker(request: web.Request):
@@ -52,7 +37,7 @@ def _page(items: list, body: dict[str, Any], key: str) -> dict[str, Any]:
 async def list_event_buses(request: web.Request, body: dict, origin: Origin) -> dict:
     buses: dict[str, Bus] = _broker(request).router.config.buses
     prefix = body.get("NamePrefix") or ""
-    items = [{"Name": b.name, "Arn": _bus_arn(origin, b.name), "Description": b.description}
+    items = [{"Name": b.name, "Arn": identity.event_bus_arn(origin, b.name), "Description": b.description}
              for b in sorted(buses.values(), key=lambda b: b.name) if b.name.startswith(prefix)]
     return _page(items, body, "EventBuses")
 
@@ -62,13 +47,13 @@ async def describe_event_bus(request: web.Request, body: dict, origin: Origin) -
     bus = _broker(request).router.config.buses.get(name)
     if bus is None:
         raise RequestError("ResourceNotFoundException", f"Event bus {name} does not exist.")
-    return {"Name": bus.name, "Arn": _bus_arn(origin, bus.name), "Description": bus.description}
+    return {"Name": bus.name, "Arn": identity.event_bus_arn(origin, bus.name), "Description": bus.description}
 
 
 # --- reading rules -------------------------------------------------------------------------
 
 def _describe(origin: Origin, rule: Rule, managed_by_yaml: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"Name": rule.name, "Arn": _rule_arn(origin, rule), "State": rule.state,
+    out: dict[str, Any] = {"Name": rule.name, "Arn": identity.rule_arn(origin, rule.bus, rule.name), "State": rule.state,
                            "Description": rule.description, "EventBusName": rule.bus}
     if rule.event_pattern is not None:
         out["EventPattern"] = json.dumps(rule.event_pattern)
@@ -108,12 +93,12 @@ async def list_targets_by_rule(request: web.Request, body: dict, origin: Origin)
     rule, _ = _find(request, body, "Rule")
     items = []
     for t in rule.targets:
-        item: dict[str, Any] = {"Id": t.id, "Arn": _function_arn(origin, t.function), "RetryPolicy": {
+        item: dict[str, Any] = {"Id": t.id, "Arn": identity.function_arn(origin, t.function), "RetryPolicy": {
             "MaximumRetryAttempts": t.retry_policy.maximum_retry_attempts,
             "MaximumEventAgeInSeconds": t.retry_policy.maximum_event_age_seconds}}
         dlq = rule.bus + "/" + rule.name + "/" + t.id if t.dead_letter is True else t.dead_letter
         if dlq:
-            item["DeadLetterConfig"] = {"Arn": f"arn:aws:sqs:{origin.region}:{origin.account}:{dlq}"}
+            item["DeadLetterConfig"] = {"Arn": identity.queue_arn(origin, dlq)}
         items.append(item)
     return _page(items, body, "Targets")
 
@@ -139,44 +124,75 @@ async def _store(request: web.Request, rule: Rule | None, bus: str = "", name: s
 
 async def put_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     broker = _broker(request)
+    buses = broker.router.config.buses
     name, bus = body.get("Name"), bus_name(body.get("EventBusName"))
-    if not isinstance(name, str) or not RULE_NAME.match(name):
+    if not isinstance(name, str):
         raise RequestError("ValidationException", f"Parameter Name is not valid: {name!r}.")
-    if bus not in broker.router.config.buses:
-        raise RequestError("ResourceNotFoundException", f"Event bus {bus} does not exist.")
     if (bus, name) in broker.yaml_config.rules:
         raise RequestError("ManagedRuleException", f"Rule {name} is declared in YAML; change it in the rules files.")
-    pattern, schedule = _pattern(body.get("EventPattern")), body.get("ScheduleExpression")
-    if (pattern is None) == (schedule is None):
-        raise RequestError("ValidationException", "Parameter(s) EventPattern or ScheduleExpression must be specified.")
-    if schedule is not None:
-        _check_schedule(schedule)
     state = body.get("State") or "ENABLED"
-    if state not in ("ENABLED", "DISABLED"):
-        raise RequestError("ValidationException", f"Parameter State is not valid: {state}.")
     old = broker.router.config.rules.get((bus, name))
     rule = Rule(name=name, bus=bus, description=body.get("Description") or "", state=state,
-                event_pattern=pattern, schedule=schedule, targets=old.targets if old else [])
+                event_pattern=_pattern(body.get("EventPattern")), schedule=body.get("ScheduleExpression"),
+                targets=old.targets if old else [])
+    _raise_first(validate_rule(rule, buses), rule)
+    if state not in ("ENABLED", "DISABLED"):  # YAML's loader checks this as a type (a Literal)
+        raise RequestError("ValidationException", f"Parameter State is not valid: {state}.")
     await _store(request, rule)
-    return {"RuleArn": _rule_arn(origin, rule)}
+    return {"RuleArn": identity.rule_arn(origin, rule.bus, rule.name)}
 
 
 def _pattern(text: Any) -> dict | None:
-    if text is None:
-        return None
+    """EventPattern's JSON text as a dict; validating it is validate_rule's job."""
+    if text is None or isinstance(text, dict):
+        return text
     try:
-        compile_pattern(text)
-    except PatternError as exc:
-        raise RequestError("InvalidEventPatternException", str(exc)) from None
-    return msgspec.json.decode(text) if isinstance(text, str) else text
+        return msgspec.json.decode(text)
+    except (msgspec.DecodeError, TypeError):
+        try:
+            compile_pattern(text)  # says what is wrong with it in AWS's words
+        except PatternError as exc:
+            raise RequestError("InvalidEventPatternException", str(exc)) from None
+        raise RequestError("InvalidEventPatternException", "Event pattern is not valid JSON.") from None
 
 
-def _check_schedule(expr: Any) -> None:
-    from bus.scheduler.expression import ScheduleError, parse_schedule
-    try:
-        parse_schedule(expr)
-    except (ScheduleError, ValueError, TypeError) as exc:
-        raise RequestError("ValidationException", str(exc)) from None
+# What AWS answers for each failed check of bus.config.validate: (exception, message).
+def _aws_error(p: Problem, rule: Rule) -> RequestError:
+    tid = rule.targets[p.target].id if p.target is not None and p.target < len(rule.targets) else None
+    return _target_error(p, tid) if p.target is not None else _rule_error(p, rule)
+
+
+def _rule_error(p: Problem, rule: Rule) -> RequestError:
+    if p.check == "name":
+        return RequestError("ValidationException", f"Parameter Name is not valid: {rule.name!r}.")
+    if p.check == "bus":
+        return RequestError("ResourceNotFoundException", f"Event bus {rule.bus} does not exist.")
+    if p.check == "event_pattern":
+        return RequestError("InvalidEventPatternException", p.message)
+    if p.check == "pattern_or_schedule":
+        return RequestError("ValidationException", "Parameter(s) EventPattern or ScheduleExpression must be specified.")
+    if p.check == "too_many_targets":
+        return RequestError("LimitExceededException", f"A rule can have at most {MAX_TARGETS_PER_RULE} targets.")
+    return RequestError("ValidationException", p.message)  # schedule: its message is AWS's already
+
+
+def _target_error(p: Problem, tid: Any) -> RequestError:
+    if p.check == "target_id":
+        return RequestError("ValidationException", f"Parameter Id is not valid: {tid!r}.")
+    if p.check == "function":
+        return RequestError("ValidationException",
+                            f"Target {tid}: Arn must name a function as arn:aws:lambda:<region>:<account>:function:module.handler.")
+    if p.check == "retry_policy":
+        return RequestError("ValidationException", f"Target {tid}: RetryPolicy is out of range.")
+    if p.check == "destination":
+        return RequestError("ResourceNotFoundException", f"Target {tid}: {p.message}.")
+    return RequestError("ValidationException", f"Target {tid}: {p.message}.")
+
+
+def _raise_first(problems: list[Problem], rule: Rule) -> None:
+    """AWS answers with one error: the first, in validate_rule's fixed order."""
+    if problems:
+        raise _aws_error(problems[0], rule)
 
 
 async def _set_state(request: web.Request, body: dict, state: str) -> dict:
@@ -203,38 +219,40 @@ async def delete_rule(request: web.Request, body: dict, origin: Origin) -> dict:
 
 async def put_targets(request: web.Request, body: dict, origin: Origin) -> dict:
     rule = _api_rule(request, body, "Rule")
+    buses = _broker(request).router.config.buses
     targets = {t.id: t for t in rule.targets}
     failed = []
     for raw in body.get("Targets") or []:
-        try:
+        try:  # AWS fails the entry, not the request
             target = _target(raw)
+            problems = validate_target(target, buses)
+            if problems:
+                raise _target_error(problems[0], target.id)
         except RequestError as err:
             failed.append({"TargetId": raw.get("Id"), "ErrorCode": err.type, "ErrorMessage": err.message})
             continue
         targets[target.id] = target
-    if len(targets) > MAX_TARGETS_PER_RULE:
-        raise RequestError("LimitExceededException", f"A rule can have at most {MAX_TARGETS_PER_RULE} targets.")
-    await _store(request, msgspec.structs.replace(rule, targets=list(targets.values())))
+    changed = msgspec.structs.replace(rule, targets=list(targets.values()))
+    _raise_first(validate_rule(changed, buses), changed)  # what is left is the rule's own: too many targets
+    await _store(request, changed)
     return {"FailedEntryCount": len(failed), "FailedEntries": failed}
 
 
 def _target(raw: dict) -> Target:
-    tid, arn = raw.get("Id"), raw.get("Arn") or ""
-    if not isinstance(tid, str) or not TARGET_ID.match(tid):
-        raise RequestError("ValidationException", f"Parameter Id is not valid: {tid!r}.")
-    m = _LAMBDA_ARN.match(arn)
-    function = m.group(1) if m else arn
-    if not FUNCTION_REF.match(function):
-        raise RequestError("ValidationException",
-                           f"Target {tid}: Arn must name a function as arn:aws:lambda:<region>:<account>:function:module.handler.")
+    """A PutTargets entry as a target; validate_target says whether it is a good one.
+
+    PutTargets has no way to name Lambda destinations (AWS sets them on the function, with
+    PutFunctionEventInvokeConfig), so targets made here have neither on_success nor on_failure."""
+    tid, arn = raw.get("Id"), raw.get("Arn")
+    arn = arn if isinstance(arn, str) else ""  # not text: no function, which validate_target reports
     retry = raw.get("RetryPolicy") or {}
     policy = RetryPolicy(maximum_retry_attempts=retry.get("MaximumRetryAttempts", 185),
                          maximum_event_age_seconds=retry.get("MaximumEventAgeInSeconds", 86400))
-    if not (0 <= policy.maximum_retry_attempts <= 185 and 60 <= policy.maximum_event_age_seconds <= 86400):
+    if not all(type(v) is int for v in (policy.maximum_retry_attempts, policy.maximum_event_age_seconds)):
         raise RequestError("ValidationException", f"Target {tid}: RetryPolicy is out of range.")
     dlq_arn = (raw.get("DeadLetterConfig") or {}).get("Arn")
-    return FunctionTarget(id=tid, function=function, retry_policy=policy,
-                  dead_letter=dlq_arn.rsplit(":", 1)[-1] if dlq_arn else False)
+    return FunctionTarget(id=tid, function=identity.function_name(arn) or arn, retry_policy=policy,
+                          dead_letter=identity.queue_name(dlq_arn) if dlq_arn else False)
 
 
 async def remove_targets(request: web.Request, body: dict, origin: Origin) -> dict:

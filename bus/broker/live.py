@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from bus.broker.ingest import Ingestor
 from bus.broker.router import Router
 from bus.config.model import Config
+from bus.config.ruleset import merge
 from bus.config.rulesfile import ConfigError, load_config, rule_files
 from bus.store import apirules
 from bus.store.queue import Queue
@@ -38,7 +39,7 @@ class Broker:
         await self.queue.publish_targets(self.router.all_targets())
 
     async def _rebuild(self) -> None:
-        router = Router(apirules.merge(self.yaml_config, self.api_rules))
+        router = Router(merge(self.yaml_config, self.api_rules))
         await self.queue.publish_targets(router.all_targets())
         self.router = router
 

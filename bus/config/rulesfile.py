@@ -15,12 +15,12 @@ import msgspec
 import yaml
 
 from bus.config.model import (
-    BUS_NAME, DEFAULT_BUS, FUNCTION_REF, RULE_NAME, TARGET_ID,
-    Bus, Config, FunctionSettings, Rule, RulesFile,
+    BUS_NAME, DEFAULT_BUS, FUNCTION_REF, TARGET_KINDS,
+    Bus, Config, FunctionSettings, Rule, RulesFile, Target, with_kind,
 )
-from bus.patterns import PatternError, compile_pattern
+from bus.config.validate import MAX_TARGETS_PER_RULE, validate_rule
 
-MAX_TARGETS_PER_RULE = 5  # AWS's hard limit
+__all__ = ["ConfigError", "LoadError", "MAX_TARGETS_PER_RULE", "load_config", "rule_files"]
 
 
 @dataclass(frozen=True)
@@ -195,11 +195,11 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
                 errors.extend(_check_function(doc, path, ref, settings))
                 functions[ref] = settings
         for i, raw in enumerate(top.rules):
-            rule = _convert(doc, raw, Rule, ("rules", i), errors)
+            rule = _convert_rule(doc, raw, ("rules", i), errors)
             if rule is not None:
                 pending_rules.append((doc, ("rules", i), rule))
-    for doc, path, rule in pending_rules:
-        errors.extend(_check_rule(doc, path, rule, buses))
+    for doc, path, rule in pending_rules:  # after every file: a rule may name a bus declared in another
+        errors.extend(doc.error(path + p.path, p.message, p.key) for p in validate_rule(rule, buses))
         key = (rule.bus, rule.name)
         if key in rules:
             errors.append(doc.error(path + ("name",), f"rule {rule.name!r} is declared twice on bus {rule.bus!r}"))
@@ -218,54 +218,33 @@ def _check_function(doc: _Doc, path: Path_, ref: str, s: FunctionSettings) -> li
     return out
 
 
-def _check_rule(doc: _Doc, path: Path_, rule: Rule, buses: dict[str, Bus]) -> list[LoadError]:
-    out: list[LoadError] = []
-    if not RULE_NAME.match(rule.name):
-        out.append(doc.error(path + ("name",), f"invalid rule name {rule.name!r} (1-64 of A-Z a-z 0-9 . - _)"))
-    if rule.bus not in buses:
-        out.append(doc.error(path + ("bus",), f"bus {rule.bus!r} is not declared (declared: {', '.join(sorted(buses))})"))
-    if (rule.event_pattern is None) == (rule.schedule is None):
-        out.append(doc.error(path, "a rule needs exactly one of event_pattern or schedule", rule.name))
-    if rule.event_pattern is not None:
-        try:
-            compile_pattern(rule.event_pattern)
-        except PatternError as exc:
-            out.append(doc.error(path + ("event_pattern",), str(exc)))
-    if rule.schedule is not None:
-        out.extend(_check_schedule(doc, path, rule))
-    if len(rule.targets) > MAX_TARGETS_PER_RULE:
-        out.append(doc.error(path + ("targets",), f"at most {MAX_TARGETS_PER_RULE} targets per rule"))
-    seen: set[str] = set()
-    for i, target in enumerate(rule.targets):
-        tpath = path + ("targets", i)
-        if target.id in seen:
-            out.append(doc.error(tpath + ("id",), f"target id {target.id!r} is used twice in this rule"))
-        seen.add(target.id)
-        if not TARGET_ID.match(target.id):
-            out.append(doc.error(tpath + ("id",), f"invalid target id {target.id!r}"))
-        if not FUNCTION_REF.match(target.function):
-            out.append(doc.error(tpath + ("function",), f"{target.function!r} is not module.handler"))
-        out.extend(_check_retry(doc, tpath + ("retry_policy",), target))
-    return out
+def _convert_rule(doc: _Doc, raw: Any, path: Path_, errors: list[LoadError]) -> Rule | None:
+    """A rule, its targets converted one by one so each is given its kind from its key first."""
+    targets = raw.get("targets") if isinstance(raw, dict) else None
+    if not isinstance(targets, list):  # absent or the wrong type: msgspec says which, at its line
+        return _convert(doc, raw, Rule, path, errors)
+    converted = [_convert_target(doc, t, path + ("targets", i), errors) for i, t in enumerate(targets)]
+    rule = _convert(doc, {**raw, "targets": []}, Rule, path, errors)
+    if rule is None or any(t is None for t in converted):
+        return None
+    return msgspec.structs.replace(rule, targets=converted)
 
 
-def _check_retry(doc: _Doc, path: Path_, target) -> list[LoadError]:
-    p = target.retry_policy
-    out = []
-    if not 0 <= p.maximum_retry_attempts <= 185:
-        out.append(doc.error(path + ("maximum_retry_attempts",), "must be from 0 to 185"))
-    if not 60 <= p.maximum_event_age_seconds <= 86400:
-        out.append(doc.error(path + ("maximum_event_age_seconds",), "must be from 60 to 86400"))
-    if p.backoff_base_seconds <= 0 or p.backoff_max_seconds < p.backoff_base_seconds:
-        out.append(doc.error(path, "backoff_base_seconds must be > 0 and <= backoff_max_seconds"))
-    return out
+def _convert_target(doc: _Doc, raw: Any, path: Path_, errors: list[LoadError]) -> Target | None:
+    raw = with_kind(raw)
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    if isinstance(kind, str) and kind in TARGET_KINDS:
+        return _convert(doc, raw, TARGET_KINDS[kind], path, errors)
+    if kind is not None or not isinstance(raw, dict):
+        return _convert(doc, raw, Target, path, errors)  # msgspec names the bad `kind` or the wrong type
+    # No kind's key at all (a typo like `functon`): check it as the kind it most looks like, so the
+    # error is "unknown key ... did you mean 'function'" rather than a `kind` YAML never spells.
+    return _convert(doc, raw, TARGET_KINDS[_likely_kind(raw)], path, errors)
 
 
-def _check_schedule(doc: _Doc, path: Path_, rule: Rule) -> list[LoadError]:
-    from bus.scheduler.expression import ScheduleError
-    from bus.scheduler.plan import schedule_of
-    try:
-        schedule_of(rule)
-    except (ScheduleError, ValueError, KeyError) as exc:
-        return [doc.error(path + ("schedule",), str(exc))]
-    return []
+def _likely_kind(raw: dict) -> str:
+    kinds = list(TARGET_KINDS)
+    for key in raw:
+        if isinstance(key, str) and (close := difflib.get_close_matches(key, kinds, n=1)):
+            return close[0]
+    return kinds[0]

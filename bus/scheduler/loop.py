@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from datetime import UTC, datetime
 from typing import Callable, Protocol
 
@@ -22,9 +21,11 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bus import identity
 from bus.observe import metrics
 from bus.config.model import Rule
-from bus.store.deliveries import encode_delivery, new_delivery, stream_key
+from bus.store.deliveries import encode_delivery, new_delivery
+from bus.store.keys import stream_key
 from bus.broker.router import Router
 from bus.scheduler.expression import Schedule, ScheduleError
 from bus.scheduler.event import scheduled_event
@@ -71,8 +72,7 @@ class Scheduler:
         self._interval = min(tick_interval, lock_ttl / 3)  # renew well before the lock expires
         self._grace = grace
         self._limit = catch_up_limit
-        self._region = os.environ.get("BUS_REGION", "us-east-1")
-        self._account = os.environ.get("BUS_ACCOUNT", "000000000000")
+        self._who = identity.from_env()
         self._next_due: datetime | None = None
         self._reported: set[str] = set()  # signatures of invalid schedules already logged
 
@@ -152,7 +152,7 @@ class Scheduler:
 
     async def _fire(self, router: Router, rule_id: str, rule: Rule, sig: str, schedule: Schedule, at: datetime) -> int:
         records = router.targets_of(rule.bus, rule.name)
-        event = _encode(scheduled_event(rule, at, region=self._region, account=self._account))
+        event = _encode(scheduled_event(rule, at, self._who))
         # Ingested = now, not the scheduled time: a caught-up firing must not start out
         # older than its targets' maximum event age.
         ingested = self._clock.now().timestamp()

@@ -8,15 +8,22 @@ from __future__ import annotations
 import msgspec
 import redis.asyncio as aioredis
 
-from bus.config.model import Config, Rule
+from bus.config.model import Rule, with_kind
 from bus.store.keys import API_RULES, API_VERSION, api_rule_field
 
-_decode_rule = msgspec.json.Decoder(Rule).decode
+
+
+def decode_rule(raw: bytes) -> Rule:
+    """A stored rule; targets stored before they had a `kind` get it from their kind's key."""
+    data = msgspec.json.decode(raw)
+    if isinstance(data, dict) and isinstance(data.get("targets"), list):
+        data["targets"] = [with_kind(t) for t in data["targets"]]
+    return msgspec.convert(data, Rule)
 
 
 async def load(redis: aioredis.Redis) -> dict[tuple[str, str], Rule]:
     raw = await redis.hgetall(API_RULES)
-    rules = (_decode_rule(v) for v in raw.values())
+    rules = (decode_rule(v) for v in raw.values())
     return {(r.bus, r.name): r for r in rules}
 
 
@@ -37,10 +44,3 @@ async def delete(redis: aioredis.Redis, bus: str, name: str) -> None:
         pipe.incr(API_VERSION)
         await pipe.execute()
 
-
-def merge(yaml_config: Config, api_rules: dict[tuple[str, str], Rule]) -> Config:
-    """YAML rules win a name clash (the API refuses to create one, but YAML may add it later)."""
-    rules = dict(api_rules)
-    rules.update(yaml_config.rules)
-    rules = {k: r for k, r in rules.items() if r.bus in yaml_config.buses}
-    return Config(buses=yaml_config.buses, rules=rules, functions=yaml_config.functions)

@@ -12,9 +12,7 @@ import msgspec
 
 from bus.config.model import Config, FunctionSettings, FunctionTarget, Rule, Target
 from bus.ids import new_id
-from bus.store.keys import (  # noqa: F401 - the key names re-exported until every caller imports keys
-    FIELD, GROUP, PREFIX, REGISTRY, WORKERS, as_str, delayed_key, dlq_key, stream_key, target_key,
-)
+from bus.store.keys import stream_key, target_key
 
 
 class TargetRecord(msgspec.Struct, frozen=True):
@@ -109,5 +107,3 @@ def record_of(config: Config, rule: Rule, target: Target) -> TargetRecord:
     settings = config.function(target.function) if isinstance(target, FunctionTarget) else None
     return TargetRecord(bus=rule.bus, rule=rule.name, target=target, function=settings)
 
-
-TargetInfo = TargetRecord  # the old name, until every caller says TargetRecord

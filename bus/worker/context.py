@@ -6,6 +6,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from bus import identity
+
 
 @dataclass
 class LambdaContext:
@@ -31,9 +33,7 @@ class LambdaContext:
 
 @functools.lru_cache(maxsize=4096)
 def _function_arn(function: str) -> str:
-    region = os.environ.get("BUS_REGION", "us-east-1")
-    account = os.environ.get("BUS_ACCOUNT", "000000000000")
-    return f"arn:aws:lambda:{region}:{account}:function:{function}"
+    return identity.function_arn(identity.from_env(), function)
 
 
 def make_context(*, request_id: str, function: str, rule: str, target: str, bus: str,

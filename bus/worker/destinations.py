@@ -10,12 +10,9 @@ from typing import Any
 
 import msgspec
 
-from bus.broker.envelope import format_time
-from bus.ids import new_id
-from bus.store.deliveries import PREFIX, Delivery
-
-INBOX = f"{PREFIX}:inbox"  # stream of {"bus", "event"} awaiting routing by a broker
-INBOX_GROUP = "brokers"
+from bus.events import format_time, new_event
+from bus.identity import Identity
+from bus.store.deliveries import Delivery
 
 SUCCESS = "Lambda Function Invocation Result - Success"
 FAILURE = "Lambda Function Invocation Result - Failure"
@@ -38,9 +35,6 @@ def invocation_record(d: Delivery, *, function_arn: str, account: str, region: s
                             **({"functionError": "Unhandled"} if error else {})},
         "responsePayload": error if error else response,
     }
-    event = {
-        "version": "0", "id": new_id(), "detail-type": FAILURE if error else SUCCESS,
-        "source": "lambda", "account": account, "time": format_time(time.time()), "region": region,
-        "resources": [function_arn], "detail": detail,
-    }
+    event = new_event(Identity(account=account, region=region), "lambda", FAILURE if error else SUCCESS,
+                      format_time(time.time()), [function_arn], detail)
     return msgspec.json.encode(InboxItem(to_bus, event))

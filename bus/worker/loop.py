@@ -20,6 +20,7 @@ import uuid
 
 import msgspec
 
+from bus import identity
 from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.deadletters import make_dead_letter
@@ -72,8 +73,7 @@ class Worker:
         self._held = Held(self.settings.concurrency if prefetch is None else prefetch)
         self._stopping = False
         self._refreshed = 0.0
-        self.account = os.environ.get("BUS_ACCOUNT", "000000000000")
-        self.region = os.environ.get("BUS_REGION", "us-east-1")
+        self.identity = identity.from_env()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -340,9 +340,10 @@ class Worker:
             self.tracer.outcome(msgspec.json.decode(d.event).get("id"), d.target_key, attempt, outcome, detail)
 
     def _record(self, d: Delivery, notify: Notify) -> bytes:
-        arn = f"arn:aws:lambda:{self.region}:{self.account}:function:{d.function}"
+        who = self.identity
         response = msgspec.json.decode(notify.response) if notify.response else None
-        return invocation_record(d, function_arn=arn, account=self.account, region=self.region,
+        return invocation_record(d, function_arn=identity.function_arn(who, d.function), account=who.account,
+                                 region=who.region,
                                  condition=notify.condition, attempts=notify.attempts, response=response,
                                  error=notify.error, to_bus=notify.to_bus)
 
