@@ -39,9 +39,9 @@ def test_a_scheduled_event_is_such_an_event_with_the_rule_arn():
     assert event["resources"] == ["arn:aws:events:eu-west-1:123456789012:rule/n"]
 
 
-def test_a_scheduled_event_still_takes_region_and_account_by_keyword():
+def test_a_scheduled_event_of_another_bus_names_its_rule_with_the_bus():
     event = scheduled_event(Rule(name="n", bus="shop", schedule="rate(1 hour)"),
-                            datetime(2030, 1, 1, tzinfo=timezone.utc), region="eu-west-1", account="123456789012")
+                            datetime(2030, 1, 1, tzinfo=timezone.utc), Identity("123456789012", "eu-west-1"))
     assert event["resources"] == ["arn:aws:events:eu-west-1:123456789012:rule/shop/n"]
 
 

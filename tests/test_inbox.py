@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bus.broker.inbox import consume_inbox
+from bus.store.inbox import Inbox
 from bus.store import deadletters, keys
 
 EVENT = {"id": "ev-1", "source": "lambda", "detail-type": "Lambda Function Invocation Result - Success", "detail": {}}
@@ -47,7 +48,7 @@ def consume(redis_url: str, publish: Publisher, until: Callable[[Any], bool], id
         client = aioredis.from_url(redis_url)
         sync = redis_lib.Redis.from_url(redis_url)
         stop = asyncio.Event()
-        task = asyncio.create_task(consume_inbox(client, publish, stop, idle_ms=idle_ms))
+        task = asyncio.create_task(consume_inbox(Inbox(client), publish, stop, idle_ms=idle_ms))
         try:
             for _ in range(200):
                 if until(sync):

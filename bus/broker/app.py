@@ -10,6 +10,7 @@ from aiohttp import web
 from bus.broker import awsrules
 from bus.broker.dlq_routes import get_dead_letter, get_dlq, post_dlq_action
 from bus.broker.inbox import consume_inbox
+from bus.store.inbox import Inbox
 from bus.broker.live import Broker
 from bus.broker.routes import (
     aws_root, get_metrics, healthz, op_put_events, op_test_event_pattern, post_events, post_test_event_pattern,
@@ -58,7 +59,7 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
     await site.start()
     log.info("broker listening on http://%s:%d (%d rules)", host, port, len(config.rules))
     chores = [asyncio.create_task(broker.watch()), asyncio.create_task(broker.ingestor.tracer.watch()),
-              asyncio.create_task(consume_inbox(redis, broker.ingestor.publish))]
+              asyncio.create_task(consume_inbox(Inbox(redis), broker.ingestor.publish))]
     stop_scheduler = asyncio.Event()
     scheduler = asyncio.create_task(Scheduler(redis, lambda: broker.router).run(stop_scheduler))
     if ready:

@@ -17,14 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
-from bus.store.deadletters import (
-    INBOX_UNDECODABLE, INBOX_UNKNOWN_BUS, DeadLetter, encode_dead_letter, make_inbox_dead_letter, trim_min_id,
-)
-from bus.store.keys import FIELD, INBOX, INBOX_DLQ, INBOX_GROUP, as_str, dlq_key
-from bus.store.scripts import INBOX_DEAD_LETTER, run_script
+from bus.store.deadletters import INBOX_UNDECODABLE, INBOX_UNKNOWN_BUS, DeadLetter, make_inbox_dead_letter
+from bus.store.inbox import Inbox
+from bus.store.keys import FIELD, INBOX_DLQ, as_str
 from bus.worker.destinations import InboxItem
 
 log = logging.getLogger("bus.inbox")
@@ -34,23 +30,16 @@ _decode = msgspec.json.Decoder(InboxItem).decode
 Publish = Callable[[str, dict[str, Any], float], Awaitable[Any]]  # (bus, event, received)
 
 
-async def consume_inbox(redis: aioredis.Redis, publish: Publish, stop: asyncio.Event | None = None,
+async def consume_inbox(inbox: Inbox, publish: Publish, stop: asyncio.Event | None = None,
                         idle_ms: int = IDLE_MS) -> None:
     """`publish(bus, event, received)` routes one event (KeyError: no such bus); runs until
     cancelled or `stop` is set. Items another broker left pending for `idle_ms` are taken over."""
     consumer = f"{socket.gethostname()}-{os.getpid()}"
-    try:
-        await redis.xgroup_create(INBOX, INBOX_GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    await inbox.ensure_group()
     while stop is None or not stop.is_set():
         try:
-            _, claimed, *_ = await redis.xautoclaim(INBOX, INBOX_GROUP, consumer, idle_ms, "0-0", count=50)
-            fresh = await redis.xreadgroup(INBOX_GROUP, consumer, {INBOX: ">"}, count=50, block=1000)
-            entries = claimed + [e for _, batch in fresh or [] for e in batch]
-            for entry_id, fields in entries:
-                await _route(redis, publish, as_str(entry_id), fields)
+            for entry_id, fields in await inbox.take(consumer, idle_ms):
+                await _route(inbox, publish, entry_id, fields)
         except asyncio.CancelledError:
             raise
         except Exception:  # a Redis hiccup: the item stays pending and is retried after idle_ms
@@ -58,19 +47,15 @@ async def consume_inbox(redis: aioredis.Redis, publish: Publish, stop: asyncio.E
             await asyncio.sleep(1)
 
 
-async def _route(redis: aioredis.Redis, publish: Publish, entry_id: str, fields: dict) -> None:
+async def _route(inbox: Inbox, publish: Publish, entry_id: str, fields: dict) -> None:
     if fields:  # no fields: deleted meanwhile (Redis < 7 still returns it), only the ack is left
         letter = await _publish(publish, entry_id, fields)
         if letter is not None:
-            await run_script(redis, INBOX_DEAD_LETTER, [INBOX, dlq_key(INBOX_DLQ)],
-                             [INBOX_GROUP, entry_id, FIELD, encode_dead_letter(letter), trim_min_id()])
+            await inbox.dead_letter(entry_id, letter)
             log.error("inbox item %s cannot be routed (%s: %s): kept as a dead letter in DLQ %s",
                       entry_id, letter.error_code, letter.error_message, INBOX_DLQ)
             return
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xack(INBOX, INBOX_GROUP, entry_id)
-        pipe.xdel(INBOX, entry_id)
-        await pipe.execute()
+    await inbox.done(entry_id)
 
 
 async def _publish(publish: Publish, entry_id: str, fields: dict) -> DeadLetter | None:
