@@ -5,6 +5,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import wait_for
+from bus.store.keys import stream_key
 
 YAML = """
 buses:
@@ -70,10 +71,10 @@ def test_disabled_rule_stops_matching_and_enabled_rule_resumes(stack, client, r)
     client.disable_rule(Name="toggle")
     assert client.describe_rule(Name="toggle")["State"] == "DISABLED"
     client.put_events(Entries=[{"Source": "api", "DetailType": "T", "Detail": "{}"}])
-    assert r.xlen("busway:{default/toggle/t}:q") == 0
+    assert r.xlen(stream_key("default/toggle/t")) == 0
     client.enable_rule(Name="toggle")
     client.put_events(Entries=[{"Source": "api", "DetailType": "T", "Detail": "{}"}])
-    assert r.xlen("busway:{default/toggle/t}:q") == 1
+    assert r.xlen(stream_key("default/toggle/t")) == 1
 
 
 def test_invalid_pattern_is_an_invalid_event_pattern_exception(client):

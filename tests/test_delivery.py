@@ -2,7 +2,6 @@
 import json
 import time
 
-import pytest
 
 from bus.store.deliveries import Delivery
 from bus.store.keys import delayed_key, stream_key

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from bus.local.redisproc import free_port
+from bus.store.keys import stream_key
 from tests.conftest import wait_for
 from tests.httpc import aws, post
 
@@ -401,7 +402,7 @@ def test_redis_exporter_sees_the_queues_and_dlqs_compose_asks_for(live):
     """The queue panels fall back to these series where busway's own gauges are missing."""
     stack, prometheus = live
     queues = {r["metric"]["stream"] for r in prometheus.query('redis_stream_length{stream=~"busway:.+:q"}')}
-    assert "busway:{default/ok/sync}:q" in queues and "busway:{default/failing/to-dlq}:q" in queues
+    assert stream_key("default/ok/sync") in queues and stream_key("default/failing/to-dlq") in queues
     assert prometheus.query('redis_stream_group_messages_pending{group="busway"}')
     assert prometheus.query('redis_stream_length{stream=~"busway:dlq:.+"}'), "no DLQ stream seen"
     # The patterns pick streams only: busway's hash and sorted-set keys would log an error per scrape.

@@ -8,9 +8,10 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
 from bus.store.connect import HiredisPackingConnection, connect
+from bus.store.keys import stream_key
 
 COMMANDS = [
-    ("XADD", "busway:{default/r/t}:q", "*", "d", b"x" * 1100),
+    ("XADD", stream_key("default/r/t"), "*", "d", b"x" * 1100),
     ("SET", "k", 12), ("SET", "k", -2**70), ("SET", "k", 1.5), ("SET", "k", 3.25e10),
     ("SET", "k", "h\u00e9llo \u2603"), ("SET", "k", memoryview(b"abc")), ("SET", "k", b"y" * 100_000),
     ("XINFO CONSUMERS", "stream", "group"), (b"XINFO CONSUMERS", b"stream", "group"),
