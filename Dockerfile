@@ -8,7 +8,9 @@ FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# setup.py builds the compiled pattern engine (bus/patterns/_cengine.c) into the wheel; with
+# build-essential here it must build, or the image build fails.
+COPY pyproject.toml README.md setup.py ./
 COPY bus/ bus/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
@@ -19,6 +21,8 @@ ENV PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 10001 busway
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
+# The image matches patterns on the compiled engine, not the (slower) pure-Python fallback.
+RUN python -c "from bus.patterns import engine; assert engine.engine() == 'c', engine.ENGINES"
 WORKDIR /app
 COPY rules/ /app/rules/
 COPY workers/ /app/workers/

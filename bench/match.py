@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec  # noqa: E402
 
-from bus.patterns import index as patterns_index  # noqa: E402
+from bus.patterns import engine as patterns_engine  # noqa: E402
 from bus.patterns import Matcher, compile_pattern  # noqa: E402
 from bus.patterns.reference import reference_matches  # noqa: E402
 
@@ -251,7 +251,7 @@ def _matcher_only(n: int, args: argparse.Namespace) -> None:
     for raw in raw_events[:50]:
         matcher.matches_json(raw)  # the first match builds the automaton
     fast = throughput(matcher.matches_json, raw_events, args.seconds, trial_events=2000)
-    print(json.dumps({"rules": n, "engine": patterns_index.engine(), "events_per_s": fast}))
+    print(json.dumps({"rules": n, "engine": patterns_engine.engine(), "events_per_s": fast}))
 
 
 def _matcher_in_own_process(n: int, args: argparse.Namespace) -> float:
@@ -268,13 +268,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--engine", choices=["c", "python"], default=patterns_index.engine(),
+    parser.add_argument("--engine", choices=["c", "python"], default=patterns_engine.engine(),
                         help="the Matcher's engine (default: %(default)s, the one Matchers use here)")
     parser.add_argument("--same-process-only", action="store_true",
                         help="time the Matcher only in this process, next to the reference structures")
     parser.add_argument("--matcher-only", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    patterns_index.use_engine(args.engine)
+    patterns_engine.use_engine(args.engine)
     if args.matcher_only is not None:
         _matcher_only(args.matcher_only, args)
         return
@@ -290,9 +290,9 @@ def main() -> None:
 
     print(f"python {platform.python_version()} on {platform.machine()}, one core (best-of-trials CPU time); "
           f"{len(raw_events)} distinct events, {size:.0f} bytes and {leaves:.0f} leaves on average")
-    print(f"Matcher engine: {patterns_index.engine()} "
-          f"({'compiled, bus/patterns/_cengine.c' if patterns_index.engine() == 'c' else 'pure Python'}; "
-          f"available here: {', '.join(patterns_index.ENGINES)})")
+    print(f"Matcher engine: {patterns_engine.engine()} "
+          f"({'compiled, bus/patterns/_cengine.c' if patterns_engine.engine() == 'c' else 'pure Python'}; "
+          f"available here: {', '.join(patterns_engine.ENGINES)})")
     own = not args.same_process_only
     if own:
         print("Matcher timed in its own process (a fresh subprocess holding only the workload and the "

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from bus.patterns import Matcher, compile_pattern
-from bus.patterns.index import ENGINES, using_engine
+from bus.patterns.engine import ENGINES, using_engine
 from bus.patterns.reference import reference_matches
 
 EC2_EVENT = {

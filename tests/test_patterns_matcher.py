@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from bus.patterns import index as patterns_index
+from bus.patterns import engine as patterns_engine
 from bus.patterns import Matcher, PatternError, compile_pattern
-from bus.patterns.index import ENGINES, using_engine
+from bus.patterns.engine import ENGINES, using_engine
 from bus.patterns.reference import reference_matches
 
 
@@ -219,23 +219,31 @@ def test_many_rules_on_one_field_match_like_the_reference():
         assert matcher.matches(event) == [n for n, p in patterns.items() if reference_matches(p, event)]
 
 
-def test_the_engine_in_use_can_be_chosen(engine):
-    assert patterns_index.engine() == engine
-    assert "python" in ENGINES
+def test_the_engine_in_use_can_be_chosen(engine, monkeypatch):
+    # The chosen engine is the one that runs: the pure-Python run only when "python" is chosen.
+    from bus.patterns import index
+    runs = []
+    python_run = index.match_python
+    monkeypatch.setattr(index, "match_python", lambda *args: runs.append(1) or python_run(*args))
+    matcher = Matcher()
+    matcher.add("r", {"source": ["shop"]})
+    assert matcher.matches({"source": "shop"}) == ["r"]
+    assert patterns_engine.engine() == engine
+    assert len(runs) == (1 if engine == "python" else 0)
 
 
 def test_without_the_compiled_engine_matching_falls_back_to_python(engine):
     # As on a machine where bus/patterns/_cengine.c could not be built.
     code = ("import sys; sys.modules['bus.patterns._cengine'] = None\n"
-            "from bus.patterns import index as patterns_index\n"
+            "from bus.patterns import engine as patterns_engine\n"
             "from bus.patterns import Matcher\n"
             "m = Matcher(); m.add('r', {'source': [{'prefix': 'sh'}]})\n"
-            "print(patterns_index.engine(), patterns_index.ENGINES, m.matches_json(b'{\"source\": \"shop\"}'))\n")
+            "print(patterns_engine.engine(), patterns_engine.ENGINES, m.matches_json(b'{\"source\": \"shop\"}'))\n")
     assert _in_fresh_python(code).split() == ["python", "('python',)", "['r']"]
 
 
 def test_busway_patterns_engine_python_forces_the_pure_python_engine(engine):
-    code = "from bus.patterns import index as patterns_index; print(patterns_index.engine())"
+    code = "from bus.patterns import engine as patterns_engine; print(patterns_engine.engine())"
     env = dict(os.environ, BUSWAY_PATTERNS_ENGINE="python")
     assert _in_fresh_python(code, env).strip() == "python"
 
@@ -341,16 +349,16 @@ def test_changes_after_matching_answer_like_a_fresh_matcher():
 
 def test_a_compiled_engine_of_another_layout_is_ignored(engine):
     # A stale build (bus/patterns/_cengine.c changed, the extension not rebuilt) must not be
-    # misread: patterns_index warns and matches in pure Python.
+    # misread: bus.patterns.engine warns and matches in pure Python.
     code = ("import sys, types, warnings\n"
             "stale = types.ModuleType('bus.patterns._cengine'); stale.LAYOUT = -1\n"
             "sys.modules['bus.patterns._cengine'] = stale\n"
             "with warnings.catch_warnings(record=True) as caught:\n"
             "    warnings.simplefilter('always')\n"
-            "    from bus.patterns import index as patterns_index\n"
+            "    from bus.patterns import engine as patterns_engine\n"
             "from bus.patterns import Matcher\n"
             "m = Matcher(); m.add('r', {'source': [{'prefix': 'sh'}]})\n"
-            "print(patterns_index.engine(), any('stale build' in str(w.message) for w in caught),"
+            "print(patterns_engine.engine(), any('stale build' in str(w.message) for w in caught),"
             " m.matches_json(b'{\"source\": \"shop\"}'))\n")
     assert _in_fresh_python(code).split() == ["python", "True", "['r']"]
 

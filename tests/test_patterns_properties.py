@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bus.patterns import Matcher, PatternError, compile_pattern
-from bus.patterns.index import ENGINES, using_engine
+from bus.patterns.engine import ENGINES, using_engine
 from bus.patterns.reference import reference_matches
 
 KEYS = ["a", "b", "c"]

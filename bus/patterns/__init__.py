@@ -1,4 +1,4 @@
-"""EventBridge event patterns: compile, validate and match (the public face of the bus.patterns_* modules).
+"""EventBridge event patterns: compile, validate and match (the public face of the bus.patterns modules).
 
     compile_pattern(p).matches(event)   one pattern, one event (p: dict or JSON text)
     Matcher().add(name, p) / .remove(name) / .matches(event) / .matches_json(raw)
@@ -7,11 +7,13 @@
 
 Semantics follow AWS EventBridge (user guide: "Creating event patterns", "Content filtering
 in Amazon EventBridge event patterns") and event-ruler, the engine behind it:
-- patterns_parse: validation with AWS's messages, `$or` expansion and limits
-- patterns_ops: the operators, one class each
-- patterns_eval: exact evaluation of one pattern
-- patterns_index: the shared automaton that makes many rules cost about as much as a few
-- patterns_reference: a naive evaluator used as the yardstick in tests and benchmarks
+- parse: validation with AWS's messages, `$or` expansion and limits
+- ops: the operators, one class each
+- evaluate: exact evaluation of one pattern
+- index: the shared automaton that makes many rules cost about as much as a few, built of
+  fields (its states and per-field lookup tables), ordered by selectivity, run by walk
+  (pure Python) or the compiled engine (_cengine.c, laid out by cbuild; engine says which)
+- reference: a naive evaluator used as the yardstick in tests and benchmarks
 """
 from __future__ import annotations
 

@@ -1,22 +1,21 @@
-/* The optional compiled engine of bus/patterns_index.py: the event walk and the automaton
- * run of RuleIndex._match_python, over the same structures, with the same answers.
+/* The compiled engine of bus/patterns: the event walk and the automaton run of
+ * bus/patterns/walk.py's match_python, over the same structures, with the same answers.
  *
  *   match(event, trie, n_paths, root) -> (rule ids, with repeats; set of "multi" path ids or None)
+ *   pack(spec) -> Pack       one field's spec tuple (slots: S_* below, names: SPEC) packed
  *
- * trie:   tuple of (key, path id or -1, kids trie)                     (patterns_index._c_trie)
- * state:  a _State; this reads its `ctrans`: (rule ids ending there, then per field leaving it
- *         four items: path id, exact table, pack, _FieldIndex), pack being what pack(spec)
- *         makes of the spec tuple _FieldIndex.rebuild builds (S_* below; "packed fields"
- *         further down), also for an exact table of several values; or (path id, value,
- *         None, next state or states) when the exact table decides alone and has one value;
- *         a spec tuple instead of a pack, or (path id, exact table, None, None), are read
- *         too (see patterns_index._c_transition).
+ * All of it is laid out by bus/patterns/cbuild.py, the one Python module that knows it:
+ * trie:   tuple of (key, path id or -1, kids trie)                            (cbuild.trie)
+ * state:  a cbuild.CState; this reads its `ctrans`: (rule ids ending there, then per field
+ *         leaving it three items: path id, Pack, FieldIndex; or path id, value, next state
+ *         or states, when the field is one exact value)              (CAutomaton.freeze)
  *
  * Exact values, prefixes, suffixes, ASCII case-insensitive forms, wildcards, numeric ranges
  * by boundaries, dotted-quad IPv4 blocks and anything-but of plain values, prefixes and
- * suffixes are probed here; everything else (other anything-but forms, non-ASCII case
- * folding, IPv6, ranges too many to segment, values that are not JSON scalars) is handed to
- * the Python probe functions in the spec, which append to a list like they do in Python.
+ * suffixes are probed here; other conditions are tested by calling their `test`, and what
+ * needs Python's own parsing or folding (non-ASCII case folding, IPv6, ranges too many to
+ * segment, values that are not JSON scalars) is handed to the FieldIndex probe functions in
+ * the spec, which append to a list like they do in Python.
  *
  * Every object this holds across a call that may run Python code is a strong reference, so
  * a misbehaving caller gets wrong answers at worst, never freed memory. */
@@ -25,21 +24,33 @@
 #include <structmember.h>
 #include <stdint.h>
 
-/* The version of the layout of specs, trie nodes and transitions below; patterns_index
- * checks it (bump both together). */
-#define LAYOUT 6
+/* The version of the layout of specs, trie nodes and transitions; bus/patterns/cbuild.py
+ * has the same LAYOUT (bump both together) and checks SPEC against its own. */
+#define LAYOUT 7
 
 enum {
-    S_EXACT, S_EXACT_ONLY, S_PRESENT, S_ABSENT,
+    S_EXACT, S_PRESENT, S_ABSENT,
     S_PREFIX, S_PREFIX_LENS, S_SUFFIX, S_SUFFIX_LENS,
-    S_CI_EXACT, S_CI_PREFIX, S_CI_PREFIX_LENS, S_CI_SUFFIX, S_CI_SUFFIX_LENS,
-    S_HAS_CI, S_PROBE_CI, S_BOUNDS, S_SEGMENTS, S_BOUNDS_DOUBLES, S_CIDR, S_PROBE_CIDR,
-    S_WILD_HEAD_LENS, S_WILD, S_STR_FALLBACK, S_NUM_FALLBACK, S_OTHER_FALLBACK,
-    S_NEGATIONS, S_PROBE_GENERIC, S_SIZE
+    S_CI_EXACT, S_CI_PREFIX, S_CI_PREFIX_LENS, S_CI_SUFFIX, S_CI_SUFFIX_LENS, S_HAS_CI, S_PROBE_CI,
+    S_BOUNDS, S_SEGMENTS, S_BOUNDS_DOUBLES, S_PROBE_RANGES,
+    S_CIDR, S_PROBE_CIDR,
+    S_WILD_HEAD_LENS, S_WILD,
+    S_NEGATIONS, S_REST, S_PROBE_GENERIC, S_SIZE
 };
+/* The names of the S_* slots, in order (exported as SPEC). */
+static const char *const SPEC_NAMES[S_SIZE] = {
+    "exact", "present", "absent",
+    "prefix", "prefix_lens", "suffix", "suffix_lens",
+    "ci_exact", "ci_prefix", "ci_prefix_lens", "ci_suffix", "ci_suffix_lens", "has_ci", "probe_ci",
+    "bounds", "segments", "bounds_doubles", "probe_ranges",
+    "cidr", "probe_cidr",
+    "wild_head_lens", "wild",
+    "negations", "rest", "probe_generic",
+};
+static PyObject *TEST_NAME;  /* "test", the method of a condition */
 
 static PyObject *TRUE_KEY, *FALSE_KEY;
-/* _State and the offset of its `ctrans` slot (read directly: a getattr per state visited
+/* cbuild.CState and the offset of its `ctrans` slot (read directly: a getattr per state visited
  * was a tenth of the time). */
 static PyTypeObject *StateType;
 static Py_ssize_t ctrans_offset;
@@ -79,7 +90,7 @@ static void vec_free(Vec *v) {
     v->cap = 32;
 }
 
-/* ---- the event walk (patterns_index._walk / _walk_array) ------------------------------ */
+/* ---- the event walk (walk.py's _walk / _walk_array) ----------------------------------- */
 
 /* The path ids that got values from under an array of two or more objects, as bits (the
  * Python set match() returns is made once at the end). */
@@ -246,16 +257,10 @@ static int walk_object(PyObject *obj, PyObject *kids, PyObject **flat, Py_ssize_
     return 0;
 }
 
-/* ---- probing one scalar against one field (the _FieldIndex._probe_* methods) ----------- */
-
-static int push_hit(Vec *hits, PyObject *table, PyObject *key) {
-    PyObject *hit = PyDict_GetItemWithError(table, key);  /* a non-empty tuple of states */
-    if (hit == NULL) return PyErr_Occurred() ? -1 : 0;
-    return vec_push(hits, hit);
-}
+/* ---- probing one scalar against one field (the FieldIndex._probe_* methods) ------------ */
 
 /* Prefix, suffix and case-insensitive tables for this engine are keyed by the FNV-1a hash
- * of the key's code points (from the end for suffixes; patterns_index._affix_hashes), each
+ * of the key's code points (from the end for suffixes; cbuild._affix_hashes), each
  * to a tuple of (key, payload). One pass over the value hashes all its prefixes (suffixes),
  * so probing a length costs no new string and no siphash; a candidate is then compared
  * character by character. `fold`: compare ASCII-lower-cased (v is ASCII, keys are lower
@@ -277,63 +282,11 @@ static int affix_equals(PyObject *key, PyObject *v, Py_ssize_t start, Py_ssize_t
     return 1;
 }
 
-static int probe_hashed(Vec *hits, PyObject *table, PyObject *lens, PyObject *v, int suffix, int fold,
-                        int whole, int group) {
-    if (PyDict_GET_SIZE(table) == 0) return 0;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(v), hashed = 0;
-    int kind = PyUnicode_KIND(v);
-    const void *data = PyUnicode_DATA(v);
-    uint64_t h = FNV_OFFSET;
-    Py_ssize_t count = whole ? 1 : PyTuple_GET_SIZE(lens);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t size = n;
-        if (!whole) {
-            size = PyLong_AsSsize_t(PyTuple_GET_ITEM(lens, i));
-            if (size == -1 && PyErr_Occurred()) return -1;
-            if (size > n) break;  /* lens are sorted; a longer key cannot match */
-        }
-        for (; hashed < size; hashed++) {
-            h ^= folded(PyUnicode_READ(kind, data, suffix ? n - 1 - hashed : hashed), fold);
-            h *= FNV_PRIME;
-        }
-        PyObject *key = PyLong_FromUnsignedLongLong(h);
-        if (key == NULL) return -1;
-        PyObject *candidates = PyDict_GetItemWithError(table, key);
-        Py_DECREF(key);
-        if (candidates == NULL) {
-            if (PyErr_Occurred()) return -1;
-            continue;
-        }
-        Py_INCREF(candidates);
-        int rc = 0;
-        for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(candidates) && rc == 0; c++) {
-            PyObject *entry = PyTuple_GET_ITEM(candidates, c);
-            if (!affix_equals(PyTuple_GET_ITEM(entry, 0), v, suffix ? n - size : 0, size, fold)) continue;
-            PyObject *payload = PyTuple_GET_ITEM(entry, 1);
-            if (!group) {
-                rc = vec_push(hits, payload);
-            } else {
-                for (Py_ssize_t g = 0; g < PyList_GET_SIZE(payload) && rc == 0; g++)
-                    rc = vec_push(hits, PyTuple_GET_ITEM(PyList_GET_ITEM(payload, g), 1));
-            }
-        }
-        Py_DECREF(candidates);
-        if (rc < 0) return -1;
-    }
-    return 0;
-}
-
 static int call_probe(PyObject *probe, PyObject *field, PyObject *v, PyObject **pyhits) {
     if (*pyhits == NULL && (*pyhits = PyList_New(0)) == NULL) return -1;
     PyObject *r = PyObject_CallFunctionObjArgs(probe, field, v, *pyhits, NULL);
     if (r == NULL) return -1;
     Py_DECREF(r);
-    return 0;
-}
-
-static int call_probes(PyObject *probes, PyObject *field, PyObject *v, PyObject **pyhits) {
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(probes); i++)
-        if (call_probe(PyTuple_GET_ITEM(probes, i), field, v, pyhits) < 0) return -1;
     return 0;
 }
 
@@ -367,30 +320,6 @@ static int parse_ipv4(PyObject *v, uint32_t *address) {
     return 1;
 }
 
-static int probe_cidr(Vec *hits, PyObject *spec, PyObject *field, PyObject *v, PyObject **pyhits) {
-    PyObject *blocks = PyTuple_GET_ITEM(spec, S_CIDR);
-    uint32_t address;
-    int parsed = parse_ipv4(v, &address);
-    if (parsed == 0) return 0;
-    if (parsed < 0) {  /* IPv6, or nothing: parse_ip and the Python probe decide */
-        if (PyUnicode_FindChar(v, ':', 0, PyUnicode_GET_LENGTH(v), 1) < 0) return 0;
-        return call_probe(PyTuple_GET_ITEM(spec, S_PROBE_CIDR), field, v, pyhits);
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(blocks); i++) {
-        PyObject *block = PyTuple_GET_ITEM(blocks, i);  /* (version, shift, table) */
-        long version = PyLong_AsLong(PyTuple_GET_ITEM(block, 0));
-        long shift = PyLong_AsLong(PyTuple_GET_ITEM(block, 1));
-        if ((version == -1 || shift == -1) && PyErr_Occurred()) return -1;
-        if (version != 4 || shift < 0 || shift > 32) continue;
-        PyObject *network = PyLong_FromUnsignedLongLong((uint64_t)address >> shift);
-        if (network == NULL) return -1;
-        int r = push_hit(hits, PyTuple_GET_ITEM(block, 2), network);
-        Py_DECREF(network);
-        if (r < 0) return -1;
-    }
-    return 0;
-}
-
 /* v as a double when that is exact (every float; ints up to 2**53). */
 static int exact_double(PyObject *v, double *d) {
     if (PyFloat_CheckExact(v)) {
@@ -405,37 +334,14 @@ static int exact_double(PyObject *v, double *d) {
     return 1;
 }
 
-static int probe_ranges(Vec *hits, PyObject *spec, PyObject *v) {
+/* The segment of v by comparing it with the bound objects (packed_ranges, for values or
+ * bounds that are not exact doubles): bisect_left, as FieldIndex._probe_ranges. */
+static int ranges_by_objects(Vec *hits, PyObject *spec, PyObject *v) {
     PyObject *bounds = PyTuple_GET_ITEM(spec, S_BOUNDS);
-    if (bounds == Py_None) return 0;  /* scanned by the Python _probe_ranges instead */
     Py_INCREF(bounds);
     int rc = -1;
     Py_ssize_t lo = 0, hi = PyList_GET_SIZE(bounds), n = hi;
-    PyObject *packed = PyTuple_GET_ITEM(spec, S_BOUNDS_DOUBLES);
-    double d;
-    int fast = packed != Py_None && PyBytes_GET_SIZE(packed) == n * (Py_ssize_t)sizeof(double);
-    if (fast && (fast = exact_double(v, &d)) < 0) goto done;
-    if (fast) {
-        /* The same bisect_left on exact doubles (NaN compares like in Python: never less). */
-        const char *b = PyBytes_AS_STRING(packed);
-        double bound;
-        while (lo < hi) {
-            Py_ssize_t mid = (lo + hi) / 2;
-            memcpy(&bound, b + mid * sizeof(double), sizeof(double));
-            if (bound < d) lo = mid + 1; else hi = mid;
-        }
-        Py_ssize_t cell = 2 * lo;
-        if (lo < n) {
-            memcpy(&bound, b + lo * sizeof(double), sizeof(double));
-            cell += bound == d;
-        }
-        PyObject *segments = PyTuple_GET_ITEM(spec, S_SEGMENTS);
-        if (cell >= PyList_GET_SIZE(segments)) { PyErr_SetString(PyExc_IndexError, "segment"); goto done; }
-        PyObject *states = PyList_GET_ITEM(segments, cell);
-        rc = PyTuple_GET_SIZE(states) ? vec_push(hits, states) : 0;
-        goto done;
-    }
-    while (lo < hi) {  /* bisect_left */
+    while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
         int less = PyObject_RichCompareBool(PyList_GET_ITEM(bounds, mid), v, Py_LT);
         if (less < 0) goto done;
@@ -475,53 +381,7 @@ static int glob_match(PyObject *v, PyObject *segments) {
     return 1;
 }
 
-/* _FieldIndex._probe_wildcard: candidates by literal head, then tail; each confirmed. */
-static int probe_wildcard(Vec *hits, PyObject *spec, PyObject *v) {
-    PyObject *head_lens = PyTuple_GET_ITEM(spec, S_WILD_HEAD_LENS), *wild = PyTuple_GET_ITEM(spec, S_WILD);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(head_lens); i++) {
-        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(head_lens, i));
-        if (size == -1 && PyErr_Occurred()) return -1;
-        if (size > n) break;
-        PyObject *head = PyUnicode_Substring(v, 0, size);
-        if (head == NULL) return -1;
-        PyObject *entry = PyDict_GetItemWithError(wild, head);  /* (tail lens, {tail: group}) */
-        Py_DECREF(head);
-        if (entry == NULL) {
-            if (PyErr_Occurred()) return -1;
-            continue;
-        }
-        Py_INCREF(entry);
-        int rc = 0;
-        PyObject *tail_lens = PyTuple_GET_ITEM(entry, 0), *tails = PyTuple_GET_ITEM(entry, 1);
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(tail_lens) && rc == 0; j++) {
-            Py_ssize_t tail_size = PyLong_AsSsize_t(PyTuple_GET_ITEM(tail_lens, j));
-            if (tail_size == -1 && PyErr_Occurred()) { rc = -1; break; }
-            if (tail_size > n) break;
-            PyObject *tail = PyUnicode_Substring(v, n - tail_size, n);
-            if (tail == NULL) { rc = -1; break; }
-            PyObject *group = PyDict_GetItemWithError(tails, tail);  /* ((segments, states), ...) */
-            Py_DECREF(tail);
-            if (group == NULL) {
-                if (PyErr_Occurred()) rc = -1;
-                continue;
-            }
-            Py_INCREF(group);
-            for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(group) && rc == 0; g++) {
-                PyObject *item = PyTuple_GET_ITEM(group, g);
-                int m = glob_match(v, PyTuple_GET_ITEM(item, 0));
-                if (m < 0) rc = -1;
-                else if (m) rc = vec_push(hits, PyTuple_GET_ITEM(item, 1));
-            }
-            Py_DECREF(group);
-        }
-        Py_DECREF(entry);
-        if (rc < 0) return -1;
-    }
-    return 0;
-}
-
-/* anything-but conditions of plain values, prefixes and suffixes (patterns_index._c_negation):
+/* anything-but conditions of plain values, prefixes and suffixes (cbuild._negation):
  * (values, prefixes, suffixes, states) each; a value none of them names is accepted. */
 static int probe_negations(Vec *hits, PyObject *negations, PyObject *v) {
     int is_str = PyUnicode_CheckExact(v);
@@ -541,10 +401,9 @@ static int probe_negations(Vec *hits, PyObject *negations, PyObject *v) {
     return 0;
 }
 
-/* The generic conditions: anything-but here when v is a JSON scalar, the rest in Python
- * (and all of them in Python for any other object a caller put in an event). */
-static int probe_generic(Vec *hits, PyObject *spec, PyObject *field, PyObject *v, PyObject **pyhits,
-                         int fallback) {
+/* The generic conditions: anything-but here when v is a JSON scalar, the rest by their
+ * `test` (and all of them by the Python probe for any other object a caller put in an event). */
+static int probe_generic(Vec *hits, PyObject *spec, PyObject *field, PyObject *v, PyObject **pyhits) {
     PyObject *negations = PyTuple_GET_ITEM(spec, S_NEGATIONS);
     if (PyTuple_GET_SIZE(negations) > 0) {
         int plain = PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v)
@@ -552,40 +411,21 @@ static int probe_generic(Vec *hits, PyObject *spec, PyObject *field, PyObject *v
         if (!plain) return call_probe(PyTuple_GET_ITEM(spec, S_PROBE_GENERIC), field, v, pyhits);
         if (probe_negations(hits, negations, v) < 0) return -1;
     }
-    return call_probes(PyTuple_GET_ITEM(spec, fallback), field, v, pyhits);
+    PyObject *rest = PyTuple_GET_ITEM(spec, S_REST);  /* ((condition, states), ...) */
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rest); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(rest, i);
+        Py_INCREF(entry);
+        PyObject *r = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(entry, 0), TEST_NAME, v);
+        int accepted = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (accepted > 0) accepted = vec_push(hits, PyTuple_GET_ITEM(entry, 1)) < 0 ? -1 : 0;
+        Py_DECREF(entry);
+        if (accepted < 0) return -1;
+    }
+    return 0;
 }
 
-static int probe_scalar(Vec *hits, PyObject *spec, PyObject *field, PyObject *v, PyObject **pyhits) {
-    if (push_hit(hits, PyTuple_GET_ITEM(spec, S_EXACT), v) < 0) return -1;
-    if (PyUnicode_CheckExact(v)) {
-        if (probe_hashed(hits, PyTuple_GET_ITEM(spec, S_PREFIX), PyTuple_GET_ITEM(spec, S_PREFIX_LENS), v, 0, 0, 0, 0) < 0
-            || probe_hashed(hits, PyTuple_GET_ITEM(spec, S_SUFFIX), PyTuple_GET_ITEM(spec, S_SUFFIX_LENS), v, 1, 0, 0, 0) < 0)
-            return -1;
-        if (PyTuple_GET_ITEM(spec, S_HAS_CI) == Py_True) {
-            if (!PyUnicode_IS_ASCII(v)) {
-                if (call_probe(PyTuple_GET_ITEM(spec, S_PROBE_CI), field, v, pyhits) < 0) return -1;
-            } else if (probe_hashed(hits, PyTuple_GET_ITEM(spec, S_CI_EXACT), NULL, v, 0, 1, 1, 1) < 0
-                       || probe_hashed(hits, PyTuple_GET_ITEM(spec, S_CI_PREFIX),
-                                       PyTuple_GET_ITEM(spec, S_CI_PREFIX_LENS), v, 0, 1, 0, 1) < 0
-                       || probe_hashed(hits, PyTuple_GET_ITEM(spec, S_CI_SUFFIX),
-                                       PyTuple_GET_ITEM(spec, S_CI_SUFFIX_LENS), v, 1, 1, 0, 1) < 0) {
-                return -1;
-            }
-        }
-        if (PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_CIDR)) > 0 && probe_cidr(hits, spec, field, v, pyhits) < 0)
-            return -1;
-        if (PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_WILD_HEAD_LENS)) > 0 && probe_wildcard(hits, spec, v) < 0)
-            return -1;
-        return probe_generic(hits, spec, field, v, pyhits, S_STR_FALLBACK);
-    }
-    if (PyLong_CheckExact(v) || PyFloat_CheckExact(v)) {
-        if (probe_ranges(hits, spec, v) < 0) return -1;
-        return probe_generic(hits, spec, field, v, pyhits, S_NUM_FALLBACK);
-    }
-    return probe_generic(hits, spec, field, v, pyhits, S_OTHER_FALLBACK);
-}
-
-/* ---- the automaton run (RuleIndex._match_python) ---------------------------------------- */
+/* ---- the automaton run (walk.py's match_python) ------------------------------------------ */
 
 /* The states still to run. With thousands of rules they are scattered over a large heap
  * and each is a cache miss, so pushing one does not touch it: the stack holds borrowed
@@ -626,7 +466,6 @@ static int push_states(Stack *stack, PyObject *states) {
     return 0;
 }
 
-/* Push the states of all hits, each once (a state is reached twice only through one field). */
 /* Move what the Python probes found (appended to `pyhits`) into `hits`, emptying the list. */
 static int take_py_hits(Vec *hits, PyObject *pyhits) {
     if (pyhits == NULL || PyList_GET_SIZE(pyhits) == 0) return 0;
@@ -635,6 +474,7 @@ static int take_py_hits(Vec *hits, PyObject *pyhits) {
     return PyList_SetSlice(pyhits, 0, PyList_GET_SIZE(pyhits), NULL);
 }
 
+/* Push the states of all hits, each once (a state is reached twice only through one field). */
 static int push_unique(Stack *stack, Vec *hits) {
     if (hits->n == 1) return push_states(stack, hits->items[0]);
     Py_ssize_t base = stack->states.n, total = 0;
@@ -670,12 +510,12 @@ static int push_unique(Stack *stack, Vec *hits) {
 
 static PyObject *state_slot(PyObject *state, Py_ssize_t offset) {
     if (Py_TYPE(state) != StateType) {
-        PyErr_SetString(PyExc_TypeError, "expected a _State");
+        PyErr_SetString(PyExc_TypeError, "expected a cbuild.CState");
         return NULL;
     }
     PyObject *value = *(PyObject **)((char *)state + offset);
     if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_State slot not set");
+        PyErr_SetString(PyExc_AttributeError, "CState slot not set");
         return NULL;
     }
     Py_INCREF(value);
@@ -706,14 +546,14 @@ static int key_equals(PyObject *k, PyObject *v) {
  * open-addressing table for every exact value, prefix, suffix, case-insensitive form, IPv4
  * block and wildcard head and tail (each tagged with its kind), the lengths to probe, and
  * the range bounds as doubles. Keys and payloads stay the spec's objects (borrowed: the pack
- * holds the spec, whose tables are never changed after _FieldIndex.rebuild). What it does
+ * holds the spec, whose tables are never changed after FieldIndex.rebuild). What it does
  * not do itself it hands to the same functions as above, with the spec. */
 
 enum { K_EXACT = 1, K_PREFIX, K_SUFFIX, K_CI_EXACT, K_CI_PREFIX, K_CI_SUFFIX, K_CIDR4, K_WHEAD, K_WTAIL };
 enum { L_PREFIX, L_SUFFIX, L_CI_PREFIX, L_CI_SUFFIX, L_WHEAD, L_CIDR, L_COUNT };
 enum {
     F_EXACT = 1, F_PREFIX = 2, F_SUFFIX = 4, F_CI = 8, F_CI_EXACT = 16, F_CIDR = 32, F_WILD = 64,
-    F_RANGES_FAST = 128, F_RANGES = 256, F_GEN_STR = 512, F_GEN_NUM = 1024, F_GEN_OTHER = 2048,
+    F_RANGES_FAST = 128, F_RANGES = 256, F_GENERIC = 512, F_RANGES_SCAN = 1024,
     F_PRESENT = 4096,
 };
 
@@ -832,7 +672,7 @@ static int add_ints(Builder *b, PyObject *lens, int32_t *off, int32_t *n) {
     return 0;
 }
 
-/* An _affix_hashes table: {fnv: ((key, payload), ...)}. */
+/* A cbuild._affix_hashes table: {fnv: ((key, payload), ...)}. */
 static int add_hashed(Builder *b, PyObject *table, int kind) {
     if (!PyDict_CheckExact(table)) { PyErr_SetString(PyExc_TypeError, "affix table must be a dict"); return -1; }
     Py_ssize_t pos = 0;
@@ -965,9 +805,17 @@ static int fill_pack(Builder *b, PyObject *spec) {
     }
     /* What is left to the spec's Python probes (see probe_generic). */
     int negations = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_NEGATIONS)) > 0;
-    if (negations || PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_STR_FALLBACK)) > 0) flags |= F_GEN_STR;
-    if (negations || PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_NUM_FALLBACK)) > 0) flags |= F_GEN_NUM;
-    if (negations || PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_OTHER_FALLBACK)) > 0) flags |= F_GEN_OTHER;
+    PyObject *rest = PyTuple_GET_ITEM(spec, S_REST);
+    if (!PyTuple_CheckExact(rest)) { PyErr_SetString(PyExc_TypeError, "bad rest"); return -1; }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rest); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(rest, i);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 1))) {
+            PyErr_SetString(PyExc_TypeError, "bad rest entry");
+            return -1;
+        }
+    }
+    if (negations || PyTuple_GET_SIZE(rest) > 0) flags |= F_GENERIC;
+    if (PyTuple_GET_ITEM(spec, S_PROBE_RANGES) != Py_None) flags |= F_RANGES_SCAN;
     if (PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, S_PRESENT)) > 0) flags |= F_PRESENT;
     if (p != NULL) {
         p->flags = flags;
@@ -983,7 +831,7 @@ static int fill_pack(Builder *b, PyObject *spec) {
 static PyObject *pack(PyObject *module, PyObject *spec) {
     if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE
         || !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, S_PRESENT)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, S_ABSENT))) {
-        PyErr_SetString(PyExc_TypeError, "pack(spec): a _FieldIndex spec tuple");
+        PyErr_SetString(PyExc_TypeError, "pack(spec): a field spec tuple (cbuild.field_spec)");
         return NULL;
     }
     Builder b = {NULL, 0, 0};
@@ -1151,7 +999,7 @@ static int packed_ranges(Vec *hits, Pack *p, PyObject *v) {
     double d;
     int fast = (p->flags & F_RANGES_FAST) ? exact_double(v, &d) : 0;
     if (fast < 0) return -1;
-    if (!fast) return probe_ranges(hits, p->spec, v);
+    if (!fast) return ranges_by_objects(hits, p->spec, v);
     Py_ssize_t lo = 0, hi = p->n_bounds, n = hi;
     while (lo < hi) {  /* bisect_left on exact doubles (NaN is never less, as in Python) */
         Py_ssize_t mid = (lo + hi) / 2;
@@ -1179,15 +1027,17 @@ static int probe_packed(Vec *hits, Pack *p, PyObject *field, PyObject *v, PyObje
         }
         if ((flags & F_CIDR) && packed_cidr(hits, p, field, v, pyhits) < 0) return -1;
         if ((flags & F_WILD) && packed_wild(hits, p, v) < 0) return -1;
-        if (flags & F_GEN_STR) return probe_generic(hits, p->spec, field, v, pyhits, S_STR_FALLBACK);
+        if (flags & F_GENERIC) return probe_generic(hits, p->spec, field, v, pyhits);
         return 0;
     }
     if (PyLong_CheckExact(v) || PyFloat_CheckExact(v)) {
         if ((flags & F_RANGES) && packed_ranges(hits, p, v) < 0) return -1;
-        if (flags & F_GEN_NUM) return probe_generic(hits, p->spec, field, v, pyhits, S_NUM_FALLBACK);
+        if ((flags & F_RANGES_SCAN) && call_probe(PyTuple_GET_ITEM(p->spec, S_PROBE_RANGES), field, v, pyhits) < 0)
+            return -1;
+        if (flags & F_GENERIC) return probe_generic(hits, p->spec, field, v, pyhits);
         return 0;
     }
-    if (flags & F_GEN_OTHER) return probe_generic(hits, p->spec, field, v, pyhits, S_OTHER_FALLBACK);
+    if (flags & F_GENERIC) return probe_generic(hits, p->spec, field, v, pyhits);
     return 0;
 }
 
@@ -1196,7 +1046,7 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, const
     PyObject *ctrans = state_slot(state, ctrans_offset);
     if (ctrans == NULL) return -1;
     int rc = -1;
-    if (!PyTuple_CheckExact(ctrans) || PyTuple_GET_SIZE(ctrans) % 4 != 1
+    if (!PyTuple_CheckExact(ctrans) || PyTuple_GET_SIZE(ctrans) % 3 != 1
         || !PyTuple_CheckExact(PyTuple_GET_ITEM(ctrans, 0))) {
         PyErr_SetString(PyExc_TypeError, "bad ctrans");
         goto done;
@@ -1206,91 +1056,49 @@ static int run_state(PyObject *state, PyObject **flat, Py_ssize_t n_paths, const
         Py_ssize_t end = PyList_GET_SIZE(found);
         if (PyList_SetSlice(found, end, end, rules) < 0) goto done;
     }
-    for (Py_ssize_t t = 1; t < PyTuple_GET_SIZE(ctrans); t += 4) {
+    for (Py_ssize_t t = 1; t < PyTuple_GET_SIZE(ctrans); t += 3) {
         Py_ssize_t pid = PyLong_AsSsize_t(PyTuple_GET_ITEM(ctrans, t));
         if (pid == -1 && PyErr_Occurred()) goto done;
-        PyObject *exact = PyTuple_GET_ITEM(ctrans, t + 1), *spec = PyTuple_GET_ITEM(ctrans, t + 2);
-        PyObject *field = PyTuple_GET_ITEM(ctrans, t + 3);
-        int packed = Py_TYPE(spec) == &PackType;
-        if (pid < 0 || pid >= n_paths
-            || (spec != Py_None && !packed && (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE
-                                               || !PyDict_CheckExact(exact)))) {
+        if (pid < 0 || pid >= n_paths) {
             PyErr_SetString(PyExc_ValueError, "bad transition");
             goto done;
         }
+        PyObject *what = PyTuple_GET_ITEM(ctrans, t + 1), *then = PyTuple_GET_ITEM(ctrans, t + 2);
         PyObject *v = flat[pid];
-        if (packed) {
-            Pack *p = (Pack *)spec;
-            if (v == NULL) {
-                if (push_states(stack, p->absent) < 0) goto done;
-                continue;
-            }
-            vec_clear(hits);
-            if ((p->flags & F_PRESENT) && vec_push(hits, p->present) < 0) goto done;
-            if (PyList_CheckExact(v)) {
-                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
-                    if (probe_packed(hits, p, field, PyList_GET_ITEM(v, i), pyhits) < 0) goto done;
-            } else if (probe_packed(hits, p, field, v, pyhits) < 0) {
-                goto done;
-            }
-            if (take_py_hits(hits, *pyhits) < 0) goto done;
-            if (PyTuple_GET_SIZE(p->absent) > 0 && in_multi_set(multi, pid) && vec_push(hits, p->absent) < 0)
-                goto done;
-            if (hits->n > 0 && push_unique(stack, hits) < 0) goto done;
-            continue;
-        }
-        if (spec == Py_None && !PyDict_CheckExact(exact)) {  /* one value, one target */
+        if (Py_TYPE(what) != &PackType) {  /* one exact value: `then` is its state or states */
             if (v == NULL) continue;
             int any = 0;
             if (PyList_CheckExact(v)) {
                 for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v) && !any; i++)
-                    if ((any = key_equals(exact, PyList_GET_ITEM(v, i))) < 0) goto done;
-            } else if ((any = key_equals(exact, v)) < 0) {
+                    if ((any = key_equals(what, PyList_GET_ITEM(v, i))) < 0) goto done;
+            } else if ((any = key_equals(what, v)) < 0) {
                 goto done;
             }
-            if (any && Py_TYPE(field) == StateType) {
-                if (vec_push(&stack->keep, field) < 0 || stack_add(stack, field) < 0) goto done;
-            } else if (any && push_states(stack, field) < 0) {
+            if (any && Py_TYPE(then) == StateType) {
+                if (vec_push(&stack->keep, then) < 0 || stack_add(stack, then) < 0) goto done;
+            } else if (any && push_states(stack, then) < 0) {
                 goto done;
             }
             continue;
         }
-        if (spec == Py_None) {  /* equality only, no absence branch: one lookup decides */
-            if (v == NULL) continue;
-            if (!PyList_CheckExact(v)) {
-                PyObject *hit = PyDict_GetItemWithError(exact, v);
-                if (hit == NULL) {
-                    if (PyErr_Occurred()) goto done;
-                } else if (push_states(stack, hit) < 0) {
-                    goto done;
-                }
-                continue;
-            }
-            vec_clear(hits);
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
-                if (push_hit(hits, exact, PyList_GET_ITEM(v, i)) < 0) goto done;
-            if (hits->n > 0 && push_unique(stack, hits) < 0) goto done;
-            continue;
-        }
-        PyObject *absent = PyTuple_GET_ITEM(spec, S_ABSENT), *present = PyTuple_GET_ITEM(spec, S_PRESENT);
+        Pack *p = (Pack *)what;  /* `then` is the FieldIndex, for the Python probes */
         if (v == NULL) {
-            if (push_states(stack, absent) < 0) goto done;
+            if (push_states(stack, p->absent) < 0) goto done;
             continue;
         }
         vec_clear(hits);
-        if (PyTuple_GET_SIZE(present) && vec_push(hits, present) < 0) goto done;
+        if ((p->flags & F_PRESENT) && vec_push(hits, p->present) < 0) goto done;
         if (PyList_CheckExact(v)) {
             for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
-                if (probe_scalar(hits, spec, field, PyList_GET_ITEM(v, i), pyhits) < 0) goto done;
-        } else if (probe_scalar(hits, spec, field, v, pyhits) < 0) {
+                if (probe_packed(hits, p, then, PyList_GET_ITEM(v, i), pyhits) < 0) goto done;
+        } else if (probe_packed(hits, p, then, v, pyhits) < 0) {
             goto done;
         }
         if (take_py_hits(hits, *pyhits) < 0) goto done;
-        if (PyTuple_GET_SIZE(absent) > 0 && in_multi_set(multi, pid)) {
-            /* Under an array of objects one element may lack the field even though another
-             * has it: follow the absence branch and let the exact evaluator decide. */
-            if (vec_push(hits, absent) < 0) goto done;
-        }
+        /* Under an array of objects one element may lack the field even though another has
+         * it: follow the absence branch and let the exact evaluator decide. */
+        if (PyTuple_GET_SIZE(p->absent) > 0 && in_multi_set(multi, pid) && vec_push(hits, p->absent) < 0)
+            goto done;
         if (hits->n > 0 && push_unique(stack, hits) < 0) goto done;
     }
     rc = 0;
@@ -1393,24 +1201,40 @@ static PyObject *setup(PyObject *module, PyObject *args) {
 static PyMethodDef methods[] = {
     {"match", (PyCFunction)(void (*)(void))match, METH_FASTCALL,
      "match(event, trie, n_paths, root) -> (rule ids, multi path ids or None)"},
-    {"pack", pack, METH_O, "pack(spec) -> Pack: one _FieldIndex spec's tables packed for match()"},
+    {"pack", pack, METH_O, "pack(spec) -> Pack: one field's spec tuple (cbuild.field_spec) packed for match()"},
     {"setup", setup, METH_VARARGS,
-     "setup(TRUE_KEY, FALSE_KEY, _State, _State.ctrans): the keys booleans are stored as, the state type"},
+     "setup(TRUE_KEY, FALSE_KEY, CState, CState.ctrans): the keys booleans are stored as, the state type"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "bus.patterns._cengine",
-    "Compiled event walk and automaton run for bus.patterns_index (optional).", -1, methods,
+    "Compiled event walk and automaton run for bus.patterns (see bus/patterns/cbuild.py).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__cengine(void) {
     if (PyType_Ready(&PackType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
-    /* patterns_index uses this module only if it expects the same layout: a stale build
-     * of an older layout is ignored rather than misread. */
+    /* bus/patterns/engine.py uses this module only if it expects the same layout: a stale
+     * build of an older layout is ignored rather than misread. */
     if (PyModule_AddIntConstant(module, "LAYOUT", LAYOUT) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    PyObject *names = PyTuple_New(S_SIZE);
+    if (names == NULL) { Py_DECREF(module); return NULL; }
+    for (int i = 0; i < S_SIZE; i++) {
+        PyObject *name = PyUnicode_FromString(SPEC_NAMES[i]);
+        if (name == NULL) { Py_DECREF(names); Py_DECREF(module); return NULL; }
+        PyTuple_SET_ITEM(names, i, name);
+    }
+    if (PyModule_AddObject(module, "SPEC", names) < 0) {
+        Py_DECREF(names);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (TEST_NAME == NULL && (TEST_NAME = PyUnicode_InternFromString("test")) == NULL) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,7 +1,7 @@
 """Evaluate one compiled pattern against one event, exactly (array-consistent) — no index."""
 # This is what `compile_pattern(p).matches(event)` runs, and what the multi-rule index uses to
 # confirm candidates when an event holds arrays of objects (the only case where matching
-# each field independently could disagree with AWS; see patterns_index).
+# each field independently could disagree with AWS; see index.py).
 
 from __future__ import annotations
 
