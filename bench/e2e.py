@@ -29,8 +29,8 @@ import itertools
 import json
 import os
 import platform
-import signal
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile

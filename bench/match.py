@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec  # noqa: E402
 
-from bus.patterns import engine as patterns_engine  # noqa: E402
 from bus.patterns import Matcher, compile_pattern  # noqa: E402
+from bus.patterns import engine as patterns_engine  # noqa: E402
 from bus.patterns.reference import reference_matches  # noqa: E402
 
 # --- the event stream ----------------------------------------------------------------------

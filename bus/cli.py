@@ -209,8 +209,8 @@ def _print_letter(item) -> None:
 
 
 def cmd_tail(args) -> int:
-    from bus.patterns import PatternError
     from bus.observe.tail import tail
+    from bus.patterns import PatternError
     url = _need_redis(args)
     try:
         return _run_until_signal(lambda stop: tail(url, args.bus, args.pattern, args.follow, args.json, stop=stop))

@@ -4,8 +4,8 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import wait_for
 from bus.store.keys import stream_key
+from tests.conftest import wait_for
 
 YAML = """
 buses:

@@ -2,7 +2,6 @@
 import json
 import time
 
-
 from bus.store.deliveries import Delivery
 from bus.store.keys import delayed_key, stream_key
 from bus.store.queue import Queue
@@ -113,6 +112,7 @@ def test_event_older_than_maximum_age_goes_to_dlq_with_that_condition(stack, r):
     stack.write_rules(text)
     stack.start_broker()
     import asyncio
+
     import msgspec
     import redis.asyncio as aioredis
     old = time.time() - 120

@@ -250,6 +250,7 @@ def post_traffic(url: str) -> None:
 def live(tools, redis_server, tmp_path_factory):
     """Redis, broker, worker, redis_exporter and Prometheus, with some traffic already scraped."""
     import redis as redis_lib
+
     from tests.conftest import Stack
 
     client = redis_lib.Redis.from_url(redis_server.url)

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bus.broker.inbox import consume_inbox
-from bus.store.inbox import Inbox
 from bus.store import deadletters, keys
+from bus.store.inbox import Inbox
 
 EVENT = {"id": "ev-1", "source": "lambda", "detail-type": "Lambda Function Invocation Result - Success", "detail": {}}
 INBOX_DLQ = keys.dlq_key(keys.INBOX_DLQ)

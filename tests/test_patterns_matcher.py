@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from bus.patterns import engine as patterns_engine
 from bus.patterns import Matcher, PatternError, compile_pattern
+from bus.patterns import engine as patterns_engine
 from bus.patterns.engine import ENGINES, using_engine
 from bus.patterns.reference import reference_matches
 

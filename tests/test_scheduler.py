@@ -14,10 +14,10 @@ from typing import AsyncIterator, Callable
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from bus.config.model import Bus, Config, FunctionTarget, Rule
-from bus.store.keys import FIELD, LEADER_KEY, PROGRESS_KEY, stream_key, target_key
 from bus.broker.router import Router
+from bus.config.model import Bus, Config, FunctionTarget, Rule
 from bus.scheduler.loop import Scheduler
+from bus.store.keys import FIELD, LEADER_KEY, PROGRESS_KEY, stream_key, target_key
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,6 @@ import os
 import time
 
 from arq.connections import RedisSettings
-
 from noop import write_start
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from saq import Queue
-
 from noop import write_start
+from saq import Queue
 
 
 async def noop(ctx):

@@ -12,11 +12,11 @@ import msgspec
 from aiohttp import web
 
 from bus import identity
-from bus.store import apirules
 from bus.broker.envelope import Origin, RequestError, bus_name
 from bus.config.model import Bus, FunctionTarget, RetryPolicy, Rule, Target
 from bus.config.validate import MAX_TARGETS_PER_RULE, Problem, validate_rule, validate_target
 from bus.patterns import PatternError, compile_pattern
+from bus.store import apirules
 
 
 def _broker(request: web.Request):

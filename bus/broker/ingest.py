@@ -15,12 +15,12 @@ from typing import Any, Callable
 import msgspec
 from redis.exceptions import RedisError
 
+from bus.broker.envelope import Entry, EntryError, Origin, RequestError, build_envelope, bus_name, check_request
+from bus.broker.router import Router
 from bus.observe import metrics
-from bus.broker.envelope import EntryError, Entry, Origin, RequestError, build_envelope, bus_name, check_request
+from bus.observe.trace import Tracer
 from bus.store.deliveries import Delivery, new_delivery
 from bus.store.queue import Queue
-from bus.broker.router import Router
-from bus.observe.trace import Tracer
 
 log = logging.getLogger("bus.ingest")
 _encode = msgspec.json.Encoder().encode

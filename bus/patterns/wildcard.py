@@ -6,7 +6,6 @@ from typing import Any
 from bus.patterns.ops import AnythingBut, Wildcard
 from bus.patterns.syntax import MAX_WILDCARD_COMPLEXITY, TOO_COMPLEX_WILDCARD, Alternative, Path, PatternError
 
-
 # --- wildcard complexity -------------------------------------------------------------------
 #
 # AWS rejects rules whose wildcards make its byte automaton too non-deterministic. This

@@ -22,15 +22,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bus import identity
-from bus.observe import metrics
+from bus.broker.router import Router
 from bus.config.model import Rule
+from bus.observe import metrics
+from bus.scheduler.event import scheduled_event
+from bus.scheduler.expression import Schedule, ScheduleError
+from bus.scheduler.plan import plan_firings, schedule_of, signature
 from bus.store.deliveries import encode_delivery, new_delivery
 from bus.store.keys import stream_key
-from bus.broker.router import Router
-from bus.scheduler.expression import Schedule, ScheduleError
-from bus.scheduler.event import scheduled_event
 from bus.store.lease import Lease
-from bus.scheduler.plan import plan_firings, schedule_of, signature
 from bus.store.schedule import DEDUP_TTL, NotLeader, Progress, Store
 
 log = logging.getLogger("bus.scheduler")

@@ -12,7 +12,6 @@ from bus.config.model import Rule, with_kind
 from bus.store.keys import API_RULES, API_VERSION, api_rule_field
 
 
-
 def decode_rule(raw: bytes) -> Rule:
     """A stored rule; targets stored before they had a `kind` get it from their kind's key."""
     data = msgspec.json.decode(raw)

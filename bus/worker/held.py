@@ -17,7 +17,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-
 HOLD_SECONDS = 1.0  # a delivery held longer than this goes back to the stream for idle workers
 PAUSE_SECONDS = 5.0  # after giving some back, read no further ahead for a while
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
 from bus.store.deliveries import Delivery, TargetRecord
 from bus.worker.invoker import THROTTLED, Result
 from bus.worker.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, GiveUp, after_failure, too_old
