@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
 import pytest
 import redis as redis_lib
@@ -41,6 +41,21 @@ def r(redis_url):
     client = redis_lib.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+def with_client(redis_url: str, body: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `body(client)` with a fresh asyncio Redis client, closed afterwards; its result."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    async def main() -> Any:
+        client = aioredis.from_url(redis_url)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+    return asyncio.run(main())
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):

@@ -55,8 +55,8 @@ def test_a_failure_with_retries_left_is_retried_after_a_backoff_within_the_polic
 def test_the_last_allowed_attempt_failing_dead_letters_with_the_error():
     policy = RetryPolicy(maximum_retry_attempts=2)
     outcome = after_attempt(record(retry_policy=policy, dead_letter=True), delivery(), 3, TIMED_OUT, NOW)
-    assert outcome == DeadLetter("default/r/t", "TIMEOUT", "Sandbox.Timedout: Task timed out after 3.00 seconds",
-                                 ATTEMPTS_EXHAUSTED, 3)
+    assert outcome == DeadLetter(dlq="default/r/t", code="TIMEOUT", attempts=3, condition=ATTEMPTS_EXHAUSTED,
+                                 message="Sandbox.Timedout: Task timed out after 3.00 seconds")
 
 
 def test_a_shared_dead_letter_queue_is_named_by_the_target():
@@ -67,7 +67,7 @@ def test_a_shared_dead_letter_queue_is_named_by_the_target():
 
 def test_giving_up_without_a_dead_letter_queue_drops_it():
     outcome = after_attempt(record(retry_policy=RetryPolicy(maximum_retry_attempts=0)), delivery(), 1, FAILED, NOW)
-    assert outcome == Drop("EXCEPTION", "ValueError: boom", ATTEMPTS_EXHAUSTED, 1)
+    assert outcome == Drop(code="EXCEPTION", message="ValueError: boom", condition=ATTEMPTS_EXHAUSTED, attempts=1)
 
 
 def test_giving_up_with_on_failure_sends_the_error_to_that_bus():

@@ -6,28 +6,18 @@ import ast
 import asyncio
 import fnmatch
 import tomllib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import redis.asyncio as aioredis
 
 from bus.store import scripts
 from bus.store.keys import FIELD, GROUP
+from tests.conftest import with_client
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_DIR = ROOT / "bus" / "store" / "lua"
 LUA_FILES = sorted(LUA_DIR.glob("*.lua"))
 
 
-def run(redis_url: str, body: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        client = aioredis.from_url(redis_url)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-    return asyncio.run(main())
 
 
 def test_every_lua_file_opens_with_a_comment_saying_what_its_keys_and_argv_are():
@@ -45,7 +35,7 @@ def test_every_lua_file_is_a_script_of_the_scripts_module_and_redis_compiles_it(
 
     async def load_all(client):
         return {name: (await client.script_load(script.body), script.sha) for name, script in loaded.items()}
-    for name, (sha_redis, sha_ours) in run(redis_url, load_all).items():
+    for name, (sha_redis, sha_ours) in with_client(redis_url, load_all).items():
         assert sha_redis == sha_ours, name
 
 
@@ -72,7 +62,7 @@ def test_no_python_module_holds_lua_or_calls_redis_scripts_another_way():
 
 def test_a_script_redis_forgot_is_sent_again_by_body(redis_url, r):
     r.script_flush()
-    ids = run(redis_url, lambda c: scripts.run_script(c, scripts.ENQUEUE, ["s1", "s2"], [FIELD, b"a", b"b"]))
+    ids = with_client(redis_url, lambda c: scripts.run_script(c, scripts.ENQUEUE, ["s1", "s2"], [FIELD, b"a", b"b"]))
     assert len(ids) == 2 and r.xlen("s1") == r.xlen("s2") == 1
     assert r.script_exists(scripts.ENQUEUE.sha) == [True], "the next call goes by SHA again"
 
@@ -87,7 +77,7 @@ def test_a_pipeline_resends_only_the_calls_redis_answered_noscript(redis_url, r)
             (scripts.ENQUEUE, ["s1"], [FIELD, b"a"]),
             (scripts.MOVE_DUE, ["due", "s2"], [10, 100, FIELD]),  # forgotten: goes again by body
         ])
-    enqueued, moved = run(redis_url, both)
+    enqueued, moved = with_client(redis_url, both)
     assert len(enqueued) == 1 and moved == 1
     assert r.xlen("s1") == 1, "a call that ran is not run again"
     assert r.xlen("s2") == 1
@@ -95,7 +85,7 @@ def test_a_pipeline_resends_only_the_calls_redis_answered_noscript(redis_url, r)
 
 def test_a_pipelined_call_that_fails_gives_its_error_as_its_result(redis_url, r):
     r.set("not-a-stream", "x")
-    results = run(redis_url, lambda c: scripts.run_pipelined(c, [
+    results = with_client(redis_url, lambda c: scripts.run_pipelined(c, [
         (scripts.ENQUEUE, ["not-a-stream"], [FIELD, b"a"]), (scripts.ENQUEUE, ["s1"], [FIELD, b"b"])]))
     assert isinstance(results[0], Exception) and "WRONGTYPE" in str(results[0])
     assert len(results[1]) == 1
@@ -111,5 +101,5 @@ def test_finish_batcher_finishes_entries_after_redis_forgot_the_script(redis_url
         batcher = scripts.Scripts(client).finish
         return await asyncio.gather(batcher("s", first, [("Z", "retry", 5, b"1")]), batcher("s", second, []),
                                     batcher("s", first, []))
-    assert run(redis_url, finish) == [True, True, False], "the first finisher wins"
+    assert with_client(redis_url, finish) == [True, True, False], "the first finisher wins"
     assert r.xlen("s") == 0 and r.zcard("retry") == 1

@@ -44,11 +44,8 @@ class Retry:
     message: str
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    """Out of retries (or too old): keep it in the DLQ `dlq`."""
-
-    dlq: str
+@dataclass(frozen=True, kw_only=True)
+class _GivenUp:
     code: str
     message: str
     condition: str  # ATTEMPTS_EXHAUSTED | AGE_EXCEEDED
@@ -56,15 +53,16 @@ class DeadLetter:
     notify: Notify | None = None
 
 
-@dataclass(frozen=True)
-class Drop:
-    """Out of retries with no DLQ configured: counted, logged, and gone."""
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter(_GivenUp):
+    """Out of retries (or too old): keep it in the DLQ `dlq`."""
 
-    code: str
-    message: str
-    condition: str
-    attempts: int
-    notify: Notify | None = None
+    dlq: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drop(_GivenUp):
+    """Out of retries with no DLQ configured: counted, logged, and gone."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +113,9 @@ def give_up(record: TargetRecord, attempts: int, condition: str, code: str, mess
     if target.on_failure:
         notify = Notify(target.on_failure, "EventAgeExceeded" if condition == AGE_EXCEEDED else "RetriesExhausted",
                         attempts, error={"errorType": code, "errorMessage": message})
+    given_up = dict(code=code, message=message, condition=condition, attempts=attempts, notify=notify)
     dlq = record.dlq_name
-    if dlq:
-        return DeadLetter(dlq, code, message, condition, attempts, notify)
-    return Drop(code, message, condition, attempts, notify)
+    return DeadLetter(dlq=dlq, **given_up) if dlq else Drop(**given_up)
 
 
 def error_code(result: Result) -> str:
