@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--fsync", choices=["always", "everysec"], default="always",
                     help="Redis appendfsync for the private Redis (default: always)")
     _redis_option(up, default=None)
+    _auth_options(up)
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="the broker alone")
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--host", default="127.0.0.1")
     _redis_option(serve)
+    _auth_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="a worker alone")
@@ -102,6 +104,20 @@ def _redis_option(p: argparse.ArgumentParser, default: str | None | bool = True)
                    help="Redis URL (env BUS_REDIS_URL; default: the running `bus up`'s private Redis)")
 
 
+def _auth_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--credentials", default=os.environ.get("BUS_CREDENTIALS") or None, metavar="FILE",
+                   help="principals YAML: SigV4 keys, bearer tokens, buses, admin (env BUS_CREDENTIALS; "
+                        "without it the broker serves loopback only)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="listen beyond loopback with no authentication at all")
+
+
+def _auth_refusal(args) -> str | None:
+    """One line saying why not to start (a non-loopback --host without credentials), else None."""
+    from bus.auth.bind import bind_refusal
+    return bind_refusal(args.host, args.credentials, args.insecure_no_auth)
+
+
 def resolve_redis_url() -> str | None:
     if os.environ.get("BUS_REDIS_URL"):
         return os.environ["BUS_REDIS_URL"]
@@ -118,17 +134,33 @@ def _need_redis(args) -> str:
 
 
 def cmd_up(args) -> int:
+    from bus.auth.credentials import load_credentials
+    from bus.config.rulesfile import ConfigError
     from bus.local.up import up
+    if refusal := _auth_refusal(args):
+        print(refusal, file=sys.stderr)
+        return 2
+    if args.credentials:
+        try:  # here, so a bad file is one clear message before anything starts
+            load_credentials(args.credentials)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     return up(args.rules, args.functions, args.port, args.data_dir, args.redis,
-              host=args.host, fsync=args.fsync, log_format=args.log_format)
+              host=args.host, fsync=args.fsync, log_format=args.log_format,
+              credentials=args.credentials, insecure_no_auth=args.insecure_no_auth)
 
 
 def cmd_serve(args) -> int:
     from bus.broker.app import serve
     from bus.config.rulesfile import ConfigError
+    if refusal := _auth_refusal(args):
+        print(refusal, file=sys.stderr)
+        return 2
     url = _need_redis(args)
     try:
-        return _run_until_signal(lambda stop: _serve_until(stop, serve(url, args.rules, args.host, args.port)))
+        return _run_until_signal(lambda stop: _serve_until(stop, serve(url, args.rules, args.host, args.port,
+                                                                       credentials_path=args.credentials)))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

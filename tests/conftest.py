@@ -89,9 +89,10 @@ class Stack:
     def write_rules(self, text: str, name: str = "rules.yaml") -> None:
         (self.rules_dir / name).write_text(text)
 
-    def start_broker(self) -> "Stack":
+    def start_broker(self, extra: tuple[str, ...] = ()) -> "Stack":
+        """`extra`: more `bus serve` flags, e.g. ("--credentials", path)."""
         self.port = free_port()
-        self._spawn(["serve", "--rules", str(self.rules_dir), "--port", str(self.port)], "broker")
+        self._spawn(["serve", "--rules", str(self.rules_dir), "--port", str(self.port), *extra], "broker")
         wait_for(lambda: _healthy(self.url), what="broker /healthz")
         return self
 
@@ -159,7 +160,7 @@ def events_client():
     """A boto3 EventBridge client factory pointed at a broker URL."""
     import boto3
 
-    def make(url: str):
-        return boto3.client("events", endpoint_url=url, region_name="us-east-1",
-                            aws_access_key_id="x", aws_secret_access_key="x")
+    def make(url: str, key_id: str = "x", secret: str = "x", region: str = "us-east-1"):
+        return boto3.client("events", endpoint_url=url, region_name=region,
+                            aws_access_key_id=key_id, aws_secret_access_key=secret)
     return make

@@ -7,6 +7,8 @@ import logging
 
 from aiohttp import web
 
+from bus.auth.credentials import Credentials, load_credentials
+from bus.auth.middleware import auth_middleware
 from bus.broker import awsrules
 from bus.broker.dlq_routes import get_dead_letter, get_dlq, post_dlq_action
 from bus.broker.inbox import consume_inbox
@@ -32,8 +34,10 @@ AWS_OPERATIONS = {
 }
 
 
-def make_app(broker: Broker) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def make_app(broker: Broker, credentials: Credentials | None = None) -> web.Application:
+    """With `credentials`, every route but /metrics and /healthz needs a signature or token (bus.auth)."""
+    middlewares = [auth_middleware(credentials)] if credentials else []
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app["broker"] = broker
     app["aws_operations"] = dict(AWS_OPERATIONS)
     app.router.add_post("/", aws_root)
@@ -47,17 +51,23 @@ def make_app(broker: Broker) -> web.Application:
     return app
 
 
-async def serve(redis_url: str, rules_path: str | None, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-    """Run a broker until cancelled."""
+async def serve(redis_url: str, rules_path: str | None, host: str, port: int, ready: asyncio.Event | None = None,
+                credentials_path: str | None = None) -> None:
+    """Run a broker until cancelled; `credentials_path` (a credentials YAML) turns authentication on."""
     config = load_config(rules_path) if rules_path else empty_config()
+    credentials = load_credentials(credentials_path) if credentials_path else None
     redis = connect(redis_url)
     broker = Broker(redis, rules_path, config)
     await broker.start()
-    runner = web.AppRunner(make_app(broker), access_log=None)
+    runner = web.AppRunner(make_app(broker, credentials), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("broker listening on http://%s:%d (%d rules)", host, port, len(config.rules))
+    if credentials:
+        log.info("authentication on: %d principals from %s", len(credentials.principals), credentials_path)
+    else:
+        log.warning("authentication off: no credentials configured")
     chores = [asyncio.create_task(broker.watch()), asyncio.create_task(broker.ingestor.tracer.watch()),
               asyncio.create_task(consume_inbox(Inbox(redis), broker.ingestor.publish))]
     stop_scheduler = asyncio.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any, Callable
 
 import msgspec
@@ -25,6 +26,12 @@ from bus.store.queue import Queue
 log = logging.getLogger("bus.ingest")
 _encode = msgspec.json.Encoder().encode
 
+# --- authorization hook (bus.auth) -------------------------------------------------------
+# A bus name -> None if the caller may put events on it, else the AccessDeniedException message.
+BusDenial = Callable[[str], "str | None"]
+# Set per request by bus.auth.middleware (the routes need not pass it); unset: every bus allowed.
+bus_denial: ContextVar[BusDenial | None] = ContextVar("bus_denial", default=None)
+
 
 class Ingestor:
     def __init__(self, queue: Queue, router: Callable[[], Router], tracer: Tracer | None = None):
@@ -32,9 +39,13 @@ class Ingestor:
         self._router = router  # a getter: YAML reloads swap the router between requests
         self.tracer = tracer or Tracer(queue.redis)
 
-    async def put_events(self, entries: list[Entry], origin: Origin) -> list[dict[str, Any]]:
-        """One result per entry, in order: {"EventId"} or {"ErrorCode", "ErrorMessage"}."""
+    async def put_events(self, entries: list[Entry], origin: Origin,
+                         deny: BusDenial | None = None) -> list[dict[str, Any]]:
+        """One result per entry, in order: {"EventId"} or {"ErrorCode", "ErrorMessage"}.
+
+        `deny` (default: the request's bus_denial) fails the entries for buses it refuses alone."""
         check_request(entries)
+        deny = deny or bus_denial.get()
         router = self._router()
         received = time.time()
         results: list[dict[str, Any]] = []
@@ -42,7 +53,7 @@ class Ingestor:
         counts: dict[tuple, int] = {}  # metric children -> increment, applied once per request
         for entry in entries:
             try:
-                bus, event = self._accept(router, entry, origin, received)
+                bus, event = self._accept(router, entry, origin, received, deny)
             except EntryError as err:
                 metrics.EVENTS_REJECTED.labels(_bus_label(entry, router), err.code).inc()
                 results.append({"ErrorCode": err.code, "ErrorMessage": err.message})
@@ -63,8 +74,11 @@ class Ingestor:
         _apply(counts)
         return len(deliveries)
 
-    def _accept(self, router: Router, entry: Entry, origin: Origin, received: float) -> tuple[str, dict[str, Any]]:
+    def _accept(self, router: Router, entry: Entry, origin: Origin, received: float,
+                deny: BusDenial | None = None) -> tuple[str, dict[str, Any]]:
         bus = bus_name(entry.bus)
+        if deny and (why := deny(bus)):  # before the existence check, as IAM answers first
+            raise EntryError("AccessDeniedException", why)
         if not router.has_bus(bus):
             raise EntryError("ResourceNotFoundException", f"Event bus {bus} does not exist.")
         return bus, build_envelope(entry, origin, received)

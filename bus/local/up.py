@@ -13,7 +13,9 @@ GRACE_SECONDS = 15
 
 
 def up(rules: str, functions: str, port: int, data_dir: str, redis_url: str | None,
-       host: str = "127.0.0.1", fsync: str = "always", log_format: str = "text") -> int:
+       host: str = "127.0.0.1", fsync: str = "always", log_format: str = "text",
+       credentials: str | None = None, insecure_no_auth: bool = False) -> int:
+    """`credentials` (a credentials YAML) goes to the broker; the caller checked the bind is allowed."""
     redis_proc = None
     if not redis_url:
         redis_proc = RedisProcess(Path(data_dir) / "redis", fsync=fsync).start()
@@ -21,12 +23,16 @@ def up(rules: str, functions: str, port: int, data_dir: str, redis_url: str | No
         url_file(data_dir).write_text(redis_url)  # lets `bus dlq ...` find this Redis
         print(f"busway: private Redis at {redis_url} (AOF, appendfsync {fsync}) in {Path(data_dir).resolve() / 'redis'}", flush=True)
     base = [sys.executable, "-m", "bus", "--log-format", log_format]
+    auth = ["--credentials", str(Path(credentials).resolve())] if credentials else []
+    auth += ["--insecure-no-auth"] if insecure_no_auth else []
     children = [
-        _spawn(base + ["serve", "--rules", rules, "--port", str(port), "--host", host, "--redis", redis_url]),
+        _spawn(base + ["serve", "--rules", rules, "--port", str(port), "--host", host, "--redis", redis_url, *auth]),
         _spawn(base + ["worker", "--functions", functions, "--redis", redis_url, "--metrics-port", str(port + 1)]),
     ]
     print(f"busway: broker on http://{host}:{port} (POST /events, AWS API at /, /metrics), "
           f"worker metrics on http://127.0.0.1:{port + 1}/metrics. Ctrl-C stops everything.", flush=True)
+    print(f"busway: authentication {'on, principals from ' + credentials if credentials else 'off (no --credentials)'}",
+          flush=True)
     stopping = False
 
     def _stop(signum, frame):

@@ -1,0 +1,91 @@
+"""The aiohttp middleware: authenticate every request (SigV4, or a bearer token on the native
+API), check the policy for its action, and hand the principal's bus check to ingest.
+
+/metrics and /healthz stay open: Prometheus and the orchestrators' probes carry no keys.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from bus.auth import policy, sigv4
+from bus.auth.credentials import Credentials, Principal
+from bus.auth.errors import INCOMPLETE, MISSING, STATUS, UNRECOGNIZED, AuthError
+from bus.broker.awsapi import error_response, origin_of
+from bus.broker.ingest import bus_denial
+
+log = logging.getLogger("bus.auth")
+
+OPEN_PATHS = frozenset({"/metrics", "/healthz"})
+AWS_PATH = "/"
+BEARER = "Bearer "
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def auth_middleware(credentials: Credentials):
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        try:
+            principal = await _principal(request, credentials)
+            action = _action(request)
+            if action is not None:
+                policy.check(principal, action)
+        except AuthError as err:
+            log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
+            return _error(err)
+        except web.HTTPRequestEntityTooLarge:
+            # The body is needed for its hash; answer as the routes do for an oversize request.
+            return error_response("ValidationException", "Total size of the entries in the request is over the limit.")
+        request["principal"] = principal
+        token = bus_denial.set(policy.bus_denial(principal, origin_of(request)))
+        try:
+            return await handler(request)
+        finally:
+            bus_denial.reset(token)  # keep-alive: the next request on this task starts clean
+    return authenticate
+
+
+async def _principal(request: web.Request, credentials: Credentials) -> Principal:
+    authorization = request.headers.get("Authorization", "")
+    if not authorization:
+        raise AuthError(MISSING)
+    if authorization.startswith(BEARER):
+        if request.path == AWS_PATH:
+            raise AuthError(INCOMPLETE, "The AWS API takes SigV4 signatures only; bearer tokens are for the native API.")
+        principal = credentials.by_token(authorization[len(BEARER):].strip())
+        if principal is None:
+            raise AuthError(UNRECOGNIZED)
+        return principal
+    if not sigv4.is_sigv4(authorization):
+        raise AuthError(INCOMPLETE, "Authorization header must be AWS4-HMAC-SHA256 (SigV4) or Bearer <token>.")
+    body = await request.read()  # aiohttp keeps it: the route reads the same bytes again
+
+    def secret_for(key_id: str) -> str | None:
+        p = credentials.by_access_key(key_id)
+        return p.secret_access_key if p else None
+
+    headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers.keys()}
+    signed = sigv4.verify(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
+                          headers, body, secret_for)
+    principal = credentials.by_access_key(signed.access_key_id)
+    assert principal is not None  # verify() found its secret
+    return principal
+
+
+def _action(request: web.Request) -> str | None:
+    """The action to authorize; None lets the route answer (unknown operation, 404)."""
+    if request.path == AWS_PATH:
+        op = policy.aws_action(request.headers.get("X-Amz-Target", ""))
+        return op if op in request.app["aws_operations"] else None
+    return policy.native_action(request.method, request.path)
+
+
+def _error(err: AuthError) -> web.Response:
+    resp = error_response(err.code, err.message, STATUS[err.code])
+    resp.headers["x-amzn-ErrorType"] = err.code
+    return resp

@@ -1,0 +1,64 @@
+"""Who may do what: the action a request asks for, and whether its principal may do it.
+
+Deny by default: an action is open to every authenticated principal only if it is listed in
+OPEN_ACTIONS (PutEvents - checked per entry against the principal's buses - and reads of rules,
+targets and buses); everything else (rule and target changes, the dead-letter queues, any AWS
+operation added later) needs `admin: true`. Dead-letter reads are admin-only because a dead
+letter holds an event of any bus, which a principal limited to some buses should not read.
+"""
+from __future__ import annotations
+
+from bus import identity
+from bus.auth.credentials import Principal
+from bus.auth.errors import ACCESS_DENIED, AuthError
+
+AWS_TARGET_PREFIX = "AWSEvents."
+
+OPEN_ACTIONS = frozenset({
+    "PutEvents", "TestEventPattern",
+    "ListEventBuses", "DescribeEventBus", "ListRules", "DescribeRule", "ListTargetsByRule",
+    "ListRuleNamesByTarget",
+})
+
+# Native routes -> the action they perform (named like AWS's where there is one).
+_NATIVE = {
+    ("POST", "/events"): "PutEvents",
+    ("POST", "/test-event-pattern"): "TestEventPattern",
+    ("GET", "/dlq"): "ListDeadLetters",
+    ("POST", "/dlq/redrive"): "RedriveDeadLetters",
+    ("POST", "/dlq/purge"): "PurgeDeadLetters",
+}
+
+
+def native_action(method: str, path: str) -> str | None:
+    """The action of a native route; None for a path no route serves (it gets its 404)."""
+    if method == "GET" and path.startswith("/dlq/"):
+        return "GetDeadLetter"
+    return _NATIVE.get((method, path))
+
+
+def aws_action(target_header: str) -> str | None:
+    """The operation named by X-Amz-Target, or None when it names none."""
+    return target_header[len(AWS_TARGET_PREFIX):] if target_header.startswith(AWS_TARGET_PREFIX) else None
+
+
+def check(principal: Principal, action: str) -> None:
+    """Raise AccessDeniedException unless `principal` may perform `action`."""
+    if principal.admin or action in OPEN_ACTIONS:
+        return
+    raise AuthError(ACCESS_DENIED, f"User: {user_arn(principal)} is not authorized to perform: "
+                                   f"events:{action} because it is not an admin principal")
+
+
+def bus_denial(principal: Principal, who: identity.Identity):
+    """The per-entry PutEvents check bus.broker.ingest calls: a bus name -> None or why not."""
+    def denied(bus: str) -> str | None:
+        if principal.may_put_to(bus):
+            return None
+        return (f"User: {user_arn(principal)} is not authorized to perform: events:PutEvents on resource: "
+                f"{identity.event_bus_arn(who, bus)}")
+    return denied
+
+
+def user_arn(principal: Principal) -> str:
+    return f"arn:aws:iam::{identity.account()}:user/{principal.name}"
