@@ -4,7 +4,9 @@ touching the worker.
 
 Forking (not spawning) makes a slot cost milliseconds and gives it the handler modules the
 worker already imported: Lambda's warm start. Protocol on a pair of pipes: 4-byte big-endian
-length, then a msgpack Call or Reply. The handler's prints go to stderr.
+length, then a msgpack Call or Reply. The handler's prints go to stderr. Whatever a handler
+or its first import raises, SystemExit and KeyboardInterrupt included, is a failed Reply:
+the slot lives on, and the call costs one attempt.
 """
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ def _become_slot() -> None:
 
 def serve(calls_fd: int, replies_fd: int, loader) -> None:
     from bus.worker.context import make_context
-    from bus.worker.functions import FunctionLoadError
+    from bus.worker.functions import FunctionLoadError, message_of
 
     decode_call = msgspec.msgpack.Decoder(Call).decode
     encode = msgspec.msgpack.Encoder().encode
@@ -104,7 +106,7 @@ def serve(calls_fd: int, replies_fd: int, loader) -> None:
         except FunctionLoadError as exc:
             reply = Reply(False, "import", "Runtime.ImportModuleError", str(exc))
         except BaseException as exc:  # SystemExit and friends are the handler's failure too
-            reply = Reply(False, "exception", type(exc).__name__, str(exc))
+            reply = Reply(False, "exception", type(exc).__name__, message_of(exc))
         reply.seconds = time.perf_counter() - started
         write_frame(replies_fd, encode(reply))
 

@@ -2,7 +2,9 @@
 
 Sync handlers run in killable slot processes (bus.worker.slots), so a timeout or a crash
 kills the slot, not the worker; a fast function's calls may queue behind a running call in
-the same slot. Async handlers run in the worker's event loop under asyncio.timeout.
+the same slot. Async handlers run in the worker's event loop under asyncio.timeout; whatever
+they raise, SystemExit and KeyboardInterrupt included, is the attempt's failure. Loading a
+handler (bus.worker.functions) runs its module in the worker, to learn whether it is async.
 Functions with reserved concurrency take a lease (bus.store.queue) before each call; when
 none is free the result is THROTTLED and the handler does not run.
 """
@@ -17,7 +19,7 @@ import msgspec
 from bus.config.model import FunctionSettings
 from bus.store.queue import Queue
 from bus.worker.context import make_context
-from bus.worker.functions import FunctionLoader, FunctionLoadError
+from bus.worker.functions import FunctionLoader, FunctionLoadError, message_of
 from bus.worker.invoker import Invocation, Result, throttled
 from bus.worker.slot import Call
 from bus.worker.slots import SlotPool, Ticket
@@ -100,8 +102,12 @@ class FunctionInvoker:
                 result = await function.handler(msgspec.json.decode(d.event), context)
         except TimeoutError:
             return Result(False, "timeout", "Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds")
-        except Exception as exc:  # the handler's failure is the delivery's outcome
-            return Result(False, "exception", type(exc).__name__, str(exc))
+        except asyncio.CancelledError as exc:
+            if _cancelled_by_worker():  # the worker is stopping or gave up the delivery: not the handler's doing
+                raise
+            return _failed(exc)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: one failed attempt, not the worker's exit
+            return _failed(exc)
         try:
             return Result(True, result=msgspec.json.encode(result))
         except (TypeError, msgspec.EncodeError):
@@ -115,3 +121,14 @@ class FunctionInvoker:
 
 def _settings(call: Invocation) -> FunctionSettings:
     return call.record.function or FunctionSettings()
+
+
+def _cancelled_by_worker() -> bool:
+    """Whether a CancelledError comes from a cancel() of this task (the worker's) rather than
+    from a handler that raised one itself; asyncio.timeout's own cancel became TimeoutError."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _failed(exc: BaseException) -> Result:
+    return Result(False, "exception", type(exc).__name__, message_of(exc))
