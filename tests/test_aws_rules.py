@@ -4,8 +4,9 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from bus.store.keys import stream_key
+from bus.store.keys import API_RULES, API_VERSION, api_rule_field, stream_key
 from tests.conftest import wait_for
+from tests.httpc import aws
 
 YAML = """
 buses:
@@ -180,3 +181,43 @@ def test_target_arns_in_another_region_or_with_a_version_name_the_function(clien
     assert resp["FailedEntryCount"] == 0
     [target] = client.list_targets_by_rule(Rule="r")["Targets"]
     assert target["Arn"] == "arn:aws:lambda:us-east-1:000000000000:function:probe.record"
+
+
+def test_a_stored_rule_that_does_not_load_is_skipped_and_a_broker_still_starts(stack, client, r):
+    client.put_rule(Name="good", EventPattern=json.dumps({"source": ["x"]}))
+    r.hset(API_RULES, api_rule_field("default", "wrong-type"), b'{"name": "wrong-type", "description": 123}')
+    r.hset(API_RULES, api_rule_field("default", "not-json"), b"{nope")
+    r.hset(API_RULES, api_rule_field("default", "bad-pattern"),
+           b'{"name": "bad-pattern", "event_pattern": {"source": "not a list"}}')
+    r.incr(API_VERSION)
+    first = stack.url
+    stack.start_broker()  # would exit at startup if one bad rule stopped the load
+    for url in (first, stack.url):  # the running broker reloads past them too
+        assert wait_for(lambda: [x["Name"] for x in aws(url, "ListRules", {})[1]["Rules"]] == ["from-yaml", "good"],
+                        what="the good rules listed")
+        assert aws(url, "PutRule", {"Name": "later", "EventPattern": '{"source": ["y"]}'})[0] == 200
+    assert stack.logs().count("stored API rule skipped") >= 3
+
+
+def test_api_rules_past_the_per_bus_quota_are_a_limit_exceeded_exception(stack):
+    stack.write_rules(YAML)
+    stack.env["BUS_MAX_API_RULES_PER_BUS"] = "2"
+    stack.start_broker()
+    pattern = '{"source": ["x"]}'
+    for name in ("a", "b"):
+        assert aws(stack.url, "PutRule", {"Name": name, "EventPattern": pattern})[0] == 200
+    status, answer = aws(stack.url, "PutRule", {"Name": "c", "EventPattern": pattern})
+    assert (status, answer["__type"]) == (400, "LimitExceededException")
+    assert aws(stack.url, "PutRule", {"Name": "a", "EventPattern": pattern, "State": "DISABLED"})[0] == 200  # a change, not a new rule
+    assert aws(stack.url, "PutRule", {"Name": "c", "EventPattern": pattern, "EventBusName": "shop"})[0] == 200  # per bus
+    assert aws(stack.url, "DeleteRule", {"Name": "b"})[0] == 200
+    assert aws(stack.url, "PutRule", {"Name": "c", "EventPattern": pattern})[0] == 200
+
+
+def test_a_put_rule_with_a_wrong_type_stores_nothing_and_later_put_rules_work(client, stack, r):
+    status, answer = aws(stack.url, "PutRule", {"Name": "typed", "EventPattern": '{"source": ["x"]}', "Description": 123})
+    assert (status, answer["__type"]) == (400, "SerializationException")
+    assert "Description" in answer["message"]
+    assert r.hlen(API_RULES) == 0
+    client.put_rule(Name="typed", EventPattern='{"source": ["x"]}', Description="text")
+    assert client.describe_rule(Name="typed")["Description"] == "text"

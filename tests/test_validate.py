@@ -40,4 +40,20 @@ def test_a_rule_needs_exactly_one_of_pattern_and_schedule():
 
 def test_a_schedule_that_is_not_text_is_a_problem_not_a_crash():
     [p] = validate_rule(rule(event_pattern=None, schedule=5), BUSES)
-    assert p.check == "schedule"
+    assert (p.check, p.path) == ("type", ("schedule",))
+
+
+def test_a_value_of_the_wrong_type_is_a_type_problem_at_its_path():
+    """The AWS API builds Rules in code, where msgspec checks no types: validate_rule must."""
+    [p] = validate_rule(rule(description=123), BUSES)
+    assert (p.check, p.path) == ("type", ("description",))
+    bad_retry = FunctionTarget(id="t", function="m.f", retry_policy=RetryPolicy(maximum_retry_attempts="5"))
+    [p] = validate_rule(rule(targets=[bad_retry]), BUSES)
+    assert (p.check, p.path) == ("type", ("targets", 0, "retry_policy", "maximum_retry_attempts"))
+
+
+def test_a_rule_that_passes_validation_loads_again_from_its_builtins():
+    import msgspec
+    good = rule(description="d", targets=[FunctionTarget(id="t", function="m.f", dead_letter="q")])
+    assert validate_rule(good, BUSES) == []
+    assert msgspec.convert(msgspec.to_builtins(good), Rule) == good

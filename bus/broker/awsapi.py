@@ -5,6 +5,7 @@ error the way botocore parses them: `{"__type": ..., "message": ...}` with HTTP 
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Awaitable, Callable
 
@@ -12,7 +13,7 @@ import msgspec
 from aiohttp import web
 
 from bus import identity
-from bus.broker.envelope import Entry, Origin, RequestError
+from bus.broker.envelope import MAX_JSON_DEPTH, Entry, Origin, RequestError, TooDeep, decode_json
 from bus.ids import new_id
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -40,14 +41,44 @@ def error_response(type_: str, message: str, status: int = 400) -> web.Response:
     return json_response({"__type": type_, "message": message}, status)
 
 
-def decode_body(raw: bytes) -> dict[str, Any]:
+def decode_request(raw: bytes) -> Any:
+    """A request body as JSON; not JSON (or not UTF-8), or nested too deep, is a SerializationException."""
     try:
-        body = msgspec.json.decode(raw) if raw else {}
+        return decode_json(raw)
     except msgspec.DecodeError as exc:
         raise RequestError("SerializationException", f"Request body is not valid JSON: {exc}") from None
+    except TooDeep:
+        raise RequestError("SerializationException",
+                           f"Request body is nested deeper than {MAX_JSON_DEPTH} levels.") from None
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    body = decode_request(raw) if raw else {}
     if not isinstance(body, dict):
         raise RequestError("SerializationException", "Request body must be a JSON object.")
     return body
+
+
+def takes(shape: type[msgspec.Struct]) -> Callable[[Operation], Operation]:
+    """Type-check an operation's request members against `shape` before the operation runs.
+
+    AWS does this in its protocol layer: a member of the wrong type (a number for a name, a
+    string for a count) fails the whole request with SerializationException, before anything
+    is read or written. Unknown members pass, as they do on AWS (newer clients send more)."""
+    def wrap(op: Operation) -> Operation:
+        @functools.wraps(op)
+        async def checked(request: web.Request, body: dict[str, Any], origin: Origin) -> dict[str, Any]:
+            check_members(body, shape)
+            return await op(request, body, origin)
+        return checked
+    return wrap
+
+
+def check_members(body: dict[str, Any], shape: type[msgspec.Struct]) -> None:
+    try:
+        msgspec.convert(body, shape)
+    except msgspec.ValidationError as exc:
+        raise RequestError("SerializationException", f"Request is not valid: {exc}") from None
 
 
 def aws_entries(body: dict[str, Any]) -> list[Entry]:

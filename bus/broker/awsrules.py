@@ -6,17 +6,103 @@ Rules declared in YAML are read-only here (ManagedRuleException): change them in
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from bus import identity
-from bus.broker.envelope import Origin, RequestError, bus_name
+from bus.broker.awsapi import takes
+from bus.broker.envelope import MAX_JSON_DEPTH, Origin, RequestError, TooDeep, bus_name, decode_json
 from bus.config.model import Bus, FunctionTarget, RetryPolicy, Rule, Target
 from bus.config.validate import MAX_TARGETS_PER_RULE, Problem, validate_rule, validate_target
 from bus.patterns import PatternError, compile_pattern
 from bus.store import apirules
+
+# AWS's default quota of rules per bus; API rules only (YAML's are the operator's own). Read once:
+# a value that is not a number stops the broker at start, not a PutRule later.
+MAX_API_RULES_PER_BUS = int(os.environ.get("BUS_MAX_API_RULES_PER_BUS", "300"))
+MAX_PAGE = 100  # AWS's Limit is 1..100
+
+
+# --- request shapes: each operation's members and their types (bus.broker.awsapi.takes) -----
+
+class _Request(msgspec.Struct, rename="pascal"):
+    """An AWS request's members (PascalCase on the wire), all optional: a missing one is for the
+    operation to answer, in AWS's words; only a present one of the wrong type fails here."""
+
+
+class _Paged(_Request):
+    next_token: str | None = None
+    limit: int | None = None
+
+
+class ListEventBusesRequest(_Paged):
+    name_prefix: str | None = None
+
+
+class DescribeEventBusRequest(_Request):
+    name: str | None = None
+
+
+class RuleRequest(_Request):
+    """DescribeRule, EnableRule, DisableRule, DeleteRule."""
+    name: str | None = None
+    event_bus_name: str | None = None
+    force: bool | None = None
+
+
+class ListRulesRequest(_Paged):
+    name_prefix: str | None = None
+    event_bus_name: str | None = None
+
+
+class ListTargetsRequest(_Paged):
+    rule: str | None = None
+    event_bus_name: str | None = None
+
+
+class PutRuleRequest(_Request):
+    name: str | None = None
+    event_bus_name: str | None = None
+    description: str | None = None
+    state: str | None = None
+    event_pattern: str | dict[str, Any] | None = None
+    schedule_expression: str | None = None
+    role_arn: str | None = None
+
+
+class RetryPolicyMember(_Request):
+    maximum_retry_attempts: int | None = None
+    maximum_event_age_in_seconds: int | None = None
+
+
+class DeadLetterConfigMember(_Request):
+    arn: str | None = None
+
+
+class TargetMember(_Request):
+    id: str | None = None
+    arn: str | None = None
+    role_arn: str | None = None
+    input: str | None = None
+    input_path: str | None = None
+    retry_policy: RetryPolicyMember | None = None
+    dead_letter_config: DeadLetterConfigMember | None = None
+
+
+class PutTargetsRequest(_Request):
+    rule: str | None = None
+    event_bus_name: str | None = None
+    targets: list[TargetMember] | None = None
+
+
+class RemoveTargetsRequest(_Request):
+    rule: str | None = None
+    event_bus_name: str | None = None
+    ids: list[str] | None = None
+    force: bool | None = None
 
 
 def _broker(request: web.Request):
@@ -24,8 +110,13 @@ def _broker(request: web.Request):
 
 
 def _page(items: list, body: dict[str, Any], key: str) -> dict[str, Any]:
-    start = int(body.get("NextToken") or 0)
-    limit = int(body.get("Limit") or 100)
+    """One page of `items`; NextToken is the index of the page's first item, as text."""
+    token, limit = body.get("NextToken"), body.get("Limit")
+    if token is not None and not (token.isascii() and token.isdigit()):
+        raise RequestError("ValidationException", "Parameter NextToken is not valid.")
+    if limit is not None and not 1 <= limit <= MAX_PAGE:
+        raise RequestError("ValidationException", f"Parameter Limit is not valid: it must be from 1 to {MAX_PAGE}.")
+    start, limit = int(token or 0), limit or MAX_PAGE
     out: dict[str, Any] = {key: items[start:start + limit]}
     if start + limit < len(items):
         out["NextToken"] = str(start + limit)
@@ -34,6 +125,7 @@ def _page(items: list, body: dict[str, Any], key: str) -> dict[str, Any]:
 
 # --- buses ---------------------------------------------------------------------------------
 
+@takes(ListEventBusesRequest)
 async def list_event_buses(request: web.Request, body: dict, origin: Origin) -> dict:
     buses: dict[str, Bus] = _broker(request).router.config.buses
     prefix = body.get("NamePrefix") or ""
@@ -42,6 +134,7 @@ async def list_event_buses(request: web.Request, body: dict, origin: Origin) -> 
     return _page(items, body, "EventBuses")
 
 
+@takes(DescribeEventBusRequest)
 async def describe_event_bus(request: web.Request, body: dict, origin: Origin) -> dict:
     name = bus_name(body.get("Name"))
     bus = _broker(request).router.config.buses.get(name)
@@ -74,6 +167,7 @@ def _find(request: web.Request, body: dict, name_key: str) -> tuple[Rule, bool]:
     return rule, (bus, name) in broker.yaml_config.rules
 
 
+@takes(ListRulesRequest)
 async def list_rules(request: web.Request, body: dict, origin: Origin) -> dict:
     broker = _broker(request)
     bus = bus_name(body.get("EventBusName"))
@@ -84,11 +178,13 @@ async def list_rules(request: web.Request, body: dict, origin: Origin) -> dict:
     return _page(items, body, "Rules")
 
 
+@takes(RuleRequest)
 async def describe_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     rule, managed = _find(request, body, "Name")
     return _describe(origin, rule, managed)
 
 
+@takes(ListTargetsRequest)
 async def list_targets_by_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     rule, _ = _find(request, body, "Rule")
     items = []
@@ -122,6 +218,7 @@ async def _store(request: web.Request, rule: Rule | None, bus: str = "", name: s
     await broker.reload_api_rules()  # this broker answers with the change already in force
 
 
+@takes(PutRuleRequest)
 async def put_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     broker = _broker(request)
     buses = broker.router.config.buses
@@ -131,15 +228,32 @@ async def put_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     if (bus, name) in broker.yaml_config.rules:
         raise RequestError("ManagedRuleException", f"Rule {name} is declared in YAML; change it in the rules files.")
     state = body.get("State") or "ENABLED"
+    # Before the Rule is built: YAML's loader checks this as a type (a Literal), and validate_rule
+    # would too, but a bad value is AWS's ValidationException, not a type error.
+    if state not in ("ENABLED", "DISABLED"):
+        raise RequestError("ValidationException", f"Parameter State is not valid: {state}.")
     old = broker.router.config.rules.get((bus, name))
     rule = Rule(name=name, bus=bus, description=body.get("Description") or "", state=state,
                 event_pattern=_pattern(body.get("EventPattern")), schedule=body.get("ScheduleExpression"),
                 targets=old.targets if old else [])
     _raise_first(validate_rule(rule, buses), rule)
-    if state not in ("ENABLED", "DISABLED"):  # YAML's loader checks this as a type (a Literal)
-        raise RequestError("ValidationException", f"Parameter State is not valid: {state}.")
+    if old is None:
+        await _check_rule_quota(broker, bus)
     await _store(request, rule)
     return {"RuleArn": identity.rule_arn(origin, rule.bus, rule.name)}
+
+
+async def _check_rule_quota(broker, bus: str) -> None:
+    """A new API rule past MAX_API_RULES_PER_BUS is a LimitExceededException, as AWS answers.
+
+    The API rules are reloaded first, so rules put through other brokers count; two brokers
+    adding the last rule at the same instant can still both succeed (the check is not atomic)."""
+    await broker.reload_api_rules()
+    count = sum(1 for rule_bus, _ in broker.api_rules if rule_bus == bus)
+    if count >= MAX_API_RULES_PER_BUS:
+        raise RequestError("LimitExceededException",
+                           f"The requested resource exceeds the maximum number allowed: "
+                           f"at most {MAX_API_RULES_PER_BUS} rules per event bus through the API.")
 
 
 def _pattern(text: Any) -> dict | None:
@@ -147,7 +261,10 @@ def _pattern(text: Any) -> dict | None:
     if text is None or isinstance(text, dict):
         return text
     try:
-        return msgspec.json.decode(text)
+        return decode_json(text)
+    except TooDeep:
+        raise RequestError("InvalidEventPatternException",
+                           f"Event pattern is not valid. Reason: nested deeper than {MAX_JSON_DEPTH} levels.") from None
     except (msgspec.DecodeError, TypeError):
         try:
             compile_pattern(text)  # says what is wrong with it in AWS's words
@@ -163,6 +280,8 @@ def _aws_error(p: Problem, rule: Rule) -> RequestError:
 
 
 def _rule_error(p: Problem, rule: Rule) -> RequestError:
+    if p.check == "type":  # the request shapes check types first; this is validate_rule's backstop
+        return RequestError("SerializationException", p.message)
     if p.check == "name":
         return RequestError("ValidationException", f"Parameter Name is not valid: {rule.name!r}.")
     if p.check == "bus":
@@ -177,6 +296,8 @@ def _rule_error(p: Problem, rule: Rule) -> RequestError:
 
 
 def _target_error(p: Problem, tid: Any) -> RequestError:
+    if p.check == "type":
+        return RequestError("SerializationException", f"Target {tid}: {p.message}.")
     if p.check == "target_id":
         return RequestError("ValidationException", f"Parameter Id is not valid: {tid!r}.")
     if p.check == "function":
@@ -201,14 +322,17 @@ async def _set_state(request: web.Request, body: dict, state: str) -> dict:
     return {}
 
 
+@takes(RuleRequest)
 async def enable_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     return await _set_state(request, body, "ENABLED")
 
 
+@takes(RuleRequest)
 async def disable_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     return await _set_state(request, body, "DISABLED")
 
 
+@takes(RuleRequest)
 async def delete_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     rule = _api_rule(request, body, "Name")
     if rule.targets and not body.get("Force"):
@@ -217,6 +341,7 @@ async def delete_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     return {}
 
 
+@takes(PutTargetsRequest)
 async def put_targets(request: web.Request, body: dict, origin: Origin) -> dict:
     rule = _api_rule(request, body, "Rule")
     buses = _broker(request).router.config.buses
@@ -246,15 +371,19 @@ def _target(raw: dict) -> Target:
     tid, arn = raw.get("Id"), raw.get("Arn")
     arn = arn if isinstance(arn, str) else ""  # not text: no function, which validate_target reports
     retry = raw.get("RetryPolicy") or {}
-    policy = RetryPolicy(maximum_retry_attempts=retry.get("MaximumRetryAttempts", 185),
-                         maximum_event_age_seconds=retry.get("MaximumEventAgeInSeconds", 86400))
-    if not all(type(v) is int for v in (policy.maximum_retry_attempts, policy.maximum_event_age_seconds)):
-        raise RequestError("ValidationException", f"Target {tid}: RetryPolicy is out of range.")
+    policy = RetryPolicy(maximum_retry_attempts=_or_default(retry.get("MaximumRetryAttempts"), 185),
+                         maximum_event_age_seconds=_or_default(retry.get("MaximumEventAgeInSeconds"), 86400))
     dlq_arn = (raw.get("DeadLetterConfig") or {}).get("Arn")
     return FunctionTarget(id=tid, function=identity.function_name(arn) or arn, retry_policy=policy,
                           dead_letter=identity.queue_name(dlq_arn) if dlq_arn else False)
 
 
+def _or_default(value: int | None, default: int) -> int:
+    """A RetryPolicy member; null is absent (its type was checked by PutTargetsRequest)."""
+    return default if value is None else value
+
+
+@takes(RemoveTargetsRequest)
 async def remove_targets(request: web.Request, body: dict, origin: Origin) -> dict:
     rule = _api_rule(request, body, "Rule")
     ids = set(body.get("Ids") or [])

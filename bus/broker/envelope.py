@@ -15,13 +15,20 @@ from bus import identity
 from bus.events import format_time, new_event
 from bus.identity import Identity
 
-__all__ = ["Entry", "EntryError", "Origin", "RequestError", "build_envelope", "bus_name", "check_request",
-           "entry_size", "format_time"]  # format_time: moved to bus.events, importable here until callers move
+__all__ = ["MAX_JSON_DEPTH", "Entry", "EntryError", "Origin", "RequestError", "TooDeep", "build_envelope", "bus_name",
+           "check_request", "decode_json", "entry_size", "format_time"]  # format_time: moved to bus.events, importable here until callers move
 
 MAX_ENTRIES = 10
 MAX_REQUEST_BYTES = 1024 * 1024  # AWS: total entry size under 1 MB (since 2026-01)
 MAX_DETAIL_TYPE = 128
 _TIME_SIZE = 14  # AWS counts a present Time as 14 bytes
+# Not an AWS limit: JSON (a request body, a Detail, a pattern) nested deeper than this is refused
+# as such. Without it the decoder's recursion limit would decide, at a depth that depends on the
+# call stack, and raise RecursionError (a 500). Patterns have the same guard (bus.patterns.syntax).
+MAX_JSON_DEPTH = 100
+# An event's Time must fall in years 1000..9999: a four-digit RFC 3339 year, and a datetime can hold it.
+MIN_EVENT_TIME = datetime(1000, 1, 1, tzinfo=timezone.utc).timestamp()
+MAX_EVENT_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 
 
 class RequestError(Exception):
@@ -32,6 +39,43 @@ class RequestError(Exception):
         self.type = type_
         self.message = message
         self.status = status
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than MAX_JSON_DEPTH; each caller answers it in its own words."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """msgspec's decode, with JSON deeper than MAX_JSON_DEPTH raising TooDeep (DecodeError as before)."""
+    try:
+        value = msgspec.json.decode(raw)
+    except RecursionError:
+        raise TooDeep() from None
+    if _may_nest_deeper(raw) and _deeper_than(value, MAX_JSON_DEPTH):
+        raise TooDeep()
+    return value
+
+
+def _may_nest_deeper(raw: bytes | str) -> bool:
+    # Cheap first: text with no more brackets than the limit cannot nest past it (brackets inside
+    # strings count too, which only errs towards walking), so the common event skips the walk.
+    opening = (b"{", b"[") if isinstance(raw, bytes) else ("{", "[")
+    return raw.count(opening[0]) + raw.count(opening[1]) > MAX_JSON_DEPTH
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests more than `limit` containers deep; iterative, so any depth is safe."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 class EntryError(Exception):
@@ -128,9 +172,11 @@ def _require(value: Any, name: str) -> None:
 def _detail(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         try:
-            value = msgspec.json.decode(value)
+            value = decode_json(value)
         except msgspec.DecodeError:
             raise EntryError("MalformedDetail", "Detail is malformed.") from None
+        except TooDeep as exc:
+            raise EntryError("MalformedDetail", f"Detail is malformed. Reason: {exc}.") from None
     if not isinstance(value, dict):
         raise EntryError("MalformedDetail", "Detail is malformed. Reason: Detail must be a JSON object.")
     return value
@@ -152,7 +198,7 @@ def _event_time(value: Any, received: float) -> str:
     if value is None:
         return format_time(received)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format_time(float(value))
+        return format_time(_in_range(value))  # not float(value) first: 10**400 would overflow
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -160,6 +206,18 @@ def _event_time(value: Any, received: float) -> str:
             raise EntryError("InvalidArgument", "Parameter Time is not valid. Reason: Time must be RFC3339 or epoch seconds.") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return format_time(parsed.timestamp())
+        try:
+            epoch = parsed.timestamp()
+        except (OverflowError, ValueError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            epoch = MIN_EVENT_TIME - 1
+        return format_time(_in_range(epoch))
     raise EntryError("InvalidArgument", "Parameter Time is not valid.")
+
+
+def _in_range(epoch: float | int) -> float | int:
+    """Epoch seconds a datetime can format; anything else is the client's error, not an overflow."""
+    if not MIN_EVENT_TIME <= epoch <= MAX_EVENT_TIME:
+        raise EntryError("InvalidArgument", "Parameter Time is not valid. Reason: Time must be between "
+                                            "1000-01-01T00:00:00Z and 9999-12-31T23:59:59Z.")
+    return epoch
 

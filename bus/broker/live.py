@@ -11,9 +11,10 @@ import redis.asyncio as aioredis
 
 from bus.broker.ingest import Ingestor
 from bus.broker.router import Router
-from bus.config.model import Config
+from bus.config.model import Config, Rule
 from bus.config.ruleset import merge
 from bus.config.rulesfile import ConfigError, load_config, rule_files
+from bus.config.validate import validate_rule
 from bus.store import apirules
 from bus.store.queue import Queue
 
@@ -47,7 +48,7 @@ class Broker:
         version = await apirules.version(self.redis)
         if version == self._api_version:
             return False
-        self.api_rules = await apirules.load(self.redis)
+        self.api_rules = usable_api_rules(await apirules.load(self.redis), self.yaml_config.buses)
         self._api_version = version
         await self._rebuild()
         return True
@@ -83,3 +84,18 @@ class Broker:
                 await self.reload_api_rules()
             except Exception:  # a watcher that dies silently would freeze the rules
                 log.exception("rules reload failed")
+
+
+def usable_api_rules(rules: dict[tuple[str, str], Rule], buses) -> dict[tuple[str, str], Rule]:
+    """The stored API rules a Router can be built from. The API validates before it stores, but a
+    rule written by hand or by an older busway may not pass (a pattern that no longer compiles
+    would stop every rebuild): it is logged and left out, and the others route."""
+    out = {}
+    for key, rule in rules.items():
+        # A rule on a bus YAML no longer declares is not broken: merge leaves it out until it is back.
+        problems = [p for p in validate_rule(rule, buses) if p.check != "bus"]
+        if problems:
+            log.error("stored API rule skipped: %s/%s: %s", rule.bus, rule.name, problems[0].message)
+            continue
+        out[key] = rule
+    return out

@@ -12,8 +12,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from bus.broker.awsapi import aws_entries, dispatch, error_response, json_response, origin_of
-from bus.broker.envelope import Entry, Origin, RequestError
+from bus.broker.awsapi import aws_entries, decode_request, dispatch, error_response, json_response, origin_of
+from bus.broker.envelope import MAX_JSON_DEPTH, Entry, Origin, RequestError, TooDeep, decode_json
 from bus.broker.live import Broker
 from bus.broker.testpattern import event_matches_pattern
 from bus.observe import metrics
@@ -48,10 +48,7 @@ async def post_events(request: web.Request) -> web.Response:
 
 
 def native_entries(raw: bytes) -> list[Entry]:
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise RequestError("SerializationException", f"Request body is not valid JSON: {exc}") from None
+    body = decode_request(raw)
     items = body if isinstance(body, list) else [body]
     entries = []
     for item in items:
@@ -99,19 +96,37 @@ async def op_put_events(request: web.Request, body: dict[str, Any], origin: Orig
 async def op_test_event_pattern(request: web.Request, body: dict[str, Any], origin: Origin) -> dict[str, Any]:
     if not isinstance(body.get("EventPattern"), str) or not isinstance(body.get("Event"), str):
         raise RequestError("ValidationException", "EventPattern and Event are required strings.")
-    return {"Result": event_matches_pattern(body["EventPattern"], body["Event"])}
+    return {"Result": _test_pattern(body["EventPattern"], body["Event"])}
 
 
 async def post_test_event_pattern(request: web.Request) -> web.Response:
     try:
-        body = msgspec.json.decode(await _read_body(request))
+        body = decode_request(await _read_body(request))
         if not isinstance(body, dict) or "pattern" not in body or "event" not in body:
             raise RequestError("ValidationException", 'Send {"pattern": ..., "event": ...}.')
-        return json_response({"result": event_matches_pattern(body["pattern"], body["event"])})
-    except msgspec.DecodeError as exc:
-        return error_response("SerializationException", f"Request body is not valid JSON: {exc}")
+        return json_response({"result": _test_pattern(body["pattern"], body["event"])})
     except RequestError as err:
         return error_response(err.type, err.message, err.status)
+
+
+def _test_pattern(pattern: Any, event: Any) -> bool:
+    """event_matches_pattern, with JSON text too deep refused here: its own decoders would
+    hit the recursion limit. Text that is not JSON is passed on, to be answered in its words."""
+    too_deep = "{} is not valid. Reason: nested deeper than %d levels." % MAX_JSON_DEPTH
+    return event_matches_pattern(_shallow(pattern, "InvalidEventPatternException", too_deep.format("Event pattern")),
+                                 _shallow(event, "ValidationException", too_deep.format("Parameter Event")))
+
+
+def _shallow(value: Any, error: str, message: str) -> Any:
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        decode_json(value)
+    except msgspec.DecodeError:
+        pass
+    except TooDeep:
+        raise RequestError(error, message) from None
+    return value
 
 
 async def get_metrics(request: web.Request) -> web.Response:

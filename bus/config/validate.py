@@ -7,6 +7,7 @@ wrong in YAML's words; the AWS API maps the check to AWS's exception and message
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from typing import Literal
 
@@ -18,8 +19,8 @@ from bus.patterns import PatternError, compile_pattern
 MAX_TARGETS_PER_RULE = 5  # AWS's hard limit
 
 Check = Literal[
-    "name", "bus", "event_pattern", "pattern_or_schedule", "schedule", "too_many_targets",
-    "target_id_twice", "target_id", "function", "retry_policy", "destination",
+    "type", "name", "bus", "event_pattern", "pattern_or_schedule", "schedule", "too_many_targets",
+    "target_id_twice", "target_id", "function", "function_source", "retry_policy", "destination",
 ]
 PathPart = str | int
 
@@ -34,6 +35,9 @@ class Problem(msgspec.Struct, frozen=True):
 
 def validate_rule(rule: Rule, buses: Collection[str]) -> list[Problem]:
     """Every problem with `rule` on a bus set of `buses`; [] if it may be loaded."""
+    wrong_type = _check_types(rule)
+    if wrong_type:  # the other checks assume the types are right
+        return wrong_type
     out: list[Problem] = []
     if not isinstance(rule.name, str) or not RULE_NAME.match(rule.name):
         out.append(Problem("name", ("name",), f"invalid rule name {rule.name!r} (1-64 of A-Z a-z 0-9 . - _)"))
@@ -69,6 +73,10 @@ def validate_target(target: Target, buses: Collection[str]) -> list[Problem]:
         out.append(Problem("target_id", ("id",), f"invalid target id {target.id!r}"))
     if isinstance(target, FunctionTarget) and not FUNCTION_REF.match(target.function):
         out.append(Problem("function", ("function",), f"{target.function!r} is not module.handler"))
+    elif isinstance(target, FunctionTarget):
+        from bus.config.function_refs import refusal  # never stdlib, an installed module, busway or a dunder
+        if why := refusal(target.function):
+            out.append(Problem("function_source", ("function",), why))
     out.extend(_check_retry(target))
     # A record sent to a bus that does not exist can never be routed: a broker would retry it forever.
     for key in ("on_success", "on_failure"):
@@ -76,6 +84,32 @@ def validate_target(target: Target, buses: Collection[str]) -> list[Problem]:
         if bus is not None and bus not in buses:
             out.append(Problem("destination", (key,), _undeclared(bus, buses)))
     return out
+
+
+def _check_types(rule: Rule) -> list[Problem]:
+    """A rule built in code (the AWS API builds one from a request) may hold a value of the wrong
+    type; msgspec checks types only when it converts. Converting the rule's builtins back is what
+    loading a stored rule does, so a rule passing this can be stored and loaded again."""
+    builtins = msgspec.to_builtins(rule)
+    targets = builtins.pop("targets", [])
+    out = _type_problems(builtins, Rule, ())  # targets one by one: each as its own kind
+    for i, (target, raw) in enumerate(zip(rule.targets, targets)):
+        out.extend(msgspec.structs.replace(p, target=i) for p in _type_problems(raw, type(target), ("targets", i)))
+    return out
+
+
+def _type_problems(raw: object, type_: type, where: tuple[PathPart, ...]) -> list[Problem]:
+    try:
+        msgspec.convert(raw, type_)
+    except (msgspec.ValidationError, TypeError) as exc:
+        return [Problem("type", where + _error_path(str(exc)), str(exc))]
+    return []
+
+
+def _error_path(message: str) -> tuple[PathPart, ...]:
+    """msgspec's `... - at `$.targets[0].id`` as a path: ("targets", 0, "id")."""
+    at = message.rpartition("at `$")[2].rstrip("`")
+    return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", at))
 
 
 def _check_retry(target: Target) -> list[Problem]:

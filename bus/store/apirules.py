@@ -5,11 +5,15 @@ Each change bumps a version number, and every broker reloads when it sees a new 
 """
 from __future__ import annotations
 
+import logging
+
 import msgspec
 import redis.asyncio as aioredis
 
 from bus.config.model import Rule, with_kind
 from bus.store.keys import API_RULES, API_VERSION, api_rule_field
+
+log = logging.getLogger("bus.store")
 
 
 def decode_rule(raw: bytes) -> Rule:
@@ -21,9 +25,21 @@ def decode_rule(raw: bytes) -> Rule:
 
 
 async def load(redis: aioredis.Redis) -> dict[tuple[str, str], Rule]:
-    raw = await redis.hgetall(API_RULES)
-    rules = (decode_rule(v) for v in raw.values())
-    return {(r.bus, r.name): r for r in rules}
+    """Every stored rule that decodes. One that does not (written by a buggy or newer busway, or
+    by hand) is logged and skipped: one bad rule must not stop a broker or hide the others."""
+    rules = {}
+    for field, raw in (await redis.hgetall(API_RULES)).items():
+        try:
+            rule = decode_rule(raw)
+        except (msgspec.DecodeError, TypeError, RecursionError) as exc:  # ValidationError is a DecodeError
+            log.error("stored API rule skipped: %s in %s does not load: %s", _text(field), API_RULES, exc)
+            continue
+        rules[(rule.bus, rule.name)] = rule
+    return rules
+
+
+def _text(field: bytes | str) -> str:
+    return field.decode(errors="replace") if isinstance(field, bytes) else field
 
 
 async def version(redis: aioredis.Redis) -> int:

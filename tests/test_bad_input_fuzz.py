@@ -1,0 +1,119 @@
+"""Property: no request body, however wrong, makes a broker answer 5xx.
+
+Random JSON (and some raw bytes) goes to every AWS operation and to the native routes of ONE
+broker. Bodies mix the members each operation reads, with plausible and random values, so the
+checks past the first one are reached too. Bounded: a few hundred requests, well under a minute.
+"""
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Stack
+
+OPERATIONS = ["PutEvents", "TestEventPattern", "ListEventBuses", "DescribeEventBus", "ListRules", "DescribeRule",
+              "ListTargetsByRule", "PutRule", "PutTargets", "RemoveTargets", "EnableRule", "DisableRule",
+              "DeleteRule", "NoSuchOperation"]
+MEMBERS = ["Name", "EventBusName", "NamePrefix", "NextToken", "Limit", "Rule", "Targets", "Ids", "Force",
+           "Description", "State", "EventPattern", "ScheduleExpression", "Entries", "Event", "RoleArn"]
+TARGET_MEMBERS = ["Id", "Arn", "RetryPolicy", "DeadLetterConfig", "Input"]
+ENTRY_MEMBERS = ["Source", "DetailType", "Detail", "Resources", "Time", "EventBusName", "TraceHeader"]
+NATIVE_MEMBERS = ["source", "detail-type", "detail", "resources", "time", "bus", "pattern", "event", "target", "ids"]
+
+YAML = """
+buses: [{name: shop}]
+rules:
+  - {name: from-yaml, event_pattern: {source: [x]}, targets: [{id: t, function: probe.record}]}
+"""
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                    st.text(max_size=20))
+json_values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                           max_leaves=12)
+plausible = st.sampled_from([
+    "r", "from-yaml", "default", "shop", "nope", "0", "5", "-1", "ENABLED", "DISABLED", "rate(1 minute)",
+    "cron(0 12 * * ? *)", '{"source": ["x"]}', '{"source": "x"}', "{not json", "[" * 200 + "]" * 200,
+    "probe.record", "arn:aws:lambda:us-east-1:000000000000:function:probe.record", "arn:aws:sqs:us-east-1:0:q",
+    '{"id": "1", "source": "x", "detail-type": "t", "account": "1", "region": "r", "time": "2024-01-01T00:00:00Z"}',
+    "2024-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", 0, 1, 100, 101, 186, 1e308, -1e18, 2**64, 10**400, True, [], {},
+])
+values = st.one_of(plausible, json_values)
+
+
+def objects(keys: list[str], value=values) -> st.SearchStrategy:
+    return st.dictionaries(st.sampled_from(keys) | st.text(max_size=6), value, max_size=6)
+
+
+targets = st.lists(st.one_of(objects(TARGET_MEMBERS, st.one_of(values, objects(
+    ["MaximumRetryAttempts", "MaximumEventAgeInSeconds", "Arn"]))), values), max_size=3)
+entries = st.lists(st.one_of(objects(ENTRY_MEMBERS), values), max_size=3)
+aws_bodies = st.one_of(
+    st.dictionaries(st.sampled_from(MEMBERS), values, max_size=6),
+    st.fixed_dictionaries({"Rule": st.sampled_from(["r", "from-yaml"]), "Targets": targets}),
+    st.fixed_dictionaries({"Entries": entries}),
+    json_values,
+)
+
+
+@pytest.fixture(scope="module")
+def broker(redis_server, tmp_path_factory):
+    import redis as redis_lib
+    redis_lib.Redis.from_url(redis_server.url).flushall()
+    stack = Stack(redis_server.url, tmp_path_factory.mktemp("fuzz"))
+    stack.write_rules(YAML)
+    stack.start_broker()
+    status, _ = send(stack.url + "/", json.dumps({"Name": "r", "EventPattern": '{"source": ["x"]}'}).encode(),
+                     {"X-Amz-Target": "AWSEvents.PutRule"})
+    assert status == 200
+    yield stack
+    stack.stop()
+
+
+def send(url: str, body: bytes | None, headers: dict | None = None) -> tuple[int, str]:
+    """Status and body text, whatever the answer (a 500's body need not be JSON)."""
+    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def encode(body) -> bytes:
+    return json.dumps(body).encode()
+
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(operation=st.sampled_from(OPERATIONS), body=st.one_of(aws_bodies.map(encode), st.binary(max_size=40)))
+def test_no_aws_operation_answers_5xx_for_any_body(broker, operation, body):
+    status, text = send(broker.url + "/", body, {"X-Amz-Target": f"AWSEvents.{operation}",
+                                                 "Content-Type": "application/x-amz-json-1.1"})
+    assert status < 500, (operation, body, text)
+    assert "__type" in json.loads(text) if status >= 400 else True
+
+
+native_bodies = st.one_of(objects(NATIVE_MEMBERS).map(encode), st.lists(objects(NATIVE_MEMBERS), max_size=3).map(encode),
+                          json_values.map(encode), st.binary(max_size=40))
+
+
+@FUZZ
+@given(path=st.sampled_from(["/events", "/test-event-pattern", "/dlq/redrive", "/dlq/purge"]), body=native_bodies)
+def test_no_native_route_answers_5xx_for_any_body(broker, path, body):
+    status, text = send(broker.url + path, body, {"Content-Type": "application/json"})
+    assert status < 500, (path, body, text)
+
+
+@settings(max_examples=50, deadline=None)
+@given(target=st.text(max_size=10), ids=st.text(max_size=10), letter=st.text(min_size=1, max_size=10))
+def test_no_dlq_read_answers_5xx_for_any_query(broker, target, ids, letter):
+    query = urllib.parse.urlencode({"target": target, "ids": ids})
+    for url in (f"{broker.url}/dlq?{query}", f"{broker.url}/dlq/{urllib.parse.quote(letter, safe='')}"):
+        status, text = send(url, None)
+        assert status < 500, (url, text)
