@@ -3,14 +3,28 @@
 redis-py parses replies with hiredis but packs commands in Python for asyncio connections;
 for the broker's XADDs of ~1 KB events that was a quarter of its ingest CPU. Arguments are
 still encoded by redis-py's own encoder, so what reaches Redis is byte-for-byte the same.
+
+Outages: `unreachable` tells a lost Redis from a refusing one, `Backoff` paces reconnecting,
+`Reachability` is what a process knows of Redis right now (the worker's /healthz), and
+`Watched` makes a Queue report every call's fate to it.
 """
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+import logging
+import random
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
 from hiredis import pack_command as _hiredis_pack  # redis[hiredis] is a dependency
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("bus.store")
 
 _PLAIN = frozenset((bytes, str, int))  # encoded by hiredis exactly as redis-py would (str as UTF-8)
 
@@ -31,4 +45,109 @@ def connect(url: str, **kwargs: Any) -> aioredis.Redis:
     """An asyncio Redis client for `url` (redis://, rediss:// or unix://)."""
     if url.startswith("redis://"):  # TLS and unix sockets keep redis-py's own connection classes
         kwargs.setdefault("connection_class", HiredisPackingConnection)
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_SECONDS)
     return aioredis.from_url(url, **kwargs)
+
+
+# --- outages: how a process notices Redis went away, waits for it, and knows it is back -------
+
+# Errors that mean "Redis did not answer", not "Redis refused": the call may be retried as is.
+# BusyLoadingError (a restarted Redis still reading its AOF) is a ConnectionError.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+CONNECT_TIMEOUT_SECONDS = 2.0  # a host that is down (no RST) would otherwise hang each connect for minutes
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` means Redis could not be reached (retry later) rather than a refusal."""
+    return isinstance(exc, UNREACHABLE)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: 50 ms doubling to 1 s, each wait drawn from
+    [d/2, d] so many workers reconnecting to one Redis do not all knock at the same moment."""
+
+    def __init__(self, first: float = 0.05, cap: float = 1.0):
+        self.first, self.cap = first, cap
+        self._next = first
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self.cap, self._next * 2)
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+class Reachability:
+    """Whether Redis answered this process's last calls: what its /healthz reports.
+
+    Every call that reaches Redis says `answered()`, every one that cannot says `failed()`;
+    only the transitions are logged. Code waiting to retry `pause()`s: it wakes at the end of
+    its backoff or as soon as any other call got an answer, so the first success (often a
+    chore, which retry more often than the read loop) lets everyone resume at once.
+    """
+
+    def __init__(self) -> None:
+        self.ok = False  # unknown until the first answer: /healthz says 503 until Redis answered once
+        self.since = time.monotonic()  # of the last transition
+        self._told = False  # whether the log has said it is unreachable since it last answered
+        self._answered = asyncio.Event()
+
+    def answered(self) -> None:
+        if self.ok:
+            return
+        self.ok, self._told = True, False
+        log.info("Redis answers (after %.1fs)", time.monotonic() - self.since)
+        self.since = time.monotonic()
+        self._answered.set()
+
+    def failed(self, exc: BaseException) -> None:
+        self._answered.clear()
+        if self._told:
+            return
+        if self.ok:
+            self.ok, self.since = False, time.monotonic()
+        self._told = True
+        log.warning("Redis unreachable (%s: %s); retrying with backoff, handlers keep running",
+                    type(exc).__name__, exc)
+
+    async def pause(self, seconds: float, stop: asyncio.Event | None = None) -> None:
+        """Sleep `seconds`, or less: until Redis answered someone else's call, or `stop` is set."""
+        waits = [asyncio.ensure_future(self._answered.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+
+class Watched:
+    """`target` (a Queue) whose coroutine methods tell a Reachability what each call found.
+
+    Only methods that make a Redis call on every invocation belong behind it: one that returns
+    early without a call would claim an answer Redis never gave.
+    """
+
+    def __init__(self, target: Any, reach: Reachability):
+        self._target = target
+        self._reach = reach
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+        reach = self._reach
+
+        @functools.wraps(attr)
+        async def watched(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await attr(*args, **kwargs)
+            except UNREACHABLE as exc:
+                reach.failed(exc)
+                raise
+            reach.answered()
+            return result
+        setattr(self, name, watched)  # built once per method: __getattr__ is not asked again
+        return watched

@@ -8,6 +8,12 @@ a destination record, atomically. Every Redis operation goes through bus.store.q
 Crash safety comes from leases: this worker renews its in-flight entries every
 lease/3 seconds; any worker reclaims entries idle longer than the lease, and the stream's
 delivery counter makes an attempt that died with its worker count like any other.
+
+Redis outages: a call that cannot reach Redis is retried with capped backoff
+(bus.store.connect), never fatal. Running handlers keep running; an outcome that cannot be
+written waits for Redis and is written when it answers (first finisher wins, as always);
+/healthz says 503 meanwhile. Only SIGTERM's grace period ends that wait: then the lease
+lapses and the delivery is redelivered.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import msgspec
 from bus import identity
 from bus.observe import metrics
 from bus.observe.trace import Tracer
+from bus.store.connect import Backoff, Reachability, Watched, unreachable
 from bus.store.deadletters import make_dead_letter
 from bus.store.deliveries import Delivery, TargetRecord, decode_delivery
 from bus.store.keys import FIELD
@@ -57,7 +64,8 @@ class WorkerSettings(msgspec.Struct):
 class Worker:
     def __init__(self, queue: Queue, functions_dir: str | None,
                  settings: WorkerSettings | None = None, consumer: str | None = None):
-        self.queue = queue
+        self.reach = Reachability()  # what /healthz says: did Redis answer our last calls?
+        self.queue = queue = Watched(queue, self.reach)
         self.settings = settings or WorkerSettings()
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.functions = FunctionInvoker(queue, FunctionLoader(functions_dir), self.consumer,
@@ -73,6 +81,7 @@ class Worker:
         self._held = Held(self.settings.concurrency if prefetch is None else prefetch)
         self._stopping = False
         self._refreshed = 0.0
+        self._renewed = 0.0  # monotonic time of the last renewal round that reached Redis
         self.identity = identity.from_env()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -97,7 +106,7 @@ class Worker:
                 chore.cancel()
             for invoker in set(self.invokers.values()):
                 await invoker.close()
-            await self.queue.leave(self.consumer)
+            await self._leave()
         log.info("worker %s stopped", self.consumer)
 
     async def _notice_stop(self, stop: asyncio.Event) -> None:
@@ -121,14 +130,29 @@ class Worker:
             await asyncio.wait(late)
             log.warning("%d deliveries did not finish in the grace period; they will be redelivered", len(late))
 
+    async def _leave(self) -> None:
+        try:
+            await self.queue.leave(self.consumer)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            log.warning("could not leave the workers' set (Redis unreachable); the entry expires")
+
     async def _every(self, seconds: float, chore) -> None:
+        """Run `chore` every `seconds`; while Redis is unreachable, back off instead (quietly:
+        Reachability logs the outage once), and resume as soon as any call is answered."""
+        backoff = Backoff()
         while True:
             try:
                 await chore()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a chore must survive Redis hiccups; the next round retries
+            except Exception as exc:  # a chore must survive Redis hiccups; the next round retries
+                if unreachable(exc):
+                    await self.reach.pause(max(seconds, backoff.next()))
+                    continue
                 log.warning("%s failed", chore.__name__, exc_info=True)
+            backoff.reset()
             await asyncio.sleep(seconds)
 
     async def _heartbeat(self) -> None:
@@ -165,30 +189,51 @@ class Worker:
         return min(concurrency - self._active + self._held.room(), finishing_cap)
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
+        """Read until SIGTERM. Redis going away pauses the reading (capped backoff), never ends it:
+        the targets last read stay known, and in-flight deliveries carry on meanwhile."""
+        backoff = Backoff()
         while not stop.is_set():
-            await self._refresh_targets()
-            if not self.targets:
-                await _sleep_or_stop(stop, 0.2)
+            try:
+                await self._read_once(stop)
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                await self.reach.pause(backoff.next(), stop)
                 continue
-            await asyncio.sleep(0)  # let handlers that return in this loop turn free their slots first
-            room = self._room()
-            if room <= 0 or ((len(self._held) or self._queued()) and room < self._held.limit // 2):
-                # While deliveries wait (held, or queued in a slot) behind busy slots, read in
-                # batches: fewer round trips (and AOF fsyncs) per delivery, and no free slot waits
-                # for the read.
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            for taken in await self.queue.read(self.consumer, self.targets, room, BLOCK_MS):
-                self._take(HeldDelivery(taken.stream, taken.entry_id, taken.fields, taken.times_delivered))
+            backoff.reset()
+
+    async def _read_once(self, stop: asyncio.Event) -> None:
+        await self._refresh_targets()
+        if not self.targets:
+            await _sleep_or_stop(stop, 0.2)
+            return
+        await asyncio.sleep(0)  # let handlers that return in this loop turn free their slots first
+        room = self._room()
+        if room <= 0 or ((len(self._held) or self._queued()) and room < self._held.limit // 2):
+            # While deliveries wait (held, or queued in a slot) behind busy slots, read in
+            # batches: fewer round trips (and AOF fsyncs) per delivery, and no free slot waits
+            # for the read.
+            self._slot_free.clear()
+            await self._slot_free.wait()
+            return
+        for taken in await self.queue.read(self.consumer, self.targets, room, BLOCK_MS):
+            self._take(HeldDelivery(taken.stream, taken.entry_id, taken.fields, taken.times_delivered))
 
     async def _reclaim(self) -> None:
         """Take over entries whose worker stopped renewing them (it died or hung)."""
         idle_ms = int(self.settings.lease_seconds * 1000)
+        if self._renewed < self.reach.since:  # Redis is back: renew ours first, their leases look lapsed
+            await self._renew()
         for stream in list(self.targets):
             if self._room() <= 0:
                 return
+            # Ours when the claim began: still running, or finished while the claim was on its way.
+            # After an outage their leases look lapsed, and claiming them merely renewed them;
+            # starting them again would run their handlers twice here.
+            ours = set(self._leases.get(stream, ()))
             for taken in await self.queue.claim(self.consumer, stream, idle_ms, self._room()):
+                if taken.entry_id in ours or taken.entry_id in self._leases.get(stream, ()):
+                    continue
                 log.info("reclaimed %s (delivery %d): its worker went silent or gave it back",
                          taken.entry_id.decode(), taken.times_delivered)
                 self._take(HeldDelivery(taken.stream, taken.entry_id, taken.fields, taken.times_delivered))
@@ -243,6 +288,8 @@ class Worker:
         self._dispatch()
 
     async def _give_back_stale(self) -> None:
+        if not self.reach.ok:  # no other worker can take them either: keep them for our next free slot
+            return
         await self._give_back(self._held.take_stale())
 
     async def _give_back(self, deliveries: list[HeldDelivery]) -> None:
@@ -252,9 +299,9 @@ class Worker:
             self._leases.get(held.stream, set()).discard(held.entry_id)
         try:
             await self.queue.give_back(self.consumer, deliveries)
-        except Exception:  # e.g. Redis is down: the leases lapse and they are redelivered anyway
+        except Exception as exc:  # e.g. Redis is down: the leases lapse and they are redelivered anyway
             log.warning("could not give back %d held deliveries; they are redelivered when their lease lapses",
-                        len(deliveries), exc_info=True)
+                        len(deliveries), exc_info=not unreachable(exc))
             return
         log.info("gave back %d deliveries held ahead of free slots", len(deliveries))
 
@@ -272,9 +319,11 @@ class Worker:
                 lost = await self.queue.renew(self.consumer, stream, ids)
                 if lost:
                     log.warning("lost the lease of %d deliveries on %s to another worker", len(lost), stream)
+        self._renewed = time.monotonic()
 
     async def _move_due(self) -> None:
-        await self.queue.move_due(list(self.targets.values()))
+        if self.targets:  # with none, move_due makes no call, and Watched would take that for an answer
+            await self.queue.move_due(list(self.targets.values()))
 
     # --- one attempt ----------------------------------------------------------------------
 
@@ -298,8 +347,29 @@ class Worker:
 
     async def _conclude(self, record: TargetRecord, entry_id: bytes, d: Delivery, outcome: Outcome) -> None:
         """Finish the entry with the outcome's follow-ups; count and log it if we finished it first."""
-        if await self.queue.finish(record, entry_id, self._follow_ups(d, outcome)):
+        if await self._finish(record, entry_id, d, self._follow_ups(d, outcome)):
             await self._account(record, d, outcome)
+
+    async def _finish(self, record: TargetRecord, entry_id: bytes, d: Delivery, follow_ups: list[FollowUp]) -> bool:
+        """FINISH, retried while Redis is unreachable, so an outcome reached during an outage is
+        written once Redis answers. Retrying is safe: FINISH applies only if the entry is still
+        pending, so a FINISH that ran but whose reply was lost, or another worker that reclaimed
+        and finished the entry meanwhile, makes it False (first finisher wins)."""
+        backoff = Backoff()
+        try:
+            while True:
+                try:
+                    return await self.queue.finish(record, entry_id, follow_ups)
+                except Exception as exc:
+                    if not unreachable(exc):
+                        raise
+                    await self.reach.pause(backoff.next())
+        except asyncio.CancelledError:  # SIGTERM's grace period ran out while Redis was away
+            if not self.reach.ok:
+                log.error("outcome of %s (event %s, target %s) not written: Redis unreachable; it is redelivered "
+                          "when its lease lapses", entry_id.decode(), msgspec.json.decode(d.event).get("id"),
+                          d.target_key)
+            raise
 
     def _follow_ups(self, d: Delivery, outcome: Outcome) -> list[FollowUp]:
         out: list[FollowUp] = []
@@ -326,7 +396,7 @@ class Worker:
         elif isinstance(outcome, DeadLetter):
             metrics.DEAD_LETTERS.labels(record.key, outcome.condition).inc()
             self._trace(d, outcome.attempts, "dead_letter", f"{outcome.condition}: {outcome.message}")
-            await self.queue.trim_dead_letters(outcome.dlq)
+            await self._trim(outcome.dlq)
             _log(logging.ERROR, f"dead-lettered to {outcome.dlq} ({outcome.condition}; {outcome.message})", d,
                  outcome.attempts)
         elif isinstance(outcome, Drop):
@@ -334,6 +404,14 @@ class Worker:
             self._trace(d, outcome.attempts, "dropped", f"{outcome.condition}: {outcome.message}")
             _log(logging.ERROR, f"dropped: no dead_letter configured ({outcome.condition}; {outcome.message})", d,
                  outcome.attempts)
+
+    async def _trim(self, dlq: str) -> None:
+        """Trim a DLQ after writing to it; skipped while Redis is away (the next dead letter trims)."""
+        try:
+            await self.queue.trim_dead_letters(dlq)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
 
     def _trace(self, d: Delivery, attempt: int, outcome: str, detail: str = "") -> None:
         if self.tracer.enabled:
