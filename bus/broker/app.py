@@ -12,6 +12,7 @@ from bus.auth.middleware import auth_middleware
 from bus.broker import awsrules
 from bus.broker.dlq_routes import get_dead_letter, get_dlq, post_dlq_action
 from bus.broker.inbox import consume_inbox
+from bus.broker.limits import Limits, LimitedRunner, body_limits
 from bus.store.inbox import Inbox
 from bus.broker.live import Broker
 from bus.broker.routes import (
@@ -24,7 +25,7 @@ from bus.store.connect import connect
 
 log = logging.getLogger("bus.broker")
 
-MAX_BODY = 4 * 1024 * 1024  # beyond AWS's 1 MB entry limit, so oversize requests get AWS's error
+MAX_BODY = Limits.max_body  # beyond AWS's 1 MB entry limit, so oversize requests get AWS's error
 
 
 AWS_OPERATIONS = {
@@ -34,10 +35,14 @@ AWS_OPERATIONS = {
 }
 
 
-def make_app(broker: Broker, credentials: Credentials | None = None) -> web.Application:
-    """With `credentials`, every route but /metrics and /healthz needs a signature or token (bus.auth)."""
-    middlewares = [auth_middleware(credentials)] if credentials else []
-    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
+def make_app(broker: Broker, credentials: Credentials | None = None, limits: Limits | None = None) -> web.Application:
+    """With `credentials`, every route but /metrics and /healthz needs a signature or token (bus.auth).
+
+    Every body is read first, within `limits` (bus.broker.limits): oversize or slow bodies are
+    answered before authentication or a route spends anything on them."""
+    limits = limits or Limits()
+    middlewares = [body_limits(limits), *([auth_middleware(credentials)] if credentials else [])]
+    app = web.Application(client_max_size=limits.max_body, middlewares=middlewares)
     app["broker"] = broker
     app["aws_operations"] = dict(AWS_OPERATIONS)
     app.router.add_post("/", aws_root)
@@ -52,18 +57,23 @@ def make_app(broker: Broker, credentials: Credentials | None = None) -> web.Appl
 
 
 async def serve(redis_url: str, rules_path: str | None, host: str, port: int, ready: asyncio.Event | None = None,
-                credentials_path: str | None = None) -> None:
-    """Run a broker until cancelled; `credentials_path` (a credentials YAML) turns authentication on."""
+                credentials_path: str | None = None, limits: Limits | None = None) -> None:
+    """Run a broker until cancelled; `credentials_path` (a credentials YAML) turns authentication on.
+    `limits` default to Limits.from_env() (BUS_HEADER_TIMEOUT, BUS_MAX_CONNECTIONS, ...)."""
+    limits = limits or Limits.from_env()
     config = load_config(rules_path) if rules_path else empty_config()
     credentials = load_credentials(credentials_path) if credentials_path else None
     redis = connect(redis_url)
     broker = Broker(redis, rules_path, config)
     await broker.start()
-    runner = web.AppRunner(make_app(broker, credentials), access_log=None)
+    runner = LimitedRunner(make_app(broker, credentials, limits), limits, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("broker listening on http://%s:%d (%d rules)", host, port, len(config.rules))
+    log.info("limits: headers %gs, body %gs, idle keep-alive %gs, %d connections, %d-byte bodies",
+             limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.max_connections,
+             limits.max_body)
     if credentials:
         log.info("authentication on: %d principals from %s", len(credentials.principals), credentials_path)
     else:
