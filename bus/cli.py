@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".busway"
+DEFAULT_WORKER_METRICS_PORT = 9101
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a delivery whose worker is silent this long is redelivered (default 3)")
     worker.add_argument("--grace-seconds", type=float, default=30.0,
                         help="on SIGTERM, how long in-flight handlers may finish (default 30)")
-    worker.add_argument("--metrics-port", type=int, default=int(os.environ.get("BUS_WORKER_METRICS_PORT", "9101")),
-                        help="port for the worker's /metrics (0: none)")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help=f"port for the worker's /metrics (0: none; env BUS_WORKER_METRICS_PORT; default "
+                             f"{DEFAULT_WORKER_METRICS_PORT}, or a free port, logged, while that one is taken)")
     worker.add_argument("--metrics-host", default=os.environ.get("BUS_WORKER_METRICS_HOST", "127.0.0.1"),
                         help="address for the worker's /metrics (env BUS_WORKER_METRICS_HOST; 0.0.0.0 in containers)")
     _redis_option(worker)
@@ -181,13 +183,53 @@ async def _serve_until(stop: asyncio.Event, server) -> None:
 
 
 def cmd_worker(args) -> int:
+    import errno
+
     from bus.worker.loop import WorkerSettings
     from bus.worker.process import run_worker
     url = _need_redis(args)
+    port = _worker_metrics_port(args.metrics_port, args.metrics_host)
+    if port is None:
+        return 1
     settings = WorkerSettings(concurrency=args.concurrency, prefetch=args.prefetch,
                               lease_seconds=args.lease_seconds, grace_seconds=args.grace_seconds)
-    return _run_until_signal(lambda stop: run_worker(url, args.functions, settings, args.metrics_port or None, stop,
-                                                     host=args.metrics_host))
+    try:
+        return _run_until_signal(lambda stop: run_worker(url, args.functions, settings, port or None, stop,
+                                                         host=args.metrics_host))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # Taken between our check and the worker's bind: the same one line, not a traceback.
+        print(_metrics_port_taken(port, args.metrics_host), file=sys.stderr)
+        return 1
+
+
+def _worker_metrics_port(flag: int | None, host: str) -> int | None:
+    """The port for the worker's /metrics (0: none), or None after one line on stderr.
+
+    A port asked for (flag or BUS_WORKER_METRICS_PORT) must be free: a scrape config points at
+    it. The default moves to a free port while 9101 is taken, so several `bus worker` with
+    default options run on one host (each logs its port)."""
+    from bus.local.ports import free_port, port_free
+    asked: int | str | None = flag if flag is not None else os.environ.get("BUS_WORKER_METRICS_PORT")
+    if asked is not None:
+        if not str(asked).isdigit():
+            print(f"bus: worker metrics port is not a port number: {asked!r}", file=sys.stderr)
+            return None
+        if int(asked) and not port_free(host, int(asked)):
+            print(_metrics_port_taken(int(asked), host), file=sys.stderr)
+            return None
+        return int(asked)
+    if port_free(host, DEFAULT_WORKER_METRICS_PORT):
+        return DEFAULT_WORKER_METRICS_PORT
+    port = free_port(host)
+    logging.getLogger("bus.worker").warning("metrics port %d is taken (another worker?); using port %d instead",
+                                            DEFAULT_WORKER_METRICS_PORT, port)
+    return port
+
+
+def _metrics_port_taken(port: int, host: str) -> str:
+    return f"bus: worker metrics port {port} on {host} is taken: pass another --metrics-port N (0: none)"
 
 
 def _run_until_signal(make) -> int:

