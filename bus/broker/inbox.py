@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from bus.store.connect import unreachable
 from bus.store.deadletters import INBOX_UNDECODABLE, INBOX_UNKNOWN_BUS, DeadLetter, make_inbox_dead_letter
 from bus.store.inbox import Inbox
 from bus.store.keys import FIELD, INBOX_DLQ, as_str
@@ -42,8 +43,11 @@ async def consume_inbox(inbox: Inbox, publish: Publish, stop: asyncio.Event | No
                 await _route(inbox, publish, entry_id, fields)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a Redis hiccup: the item stays pending and is retried after idle_ms
-            log.exception("inbox routing failed; will retry")
+        except Exception as exc:  # a Redis hiccup: the item stays pending and is retried after idle_ms
+            if unreachable(exc):  # an outage is one line, not a traceback a second
+                log.warning("inbox routing paused: Redis unreachable (%s); will retry", exc)
+            else:
+                log.exception("inbox routing failed; will retry")
             await asyncio.sleep(1)
 
 
