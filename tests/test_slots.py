@@ -1,4 +1,5 @@
-"""Slots: sync handlers run in forked processes, one call at a time, killable on timeout."""
+"""Slots: handlers run in forked processes, killable on timeout; sync ones one call at a time,
+async ones side by side in the slot's own event loop."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,21 @@ from bus.worker.slot import Call
 from bus.worker.slots import SlotPool
 
 HANDLERS = '''
-import os, time
+import asyncio, os, time
+
+async def anap(event, context):
+    await asyncio.sleep(event["s"])
+    return os.getpid()
+
+async def ablock(event, context):
+    time.sleep(event["s"])
+    return os.getpid()
+
+def runs_a_loop(event, context):
+    return asyncio.run(anap(event, context))
+
+def wraps_a_coroutine(event, context):
+    return anap(event, context)
 
 def size(event, context):
     return {"bytes": len(event["blob"]), "request": context.aws_request_id, "pid": os.getpid()}
@@ -140,3 +155,51 @@ def test_a_queued_call_whose_slot_is_killed_before_its_turn_runs_on_another_slot
     assert (first.ok, first.kind) == (False, "timeout")
     assert second.ok and int(second.result) != killed_pid, "it ran, on a fresh slot"
     assert queued == 0
+
+
+def anap(seconds: float, timeout: float = 5.0, ref: str = "slotfns.anap") -> Call:
+    return Call(ref, ('{"s": %s}' % seconds).encode(), CONTEXT, timeout)
+
+
+def test_calls_of_an_async_function_run_side_by_side_in_one_slot(tmp_path):
+    async def body(pool):
+        first = await pool.run_ticket(pool.place(anap(0)))  # the slot says it is async
+        tickets = [pool.place(anap(0.3)) for _ in range(5)]
+        running_at_once = sum(t.slot is tickets[0].slot for t in tickets)
+        replies = await asyncio.gather(*[pool.run_ticket(t) for t in tickets])
+        return first, running_at_once, pool.queued, replies
+    first, at_once, queued, replies = run(tmp_path, body)
+    assert first.ok and first.is_async
+    assert (at_once, queued) == (5, 0), "sent to one slot at once, none of them queued"
+    assert all(r.ok for r in replies) and {r.result for r in replies} == {first.result}
+
+
+def test_an_async_call_that_overruns_is_cancelled_in_its_slot_and_the_calls_beside_it_finish(tmp_path):
+    async def body(pool):
+        first = await pool.run_ticket(pool.place(anap(0)))
+        late, beside = pool.place(anap(5, timeout=0.3)), pool.place(anap(0.5))
+        assert late.slot is beside.slot
+        return first, *await asyncio.gather(pool.run_ticket(late), pool.run_ticket(beside))
+    first, late, beside = run(tmp_path, body)
+    assert (late.ok, late.kind, late.error_type) == (False, "timeout", "Sandbox.Timedout")
+    assert beside.ok and beside.result == first.result, "the same slot answered after the timeout: not killed"
+
+
+def test_an_async_call_that_blocks_its_slots_loop_is_killed_as_a_timeout(tmp_path):
+    async def body(pool):
+        blocked = await pool.run("slotfns.ablock", b'{"s": 30}', CONTEXT, 0.3)
+        after = await pool.run("slotfns.anap", b'{"s": 0}', CONTEXT, 5.0)
+        return blocked, after
+    blocked, after = run(tmp_path, body)
+    assert (blocked.ok, blocked.kind, blocked.error_type) == (False, "timeout", "Sandbox.Timedout")
+    assert after.ok, "a fresh slot serves the next call"
+
+
+def test_a_sync_handler_may_run_an_event_loop_of_its_own(tmp_path):
+    reply = run(tmp_path, lambda pool: pool.run("slotfns.runs_a_loop", b'{"s": 0}', CONTEXT, 5.0))
+    assert reply.ok and not reply.is_async, reply
+
+
+def test_a_sync_handler_returning_a_coroutine_has_it_awaited_and_is_not_taken_for_async(tmp_path):
+    reply = run(tmp_path, lambda pool: pool.run("slotfns.wraps_a_coroutine", b'{"s": 0}', CONTEXT, 5.0))
+    assert reply.ok and reply.result.isdigit() and not reply.is_async, reply

@@ -7,8 +7,12 @@ cannot name `os.system`, an installed package or busway (bus.config.function_ref
 ref may never be), nor reach a file outside through a symlink. The directory is still put on
 sys.path, as Lambda does, so handler modules can import their neighbours.
 
-Loading runs user code (a module's top level): anything it raises, SystemExit and
-KeyboardInterrupt included, is that function's FunctionLoadError, never the worker's exit.
+Loading runs user code (a module's top level), so only slot processes (bus.worker.slot) load
+handlers: the worker hands them its loader and never calls it. Anything a load raises,
+SystemExit and KeyboardInterrupt included, is that function's FunctionLoadError. Whether a
+handler is async is `inspect.iscoroutinefunction` of the loaded object; a sync wrapper around
+a coroutine function is run as sync, and the slot awaits what it returns (conservative: such
+calls never share a slot).
 """
 from __future__ import annotations
 

@@ -1,20 +1,38 @@
-"""A slot: a child process forked from the worker that runs sync handlers one call at a time,
-so a handler that overruns its timeout or crashes can be killed and replaced without
-touching the worker.
+"""A slot: a child process forked from the worker that runs handlers, sync and async, so a
+handler that overruns its timeout, blocks its event loop or crashes can be killed and
+replaced without touching the worker.
 
-Forking (not spawning) makes a slot cost milliseconds and gives it the handler modules the
-worker already imported: Lambda's warm start. Protocol on a pair of pipes: 4-byte big-endian
-length, then a msgpack Call or Reply. The handler's prints go to stderr. Whatever a handler
-or its first import raises, SystemExit and KeyboardInterrupt included, is a failed Reply:
-the slot lives on, and the call costs one attempt.
+Why async handlers run here too: in the worker's own loop, an async handler that blocks
+(time.sleep, a CPU loop, a blocking client) stalls every other delivery and the lease
+renewals, so its lease lapses, another worker runs it again, and asyncio.timeout cannot fire
+until it returns; an os._exit or a segfault in it kills the worker. In a slot the worker's
+timer kills it like a sync handler, and the worker never runs (or even imports) user code.
+
+The child serves its calls from an asyncio loop of its own. A sync handler runs inline, one
+call at a time, with the loop marked not running (so a handler may call asyncio.run); its
+reply is written before the next call starts. An async handler runs as a task under
+asyncio.timeout, so a slot may run several calls of one async function at once and one that
+merely overruns is cancelled here, without killing the slot; one that blocks the loop is
+killed by the worker a little later (bus.worker.slots). Whether a handler is async is decided
+here, where it is loaded, and told to the worker in each Reply (`is_async`): the worker
+learns it from the first reply instead of importing the module. A sync handler that returns
+an awaitable (a wrapper around a coroutine) has it awaited here too.
+
+Forking (not spawning) makes a slot cost milliseconds. Protocol on a pair of pipes: 4-byte
+big-endian length, then a msgpack Call or Reply, matched by `id` (async calls end in any
+order). The handler's prints go to stderr. Whatever a handler or its first import raises,
+SystemExit, KeyboardInterrupt and CancelledError included, is a failed Reply: the slot lives
+on, and the call costs one attempt.
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import struct
 import time
-from typing import Any
+from typing import Any, Awaitable
 
 import msgspec
 
@@ -26,6 +44,7 @@ class Call(msgspec.Struct):
     event: bytes  # JSON
     context: dict[str, Any]
     timeout: float
+    id: int = 0  # set by the worker as it sends the call; its Reply carries it back
 
 
 class Reply(msgspec.Struct):
@@ -35,32 +54,38 @@ class Reply(msgspec.Struct):
     message: str = ""
     result: bytes | None = None  # JSON, when the result is JSON-serialisable
     seconds: float = 0.0  # how long the handler ran, measured in the slot
+    id: int = 0  # the Call's
+    is_async: bool = False  # the handler is a coroutine function: its calls may share a slot
 
 
 class Frames:
-    """Reads length-prefixed frames from a pipe fd with one read(2) per burst, not two per frame."""
+    """Cuts length-prefixed frames out of the bytes read from a pipe."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.buffer = bytearray()
 
-    def next(self) -> bytes | None:
-        while True:
-            if len(self.buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(self.buffer)
-                end = HEADER.size + size
-                if len(self.buffer) >= end:
-                    frame = bytes(self.buffer[HEADER.size:end])
-                    del self.buffer[:end]
-                    return frame
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                return None
-            self.buffer += chunk
+    def read(self) -> bool:
+        """One read(2) of up to 64 KiB (one per burst, not two per frame); False at end of file."""
+        chunk = os.read(self.fd, 1 << 16)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def take(self) -> bytes | None:
+        """A complete frame from what was read, if there is one."""
+        if len(self.buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self.buffer)
+        end = HEADER.size + size
+        if len(self.buffer) < end:
+            return None
+        frame = bytes(self.buffer[HEADER.size:end])
+        del self.buffer[:end]
+        return frame
 
 
-def write_frame(fd: int, payload: bytes) -> None:
-    view = memoryview(HEADER.pack(len(payload)) + payload)
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
@@ -79,6 +104,9 @@ def _become_slot() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    # Forked from inside the worker's running loop: that loop is not ours (Python 3.11 does not
+    # forget it at fork), and our own must be able to run.
+    asyncio.events._set_running_loop(None)
     os.dup2(2, 1)  # print() in a handler lands in the worker's log, not in the protocol
     try:
         import ctypes
@@ -88,27 +116,107 @@ def _become_slot() -> None:
 
 
 def serve(calls_fd: int, replies_fd: int, loader) -> None:
-    from bus.worker.context import make_context
-    from bus.worker.functions import FunctionLoadError, message_of
+    """Serve calls until the worker closes the calls pipe."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_Server(loop, calls_fd, replies_fd, loader).run())
+    finally:
+        loop.close()
 
-    decode_call = msgspec.msgpack.Decoder(Call).decode
-    encode = msgspec.msgpack.Encoder().encode
-    calls = Frames(calls_fd)
-    while (frame := calls.next()) is not None:
-        call = decode_call(frame)
+
+class _Server:
+    def __init__(self, loop: asyncio.AbstractEventLoop, calls_fd: int, replies_fd: int, loader) -> None:
+        from bus.worker.context import make_context
+        from bus.worker.functions import FunctionLoadError, message_of
+        self.make_context, self.load_error, self.message_of = make_context, FunctionLoadError, message_of
+        self.loop, self.loader, self.replies_fd = loop, loader, replies_fd
+        self.calls = Frames(calls_fd)
+        self.decode_call = msgspec.msgpack.Decoder(Call).decode
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.closed = loop.create_future()
+        self.tasks: set[asyncio.Task] = set()
+        self.unsent: list[bytes] = []  # async replies finished in this loop turn: one write
+
+    async def run(self) -> None:
+        self.loop.add_reader(self.calls.fd, self._readable)
+        await self.closed
+
+    def _readable(self) -> None:
+        if not self.calls.read():
+            self.loop.remove_reader(self.calls.fd)
+            if not self.closed.done():
+                self.closed.set_result(None)  # the worker is gone or killed us: calls still running die with us
+            return
+        while (frame := self.calls.take()) is not None:
+            self._start(self.decode_call(frame))
+
+    def _start(self, call: Call) -> None:
         started = time.perf_counter()
         try:
-            handler = loader.load(call.ref).handler
-            context = make_context(timeout=call.timeout, **call.context)
-            started = time.perf_counter()  # the handler's own time: a first import is not its speed
-            result = handler(msgspec.json.decode(call.event), context)
-            reply = Reply(True, result=_json_or_none(result))
-        except FunctionLoadError as exc:
-            reply = Reply(False, "import", "Runtime.ImportModuleError", str(exc))
+            function = self.loader.load(call.ref)
+        except self.load_error as exc:
+            self._reply(Reply(False, "import", "Runtime.ImportModuleError", str(exc), id=call.id), started)
+            return
+        context = self.make_context(timeout=call.timeout, **call.context)
+        if function.is_async:
+            try:  # calling a coroutine function runs none of it, but its arguments may not fit
+                coroutine = function.handler(msgspec.json.decode(call.event), context)
+            except BaseException as exc:
+                self._reply(self._failure(call, exc), started)
+            else:
+                self._spawn(call, coroutine, time.perf_counter(), is_async=True)
+            return
+        started = time.perf_counter()  # the handler's own time: a first import is not its speed
+        asyncio.events._set_running_loop(None)  # a sync handler may run a loop of its own (asyncio.run)
+        try:
+            result = function.handler(msgspec.json.decode(call.event), context)
         except BaseException as exc:  # SystemExit and friends are the handler's failure too
-            reply = Reply(False, "exception", type(exc).__name__, message_of(exc))
+            self._reply(self._failure(call, exc), started)
+            return
+        finally:
+            asyncio.events._set_running_loop(self.loop)
+        if inspect.isawaitable(result):  # a sync wrapper around a coroutine: await what it gave
+            self._spawn(call, result, started, is_async=False)
+        else:
+            self._reply(Reply(True, result=_json_or_none(result), id=call.id), started)
+
+    def _spawn(self, call: Call, awaitable: Awaitable[Any], started: float, is_async: bool) -> None:
+        task = self.loop.create_task(self._await(call, awaitable, started, is_async))
+        self.tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self.tasks.discard)
+
+    async def _await(self, call: Call, awaitable: Awaitable[Any], started: float, is_async: bool) -> None:
+        timeout = asyncio.timeout(call.timeout)
+        try:
+            async with timeout:
+                result = await awaitable
+            reply = Reply(True, result=_json_or_none(result))
+        except BaseException as exc:  # CancelledError too: nothing but asyncio.timeout cancels a call here
+            if timeout.expired():
+                reply = Reply(False, "timeout", "Sandbox.Timedout", f"Task timed out after {call.timeout:.2f} seconds")
+            else:
+                reply = self._failure(call, exc)
+        reply.id, reply.is_async = call.id, is_async
+        self._reply(reply, started, batch=True)
+
+    def _failure(self, call: Call, exc: BaseException) -> Reply:
+        return Reply(False, "exception", type(exc).__name__, self.message_of(exc), id=call.id)
+
+    def _reply(self, reply: Reply, started: float, batch: bool = False) -> None:
+        """Send a reply: an async call's at the end of this loop turn with the others that ended in
+        it; a sync call's at once (with any waiting), since the next call may run long."""
         reply.seconds = time.perf_counter() - started
-        write_frame(replies_fd, encode(reply))
+        payload = self.encode(reply)
+        if batch and not self.unsent:
+            self.loop.call_soon(self._flush)
+        self.unsent += (HEADER.pack(len(payload)), payload)
+        if not batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        frames, self.unsent = self.unsent, []
+        if frames:
+            write_all(self.replies_fd, b"".join(frames))
 
 
 def _json_or_none(result: Any) -> bytes | None:

@@ -1,7 +1,17 @@
-"""A pool of slots (bus.worker.slot) that run sync handlers with an enforced timeout.
+"""A pool of slots (bus.worker.slot) that run handlers, sync and async, with an enforced timeout.
 
 A slot that times out is killed (SIGKILL) and replaced; a slot that dies mid-call is the
-handler's "killed" error. Idle slots are reused.
+handler's "killed" error. Idle slots are reused. The pool never imports a handler: whether a
+function is async it learns from its first reply (`Reply.is_async`), and until then the
+function's calls run one to a slot.
+
+Sharing a slot between async calls: calls of one function the slot said is async may run in
+the same slot at once, up to ASYNC_PER_SLOT, each starting as it is sent (they are running,
+not queued). The slot cancels one that overruns its timeout itself; the worker's timer for
+an async call fires ASYNC_KILL_GRACE later and kills the slot only when its loop is blocked.
+The price of sharing: calls of that function sharing a slot with one that blocks its loop
+past its timeout die with it ("killed", one attempt each). Calls of other functions never
+share it.
 
 Queueing behind running calls: the worker may send a busy slot more calls of a fast
 function behind the one it is running, as many as that function's recent mean duration says
@@ -20,9 +30,9 @@ trip is most of what a sync delivery costs the worker.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
-from collections import deque
 from typing import Any, Callable
 
 import msgspec
@@ -32,10 +42,14 @@ from bus.worker.slot import HEADER, Call, Reply, child_main
 
 QUEUE_WAIT_SECONDS = 0.002  # a queued call expects to wait at most this long for the calls ahead of it
 MAX_DEPTH = 8  # calls sent to one slot at once, the running one included
+ASYNC_PER_SLOT = 32  # calls of one async function running at once in one slot
+ASYNC_KILL_GRACE = 0.25  # s past its timeout before a call not known to be sync kills its slot: the slot's own
+# asyncio.timeout answers first unless its loop is blocked
 _RECENT_WEIGHT = 0.2  # of the newest call in a function's moving mean duration
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_reply = msgspec.msgpack.Decoder(Reply).decode
+_call_ids = itertools.count(1)
 
 
 class SlotDied(Exception):
@@ -49,17 +63,19 @@ class _Pending:
     died first (the call never ran).
     """
 
-    __slots__ = ("reply", "turn", "queued", "began")
+    __slots__ = ("reply", "turn", "queued", "began", "sync")
 
-    def __init__(self, reply: asyncio.Future, turn: asyncio.Future | None, began: Callable[[], None] | None):
-        self.reply = reply
+    def __init__(self, reply: asyncio.Future, turn: asyncio.Future | None, began: Callable[[], None] | None,
+                 sync: bool):
+        self.reply = reply  # resolves to the Reply
         self.turn = turn  # None: the call began when it was sent
         self.queued = turn is not None
         self.began = began  # called as the call begins
+        self.sync = sync  # its function is known to be sync: it runs alone, its timeout is exact
 
 
 class _Replies(asyncio.Protocol):
-    """Reads reply frames from a slot's pipe; each resolves the oldest pending call.
+    """Reads reply frames from a slot's pipe; each resolves the pending call of its id.
 
     `on_turn` runs synchronously when a queued call stops being queued (its turn began, or its
     slot died first), so the pool's count of queued calls is right before any task resumes.
@@ -67,9 +83,20 @@ class _Replies(asyncio.Protocol):
 
     def __init__(self, on_turn: Callable[[], None]) -> None:
         self.buffer = bytearray()
-        self.pending: deque[_Pending] = deque()
+        self.pending: dict[int, _Pending] = {}  # by call id, in the order sent
+        self.unsure = 0  # pending calls not known to be sync: nothing may queue behind them
         self.closed = False
         self.on_turn = on_turn
+
+    def add(self, call_id: int, entry: _Pending) -> None:
+        self.pending[call_id] = entry
+        self.unsure += not entry.sync
+
+    def _remove(self, call_id: int) -> _Pending | None:
+        entry = self.pending.pop(call_id, None)
+        if entry is not None:
+            self.unsure -= not entry.sync
+        return entry
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -78,14 +105,17 @@ class _Replies(asyncio.Protocol):
             end = HEADER.size + size
             if len(self.buffer) < end:
                 return
-            frame = bytes(self.buffer[HEADER.size:end])
+            reply = _decode_reply(self.buffer[HEADER.size:end])
             del self.buffer[:end]
-            if self.pending:
-                done = self.pending.popleft()
+            done = self._remove(reply.id)
+            if done is not None:
+                if done.queued:  # ended before the worker saw its turn begin (it ran behind an async call)
+                    self._end_queueing(done, None)
                 if not done.reply.done():
-                    done.reply.set_result(frame)
-            if self.pending and self.pending[0].queued:
-                self._end_queueing(self.pending[0], None)
+                    done.reply.set_result(reply)
+            first = next(iter(self.pending.values()), None)
+            if first is not None and first.queued:  # in send order, the calls ahead of it are done
+                self._end_queueing(first, None)
 
     def _end_queueing(self, entry: _Pending, died: SlotDied | None) -> None:
         entry.queued = False
@@ -103,8 +133,8 @@ class _Replies(asyncio.Protocol):
 
     def fail_all(self, why: str) -> None:
         self.closed = True
-        pending, self.pending = self.pending, deque()
-        for entry in pending:
+        pending, self.pending, self.unsure = self.pending, {}, 0
+        for entry in pending.values():
             if entry.queued:  # never ran: it runs elsewhere, in the place of the call that died
                 self._end_queueing(entry, SlotDied(why))
             elif not entry.reply.done():
@@ -118,6 +148,8 @@ class Slot:
         self.calls = calls
         self.exit_status: int | None = None
         self.idle = False
+        self.shared: str | None = None  # the async function whose calls run here at once, if any
+        self.killed_for = ""  # why the worker killed it, for the calls that die with it
         self._unsent: list[bytes] = []  # frames written at the end of this loop turn, in one write
 
     @classmethod
@@ -143,15 +175,17 @@ class Slot:
     def outstanding(self) -> int:
         return len(self.replies.pending)
 
-    def send(self, call: Call, queued: bool = False, began: Callable[[], None] | None = None) -> _Pending:
-        """Write one call; its reply comes after those of the calls sent before it."""
+    def send(self, call: Call, queued: bool = False, began: Callable[[], None] | None = None,
+             sync: bool = False) -> _Pending:
+        """Write one call; a sync call's reply comes after those of the calls sent before it."""
         if not self.alive:
             raise SlotDied("the slot's pipes are closed")
         loop = asyncio.get_running_loop()
-        entry = _Pending(loop.create_future(), loop.create_future() if queued else None, began)
+        entry = _Pending(loop.create_future(), loop.create_future() if queued else None, began, sync)
         if not queued and began is not None:
             began()
-        self.replies.pending.append(entry)
+        call.id = next(_call_ids)  # anew on each send: a call re-sent to another slot is a new call there
+        self.replies.add(call.id, entry)
         payload = _encode(call)
         if not self._unsent:
             loop.call_soon(self._flush)
@@ -168,10 +202,11 @@ class Slot:
         if frames and not self.calls.is_closing():
             self.calls.write(b"".join(frames))
 
-    def kill(self) -> None:
+    def kill(self, why: str = "") -> None:
         """SIGKILL and reap (a killed process is gone within microseconds)."""
         if self.exit_status is not None:
             return
+        self.killed_for = why
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -183,6 +218,8 @@ class Slot:
 
     def describe_exit(self) -> str:
         status = self.exit_status or 0
+        if self.killed_for:
+            return f"killed: {self.killed_for}"
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL:
             return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
         return f"code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else "killed"
@@ -199,11 +236,12 @@ class Ticket:
 
 class SlotPool:
     def __init__(self, loader: FunctionLoader):
-        self.loader = loader
+        self.loader = loader  # handed to the slots, which load handlers; the pool never does
         self.queued = 0  # calls sent to a slot whose turn has not begun
         self._idle: list[Slot] = []
         self._lent: set[Slot] = set()
         self._recent: dict[str, float] = {}  # function -> moving mean of its call durations (s)
+        self._async: dict[str, bool] = {}  # function -> is async, as its last reply from a slot said
 
     def _turn_began(self) -> None:
         self.queued -= 1
@@ -211,20 +249,31 @@ class SlotPool:
     def _depth(self, ref: str) -> int:
         """How many calls of `ref` one slot may have at once (1: none queue)."""
         mean = self._recent.get(ref)
-        if mean is None:  # never seen: maybe slow
+        if mean is None or self._async.get(ref) is not False:  # never seen, maybe slow; or not a sync function
             return 1
         return max(1, min(MAX_DEPTH, int(QUEUE_WAIT_SECONDS / max(mean, 1e-6))))
 
     def _queue_slot(self, ref: str) -> Slot | None:
         """The busy slot a call of `ref` would queue in now, if any: the one with the most calls
         already sent, since a slot that wakes once for several calls costs far less than several
-        slots woken once each."""
+        slots woken once each. Only behind calls known to be sync, which run one at a time."""
         depth, best, most = self._depth(ref), None, 0
+        if depth == 1:
+            return None
         for slot in self._lent:
             n = slot.outstanding()
-            if most < n < depth and slot.alive:
+            if most < n < depth and slot.replies.unsure == 0 and slot.alive:
                 best, most = slot, n
         return best
+
+    def _shared_slot(self, ref: str) -> Slot | None:
+        """A slot already running calls of async function `ref` with room for one more."""
+        if not self._async.get(ref):
+            return None
+        for slot in self._lent:
+            if slot.shared == ref and slot.outstanding() < ASYNC_PER_SLOT and slot.alive:
+                return slot
+        return None
 
     def can_queue(self, ref: str) -> bool:
         """Whether a call of `ref` would queue in a slot now (place's first choice)."""
@@ -232,31 +281,42 @@ class SlotPool:
 
     def place(self, call: Call, may_run: bool = True, began: Callable[[], None] | None = None,
               queue: bool = True) -> Ticket | None:
-        """Queue `call` behind running ones if its function is fast enough, else (if `may_run`)
-        send it to an idle slot; None if neither is allowed now. `began` is called as the
-        handler starts: for a queued call, when the calls ahead of it are done.
+        """Queue `call` behind running ones if its function is fast and sync, else (if `may_run`)
+        run it beside calls of its async function in their slot, or send it to an idle slot; None
+        if none is allowed now. `began` is called as the handler starts: for a queued call, when
+        the calls ahead of it are done.
         """
+        sync = self._async.get(call.ref) is False
         if queue and (busy := self._queue_slot(call.ref)) is not None:
             self.queued += 1
-            return Ticket(busy, call, busy.send(call, queued=True, began=began), began)
+            return Ticket(busy, call, busy.send(call, queued=True, began=began, sync=True), began)
         if not may_run:
             return None
+        if (shared := self._shared_slot(call.ref)) is not None:
+            return Ticket(shared, call, shared.send(call, began=began), began)
         slot = self._take_idle()
-        return Ticket(slot, call, slot.send(call, began=began) if slot else None, began)
+        if slot is not None:
+            self._lend(slot, call.ref)
+        return Ticket(slot, call, slot.send(call, began=began, sync=sync) if slot else None, began)
+
+    def _lend(self, slot: Slot, ref: str) -> None:
+        """`slot` takes its first call since it was idle: it is shared if that call's function is async."""
+        self._lent.add(slot)
+        slot.shared = ref if self._async.get(ref) else None
 
     def _take_idle(self) -> Slot | None:
         while self._idle:
             slot = self._idle.pop()
             slot.idle = False
             if slot.alive:
-                self._lent.add(slot)
                 return slot
             slot.kill()  # died while idle (reaped here)
         return None
 
     async def run(self, ref: str, event: bytes, context: dict[str, Any], timeout: float,
                   began: Callable[[], None] | None = None) -> Reply:
-        """Run one call now (on an idle or a new slot); `began` is called as the handler starts."""
+        """Run one call now (beside calls of its async function, or on an idle or a new slot),
+        never queued; `began` is called as the handler starts."""
         return await self.run_ticket(self.place(Call(ref, event, context, timeout), began=began, queue=False))
 
     async def run_ticket(self, ticket: Ticket) -> Reply:
@@ -269,46 +329,48 @@ class SlotPool:
             except SlotDied:
                 entry = None
             except BaseException:
-                slot.kill()  # cancelled while queued: what the slot would run is no longer wanted
+                slot.kill("a call queued in it was cancelled")  # what the slot would run is no longer wanted
                 raise
         if entry is None:  # no idle slot when it was placed, or its slot died before its turn
-            slot = self._take_idle() or await self._new_slot()
-            entry = slot.send(call, began=ticket.began)
+            slot = self._shared_slot(call.ref) or self._take_idle() or await self._new_slot()
+            if slot not in self._lent:
+                self._lend(slot, call.ref)
+            entry = slot.send(call, began=ticket.began, sync=self._async.get(call.ref) is False)
         return await self._await_reply(slot, call, entry)
 
     async def _new_slot(self) -> Slot:
-        slot = await Slot.start(self.loader, self._turn_began)
-        self._lent.add(slot)
-        return slot
+        return await Slot.start(self.loader, self._turn_began)
 
     async def _await_reply(self, slot: Slot, call: Call, entry: _Pending) -> Reply:
         loop = asyncio.get_running_loop()
-        # A bare timer on the reply future: cheaper than asyncio.timeout's cancel machinery.
-        timer = loop.call_at(loop.time() + call.timeout, _expire, entry.reply)
+        # A bare timer on the reply future: cheaper than asyncio.timeout's cancel machinery. A call
+        # that may be async gets a grace: its slot cancels it itself unless its loop is blocked.
+        timer = loop.call_at(loop.time() + call.timeout + (0 if entry.sync else ASYNC_KILL_GRACE), _expire, entry.reply)
         try:
-            frame = await entry.reply
+            reply = await entry.reply
         except TimeoutError:
-            slot.kill()
+            slot.kill(f"a call of {call.ref} in it overran its timeout")
             reply = Reply(False, "timeout", "Sandbox.Timedout", f"Task timed out after {call.timeout:.2f} seconds")
         except SlotDied:
             slot.kill()
             reply = Reply(False, "killed", "Runtime.ExitError",
                           f"the handler's process exited ({slot.describe_exit()}) before returning")
         except BaseException:
-            slot.kill()  # cancelled mid-call: the slot's state is unknown
+            slot.kill("a call in it was cancelled")  # cancelled mid-call: the slot's state is unknown
             raise
-        else:
-            reply = _decode_reply(frame)
         finally:
             timer.cancel()
             self._returned(slot)
+        if reply.ok or reply.kind == "exception":  # the slot loaded the handler and ran it
+            self._async[call.ref] = reply.is_async
         self._note(call.ref, reply.seconds if reply.ok or reply.kind == "exception" else call.timeout)
         return reply
 
     def _returned(self, slot: Slot) -> None:
         if slot.outstanding():
-            return  # a queued call runs on it next
+            return  # a queued call runs on it next, or calls sharing it still run
         self._lent.discard(slot)
+        slot.shared = None
         if slot.alive and not slot.idle:  # a killed slot's pipes are closed
             slot.idle = True
             self._idle.append(slot)
