@@ -25,3 +25,13 @@ def test_an_api_rule_on_a_bus_yaml_no_longer_declares_is_left_out():
 def test_buses_and_functions_are_yamls():
     merged = merge(YAML, {})
     assert (merged.buses, merged.functions) == (YAML.buses, YAML.functions)
+
+
+def test_merged_rule_answers_for_one_key_as_merge_does():
+    from bus.config.ruleset import merged_rule
+    api = {("default", "a"): Rule(name="a", description="api", event_pattern={"source": ["y"]}),
+           ("shop", "b"): Rule(name="b", bus="shop", event_pattern={"source": ["y"]}),
+           ("gone", "c"): Rule(name="c", bus="gone", event_pattern={"source": ["y"]})}
+    merged = merge(YAML, api)
+    for key in [*api, *YAML.rules, ("default", "never")]:
+        assert merged_rule(YAML, api, key) == merged.rules.get(key)

@@ -18,7 +18,6 @@ from bus.broker.envelope import MAX_JSON_DEPTH, Origin, RequestError, TooDeep, b
 from bus.config.model import Bus, FunctionTarget, RetryPolicy, Rule, Target
 from bus.config.validate import MAX_TARGETS_PER_RULE, Problem, validate_rule, validate_target
 from bus.patterns import PatternError, compile_pattern
-from bus.store import apirules
 
 # AWS's default quota of rules per bus; API rules only (YAML's are the operator's own). Read once:
 # a value that is not a number stops the broker at start, not a PutRule later.
@@ -210,12 +209,9 @@ def _api_rule(request: web.Request, body: dict, name_key: str) -> Rule:
 
 
 async def _store(request: web.Request, rule: Rule | None, bus: str = "", name: str = "") -> None:
-    broker = _broker(request)
-    if rule is None:
-        await apirules.delete(broker.redis, bus, name)
-    else:
-        await apirules.save(broker.redis, rule)
-    await broker.reload_api_rules()  # this broker answers with the change already in force
+    if rule is not None:
+        bus, name = rule.bus, rule.name
+    await _broker(request).store_api_rule(bus, name, rule)  # in force here when this answers
 
 
 @takes(PutRuleRequest)
@@ -249,7 +245,7 @@ async def _check_rule_quota(broker, bus: str) -> None:
     The API rules are reloaded first, so rules put through other brokers count; two brokers
     adding the last rule at the same instant can still both succeed (the check is not atomic)."""
     await broker.reload_api_rules()
-    count = sum(1 for rule_bus, _ in broker.api_rules if rule_bus == bus)
+    count = broker.api_rule_count(bus)
     if count >= MAX_API_RULES_PER_BUS:
         raise RequestError("LimitExceededException",
                            f"The requested resource exceeds the maximum number allowed: "

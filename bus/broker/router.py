@@ -1,21 +1,30 @@
-"""Which targets an event goes to: one compiled Matcher per bus, built from a Config."""
+"""Which targets an event goes to: one compiled Matcher per bus, built from a Config.
+
+A Router is built whole from a merged Config (bus.config.ruleset.merge), and can then be
+changed one rule at a time (`put_rule`, `remove_rule`): only that rule's Matcher entry and
+target records change, and it routes exactly as a Router built afresh from the changed
+Config would (tests/test_router.py checks this). The broker changes it from one place, in
+the event loop, between requests; nothing reads it from another thread.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from bus.config.model import Config
+from bus.config.model import Config, Rule
 from bus.patterns import Matcher
 from bus.store.deliveries import TargetRecord, target_records
 
 
 class Router:
     def __init__(self, config: Config):
-        self.config = config
+        # Its own rules dict: put_rule/remove_rule change it, and the caller's Config (the YAML
+        # one, at a broker's start) must not change with it.
+        self.config = Config(buses=config.buses, rules=dict(config.rules), functions=config.functions)
         self._matchers: dict[str, Matcher] = {bus: Matcher() for bus in config.buses}
         self._targets: dict[tuple[str, str], list[TargetRecord]] = {}
-        for (bus, name), rule in config.rules.items():
-            self._targets[(bus, name)] = target_records(config, rule)
-            if rule.state == "ENABLED" and rule.event_pattern is not None:
+        for (bus, name), rule in self.config.rules.items():
+            self._targets[(bus, name)] = target_records(self.config, rule)
+            if _matches_events(rule):
                 self._matchers[bus].add(name, rule.event_pattern)
 
     def has_bus(self, bus: str) -> bool:
@@ -31,3 +40,40 @@ class Router:
     def all_targets(self) -> list[TargetRecord]:
         """Every declared target, disabled rules included: their queues must still drain."""
         return [record for records in self._targets.values() for record in records]
+
+    # --- changing one rule ------------------------------------------------------------------
+
+    def records_of(self, rule: Rule) -> list[TargetRecord]:
+        """The target records `rule` would have here: publish them before `put_rule(rule)`."""
+        return target_records(self.config, rule)
+
+    def put_rule(self, rule: Rule) -> None:
+        """Add `rule`, or replace the rule of its (bus, name). Its bus must be one of the Config's."""
+        if rule.bus not in self._matchers:
+            raise ValueError(f"rule {rule.name}: bus {rule.bus} is not one of this router's")
+        key = (rule.bus, rule.name)
+        old = self.config.rules.get(key)
+        # A change of targets, description or schedule alone leaves the Matcher as it is: adding
+        # a rule again recompiles its pattern and re-threads it through the automaton.
+        same_matching = (old is not None and _matches_events(old) == _matches_events(rule)
+                         and old.event_pattern == rule.event_pattern)
+        if not same_matching:
+            matcher = self._matchers[rule.bus]
+            if _matches_events(rule):
+                matcher.add(rule.name, rule.event_pattern)  # first: a pattern that fails changes nothing
+            else:
+                matcher.remove(rule.name)
+        self.config.rules[key] = rule
+        self._targets[key] = target_records(self.config, rule)
+
+    def remove_rule(self, bus: str, name: str) -> None:
+        """Forget the rule (bus, name); an unknown one is ignored."""
+        if self.config.rules.pop((bus, name), None) is None:
+            return
+        del self._targets[(bus, name)]
+        self._matchers[bus].remove(name)
+
+
+def _matches_events(rule: Rule) -> bool:
+    """Whether the rule is in its bus's Matcher: enabled, with a pattern (schedules fire alone)."""
+    return rule.state == "ENABLED" and rule.event_pattern is not None
