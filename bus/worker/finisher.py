@@ -110,7 +110,6 @@ class Finisher:
                                  error=notify.error, to_bus=notify.to_bus)
 
 
-
 def _log(level: int, what: str, d: Delivery, attempt: int) -> None:
     """One log line about a delivery, with event id, rule, target and attempt as fields."""
     if not log.isEnabledFor(level):

@@ -30,7 +30,7 @@ from bus import identity
 from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.connect import Backoff, Reachability, Watched, unreachable
-from bus.store.deliveries import Delivery, TargetRecord, decode_delivery
+from bus.store.deliveries import TargetRecord, decode_delivery
 from bus.store.keys import FIELD
 from bus.store.queue import Queue
 from bus.worker.attempt_metrics import AttemptMetrics, target_metrics
@@ -343,16 +343,6 @@ class Worker:
         await self.finisher.conclude(record, entry_id, d, after_attempt(record, d, call.attempt, result, time.time()))
         if result.kind != THROTTLED:
             run.complete(result.ok)
-
-
-def _log(level: int, what: str, d: Delivery, attempt: int) -> None:
-    """One log line about a delivery, with event id, rule, target and attempt as fields."""
-    if not log.isEnabledFor(level):
-        return
-    event_id = msgspec.json.decode(d.event).get("id")
-    fields = {"event_id": event_id, "rule": d.rule, "target": d.target_key, "attempt": attempt, "request_id": d.id}
-    log.log(level, "%s: event %s rule %s target %s attempt %d", what, event_id, d.rule, d.target_key, attempt,
-            extra={"fields": fields})
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
