@@ -206,3 +206,63 @@ def test_reconnect_backoff_doubles_from_50_ms_to_a_1_s_cap_with_jitter():
     assert all(cap / 2 <= w <= cap for w, cap in zip(waits, caps)), waits
     backoff.reset()
     assert backoff.next() <= 0.05, "an answered call starts the next outage's backoff over"
+
+
+def _reserved_call(tmp_path):
+    from bus.config.model import FunctionSettings, FunctionTarget
+    from bus.store.deliveries import TargetRecord, new_delivery
+    from bus.worker.invoker import Invocation
+    record = TargetRecord(bus="default", rule="r", target=FunctionTarget(id="t", function="probe.record"),
+                          function=FunctionSettings(reserved_concurrency=2))
+    return Invocation(record, new_delivery(b'{"id": "e"}', record, time.time()), 1, "w:1-0", lambda: None)
+
+
+def test_no_concurrency_lease_while_redis_is_away_throttles_without_running_the_handler(tmp_path):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bus.store.queue import Queue
+    from bus.worker.functions import FunctionLoader
+    from bus.worker.invoker import THROTTLED
+    from bus.worker.invokers.function import FunctionInvoker
+
+    async def attempt():
+        client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+        invoker = FunctionInvoker(Queue(client), FunctionLoader(str(tmp_path)), "w", 3.0)
+        call = _reserved_call(tmp_path)
+        try:
+            return await invoker.invoke(call, invoker.place(call, True))
+        finally:
+            await invoker.close()
+            await client.aclose()
+    result = asyncio.run(attempt())
+    assert result.kind == THROTTLED, "waits like a throttle (no attempt used) instead of failing the worker"
+
+
+def test_a_lease_that_cannot_be_released_during_an_outage_is_released_when_redis_is_back(own_redis, tmp_path):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bus.store.keys import concurrency_key
+    from bus.store.queue import Queue
+    from bus.worker.functions import FunctionLoader
+    from bus.worker.invokers.function import FunctionInvoker
+
+    async def scenario():
+        client = aioredis.from_url(own_redis.url, socket_connect_timeout=0.5)
+        invoker = FunctionInvoker(Queue(client), FunctionLoader(str(tmp_path)), "w", 3.0)
+        assert await invoker.queue.acquire("probe.record", 2, "w:1-0", int(time.time() * 1000) + 60_000)
+        own_redis.kill()
+        await invoker._release("probe.record", "w:1-0")  # must not raise while Redis is away
+        own_redis.start()
+        for _ in range(100):
+            if not invoker._releasing:
+                break
+            await asyncio.sleep(0.05)
+        held = await client.zrange(concurrency_key("probe.record"), 0, -1)
+        await invoker.close()
+        await client.aclose()
+        return held
+    assert asyncio.run(scenario()) == []

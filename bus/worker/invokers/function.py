@@ -14,15 +14,20 @@ free the result is THROTTLED and the handler does not run.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 from bus.config.model import FunctionSettings
+from bus.store.connect import Backoff, unreachable
 from bus.store.queue import Queue
 from bus.worker.functions import FunctionLoader
 from bus.worker.invoker import Invocation, Result, throttled
 from bus.worker.slot import Call
 from bus.worker.slots import SlotPool, Ticket
+
+log = logging.getLogger("bus.worker")
 
 _LEASE_FIRST = object()  # placement of a call that takes its concurrency lease, then a slot
 LEASE_HOURS_MS = 3600 * 1000  # a concurrency lease outlives any handler (timeout <= 900 s)
@@ -34,6 +39,7 @@ class FunctionInvoker:
         self.slots = SlotPool(loader)
         self.consumer = consumer
         self.lease_seconds = lease_seconds
+        self._releasing: set[asyncio.Task] = set()  # leases to free once Redis answers again
 
     @property
     def queued(self) -> int:
@@ -52,15 +58,46 @@ class FunctionInvoker:
         limit, fn = settings.reserved_concurrency, call.record.target.function
         if limit is None:
             return await self._call(call, settings, placed)
-        if not await self._acquire(fn, limit, call.token):
+        try:
+            acquired = await self._acquire(fn, limit, call.token)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            # No lease can be had while Redis is away: wait like a throttled delivery (no attempt
+            # used); its outcome is written once Redis answers.
+            return throttled("Redis is unreachable: no concurrency lease")
+        if not acquired:
             return throttled("reserved_concurrency is 0" if limit == 0 else "over reserved concurrency")
         try:
             return await self._call(call, settings, placed)
         finally:
-            await self.queue.release(fn, call.token)
+            await self._release(fn, call.token)
 
     async def close(self) -> None:
         await self.slots.close()
+
+    async def _release(self, function: str, token: str) -> None:
+        """Free a lease; while Redis is away, later, so the handler's outcome is not lost with it."""
+        try:
+            await self.queue.release(function, token)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            task = asyncio.ensure_future(self._release_when_back(function, token))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release_when_back(self, function: str, token: str) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.queue.release(function, token)
+                return
+            except Exception as exc:
+                if not unreachable(exc):  # e.g. the lease is gone some other way: its expiry frees it
+                    log.warning("concurrency lease %s of %s not released: %s", token, function, exc)
+                    return
+            await asyncio.sleep(backoff.next())
 
     async def _acquire(self, function: str, limit: int, token: str) -> bool:
         if limit <= 0:
