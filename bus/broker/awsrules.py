@@ -18,6 +18,7 @@ from bus.broker.envelope import MAX_JSON_DEPTH, Origin, RequestError, TooDeep, b
 from bus.config.model import Bus, FunctionTarget, RetryPolicy, Rule, Target
 from bus.config.validate import MAX_TARGETS_PER_RULE, Problem, validate_rule, validate_target
 from bus.patterns import PatternError, compile_pattern
+from bus.store import apirules
 
 # AWS's default quota of rules per bus; API rules only (YAML's are the operator's own). Read once:
 # a value that is not a number stops the broker at start, not a PutRule later.
@@ -211,7 +212,10 @@ def _api_rule(request: web.Request, body: dict, name_key: str) -> Rule:
 async def _store(request: web.Request, rule: Rule | None, bus: str = "", name: str = "") -> None:
     if rule is not None:
         bus, name = rule.bus, rule.name
-    await _broker(request).store_api_rule(bus, name, rule)  # in force here when this answers
+    try:  # in force here when this answers; the store enforces the cap atomically for a new rule
+        await _broker(request).store_api_rule(bus, name, rule, cap=MAX_API_RULES_PER_BUS)
+    except apirules.RuleLimitExceeded:
+        raise _over_quota() from None
 
 
 @takes(PutRuleRequest)
@@ -242,14 +246,16 @@ async def put_rule(request: web.Request, body: dict, origin: Origin) -> dict:
 async def _check_rule_quota(broker, bus: str) -> None:
     """A new API rule past MAX_API_RULES_PER_BUS is a LimitExceededException, as AWS answers.
 
-    The API rules are reloaded first, so rules put through other brokers count; two brokers
-    adding the last rule at the same instant can still both succeed (the check is not atomic)."""
+    This early check answers before any other work; the store's own check (one Lua call with the
+    write) is what holds when brokers race for the last place."""
     await broker.reload_api_rules()
-    count = broker.api_rule_count(bus)
-    if count >= MAX_API_RULES_PER_BUS:
-        raise RequestError("LimitExceededException",
-                           f"The requested resource exceeds the maximum number allowed: "
-                           f"at most {MAX_API_RULES_PER_BUS} rules per event bus through the API.")
+    if broker.api_rule_count(bus) >= MAX_API_RULES_PER_BUS:
+        raise _over_quota()
+
+
+def _over_quota() -> RequestError:
+    return RequestError("LimitExceededException", f"The requested resource exceeds the maximum number allowed: "
+                                                  f"at most {MAX_API_RULES_PER_BUS} rules per event bus through the API.")
 
 
 def _pattern(text: Any) -> dict | None:

@@ -67,15 +67,15 @@ class Broker:
 
     # --- API rules ----------------------------------------------------------------------------
 
-    async def store_api_rule(self, bus: str, name: str, rule: Rule | None) -> None:
+    async def store_api_rule(self, bus: str, name: str, rule: Rule | None, cap: int = 0) -> None:
         """Save (or, with None, delete) one API rule, validated by the caller, and put it in force
-        here at once. If other brokers changed rules meanwhile (the version moved by more than
+        here at once; a new rule only while its bus holds fewer than `cap` (0: no cap). If other brokers changed rules meanwhile (the version moved by more than
         this change), everything stored is loaded and diffed instead."""
         async with self._changing:
             if rule is None:
                 await apirules.delete(self.redis, bus, name)
             else:
-                await apirules.save(self.redis, rule)
+                await apirules.save(self.redis, rule, cap)  # RuleLimitExceeded: nothing changed
             version = await apirules.version(self.redis)
             if version != self._api_version + 1:
                 await self._reload_api_rules()

@@ -11,7 +11,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bus.config.model import Rule, with_kind
-from bus.store.keys import API_RULES, API_VERSION, api_rule_field
+from bus.store.keys import API_RULE_COUNTS, API_RULES, API_VERSION, api_rule_field
+from bus.store.scripts import API_RULE_DELETE, API_RULE_SAVE, run_script
 
 log = logging.getLogger("bus.store")
 
@@ -46,16 +47,19 @@ async def version(redis: aioredis.Redis) -> int:
     return int(await redis.get(API_VERSION) or 0)
 
 
-async def save(redis: aioredis.Redis, rule: Rule) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(API_RULES, api_rule_field(rule.bus, rule.name), msgspec.json.encode(rule))
-        pipe.incr(API_VERSION)
-        await pipe.execute()
+class RuleLimitExceeded(Exception):
+    """The bus already holds as many API rules as the cap allows: nothing was written."""
+
+
+async def save(redis: aioredis.Redis, rule: Rule, cap: int = 0) -> None:
+    """Store a rule and bump the version, atomically; a new rule only while its bus holds fewer
+    than `cap` API rules (0: no cap), so brokers racing for the last place cannot both win."""
+    version = await run_script(redis, API_RULE_SAVE, [API_RULES, API_VERSION, API_RULE_COUNTS],
+                               [api_rule_field(rule.bus, rule.name), msgspec.json.encode(rule), rule.bus, cap])
+    if version == -1:
+        raise RuleLimitExceeded(rule.bus)
 
 
 async def delete(redis: aioredis.Redis, bus: str, name: str) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hdel(API_RULES, api_rule_field(bus, name))
-        pipe.incr(API_VERSION)
-        await pipe.execute()
+    await run_script(redis, API_RULE_DELETE, [API_RULES, API_VERSION, API_RULE_COUNTS], [api_rule_field(bus, name), bus])
 

@@ -62,6 +62,7 @@ INBOX_GROUP = "brokers"
 # --- rules created through the AWS API -------------------------------------------------------
 API_RULES = f"{PREFIX}:api:rules"  # hash: "<bus>/<rule>" -> Rule JSON
 API_VERSION = f"{PREFIX}:api:version"  # bumped by every change; brokers reload when it moves
+API_RULE_COUNTS = f"{PREFIX}:api:counts"  # hash: bus -> how many API rules it holds (the per-bus cap)
 
 
 def api_rule_field(bus: str, name: str) -> str:

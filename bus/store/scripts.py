@@ -53,6 +53,8 @@ SCHEDULE_SAVE = lua("schedule_save")
 # Dead letters
 REDRIVE = lua("redrive")
 INBOX_DEAD_LETTER = lua("inbox_dead_letter")
+API_RULE_SAVE = lua("api_rule_save")
+API_RULE_DELETE = lua("api_rule_delete")
 
 Call = tuple[Lua, Sequence[Any], Sequence[Any]]  # (script, keys, args)
 
