@@ -197,6 +197,11 @@ def test_a_stored_rule_that_does_not_load_is_skipped_and_a_broker_still_starts(s
                         what="the good rules listed")
         assert aws(url, "PutRule", {"Name": "later", "EventPattern": '{"source": ["y"]}'})[0] == 200
     assert stack.logs().count("stored API rule skipped") >= 3
+    import urllib.request
+    scraped = urllib.request.urlopen(stack.url + "/metrics", timeout=5).read().decode()
+    for reason in ("unreadable", "invalid"):  # not JSON or the wrong type / a pattern that does not compile
+        line = next(x for x in scraped.splitlines() if x.startswith(f'busway_api_rules_skipped_total{{reason="{reason}"}}'))
+        assert float(line.split()[-1]) >= 1, line
 
 
 def test_api_rules_past_the_per_bus_quota_are_a_limit_exceeded_exception(stack):

@@ -23,6 +23,7 @@ from bus.config.model import Config, Rule
 from bus.config.ruleset import merge, merged_rule
 from bus.config.rulesfile import ConfigError, load_config, rule_files
 from bus.config.validate import validate_rule
+from bus.observe import metrics
 from bus.store import apirules
 from bus.store.queue import Queue
 
@@ -184,6 +185,7 @@ def usable_api_rules(rules: dict[tuple[str, str], Rule], buses,
         problems = [p for p in validate_rule(rule, buses) if p.check != "bus"]
         if problems:
             log.error("stored API rule skipped: %s/%s: %s", rule.bus, rule.name, problems[0].message)
+            metrics.API_RULES_SKIPPED.labels("invalid").inc()
             continue
         out[key] = rule
     return out

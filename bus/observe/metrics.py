@@ -25,6 +25,7 @@ DELIVERIES_ENQUEUED = Counter("busway_deliveries_enqueued_total", "Deliveries wr
 PUT_EVENTS_REQUESTS = Counter("busway_put_events_requests_total", "PutEvents calls by API and outcome (success: every entry accepted; partial; failed: the request was refused).", ["api", "outcome"])
 PUT_EVENTS_SIZE = Histogram("busway_put_events_request_size_bytes", "PutEvents request body size (PutEventsRequestSize).", ["api"], buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304))
 PUT_EVENTS_DURATION = Histogram("busway_put_events_duration_seconds", "PutEvents request latency, body read to answer.", ["api"], buckets=LATENCY_BUCKETS)
+API_RULES_SKIPPED = Counter("busway_api_rules_skipped_total", "Stored API rules left out when loaded (reason: unreadable, invalid); counted at every load that meets one.", ["reason"])
 SCHEDULE_FIRINGS = Counter("busway_schedule_firings_total", "Scheduled events emitted, by rule.", ["bus", "rule"])
 SCHEDULE_MISSES = Counter("busway_schedule_misses_total", "Scheduled times skipped (catch-up policy), by rule.", ["bus", "rule"])
 SCHEDULE_LATENESS = Histogram("busway_schedule_lateness_seconds", "Scheduled time to enqueue.", ["bus", "rule"], buckets=LATENCY_BUCKETS)

@@ -11,6 +11,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bus.config.model import Rule, with_kind
+from bus.observe import metrics
 from bus.store.keys import API_RULE_COUNTS, API_RULES, API_VERSION, api_rule_field
 from bus.store.scripts import API_RULE_DELETE, API_RULE_SAVE, run_script
 
@@ -34,6 +35,7 @@ async def load(redis: aioredis.Redis) -> dict[tuple[str, str], Rule]:
             rule = decode_rule(raw)
         except (msgspec.DecodeError, TypeError, RecursionError) as exc:  # ValidationError is a DecodeError
             log.error("stored API rule skipped: %s in %s does not load: %s", _text(field), API_RULES, exc)
+            metrics.API_RULES_SKIPPED.labels("unreadable").inc()
             continue
         rules[(rule.bus, rule.name)] = rule
     return rules
