@@ -234,3 +234,14 @@ rules:
     assert all(line.endswith("dlq=shared-dlq") for line in lines)
     assert sorted(line.split()[1] for line in lines) == ["default/a/t", "default/b/t"]
     assert "redrive: 1 dead letters" in stack.bus("dlq", "redrive", "--target", "default/b/t").stdout
+
+
+def test_an_entry_that_is_no_delivery_is_dead_lettered_and_the_worker_goes_on(stack, r):
+    start(stack, rules("probe.record", extra_target="dead_letter: true"))
+    r.xadd(stream_key("default/r/t1"), {"d": b"not a delivery"})  # written by hand, or by another format
+    _, body = post(stack.url + "/events", event(x=1))
+    wait_for(lambda: len(stack.records()) == 1, what="the good event handled after the poison entry")
+    lines = wait_for(lambda: stack.bus("dlq", "list").stdout.splitlines(), what="the poison entry dead-lettered")
+    letter = json.loads(stack.bus("dlq", "show", lines[0].split()[0]).stdout)
+    assert letter["error_code"] == "UNDECODABLE" and "not a delivery" in letter["error_message"]
+    assert r.xlen(stream_key("default/r/t1")) == 0, "both entries finished"

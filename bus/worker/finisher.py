@@ -15,9 +15,11 @@ from bus.observe.trace import Tracer
 from bus.store.connect import Backoff, Reachability, unreachable
 from bus.store.deadletters import make_dead_letter
 from bus.store.deliveries import Delivery, TargetRecord
+from bus.store.keys import FIELD
 from bus.store.queue import FollowUp, Queue, RetryAt, ToDeadLetters, ToInbox
 from bus.worker.destinations import invocation_record
-from bus.worker.outcome import Ack, DeadLetter, Drop, Notify, Outcome, Retry, Throttle
+from bus.worker.outcome import Ack, DeadLetter, Drop, Notify, Outcome, Retry, Throttle, give_up
+from bus.worker.retry import ATTEMPTS_EXHAUSTED
 
 log = logging.getLogger("bus.worker")
 
@@ -28,6 +30,17 @@ class Finisher:
         self.reach = reach
         self.tracer = tracer
         self.identity = who
+
+    async def unreadable(self, record: TargetRecord, entry_id: bytes, fields: dict, why: Exception) -> None:
+        """An entry that is no Delivery (written by hand, or by a busway of another format): dead-letter
+        it (or drop it, with no DLQ) with its raw bytes in the message, instead of looping on it."""
+        raw = fields.get(FIELD, b"") if isinstance(fields, dict) else b""
+        now = time.time()
+        stand_in = Delivery(id=entry_id.decode(), event=msgspec.Raw(b"{}"), bus=record.bus, rule=record.rule,
+                            target=record.target.id, function=getattr(record.target, "function", ""),
+                            first_enqueued=now, ingested=now)
+        await self.conclude(record, entry_id, stand_in,
+                            give_up(record, 0, ATTEMPTS_EXHAUSTED, "UNDECODABLE", f"{why}; entry: {raw[:512]!r}"))
 
     async def conclude(self, record: TargetRecord, entry_id: bytes, d: Delivery, outcome: Outcome) -> None:
         """Finish the entry with the outcome's follow-ups; count and log it if we finished it first."""

@@ -258,7 +258,13 @@ class Worker:
     def _start(self, held: HeldDelivery, may_run: bool = True) -> bool:
         """Start a delivery, or say False: it may not run now and its invoker cannot queue it."""
         record = self.targets[held.stream]
-        d = held.delivery = held.delivery or decode_delivery(held.fields[FIELD])
+        if held.delivery is None:
+            try:
+                held.delivery = decode_delivery(held.fields[FIELD])
+            except (msgspec.DecodeError, KeyError) as exc:  # a poison entry must not stop the worker
+                self._spawn(held, self.finisher.unreadable(record, held.entry_id, held.fields, exc))
+                return True
+        d = held.delivery
         attempt = d.retries + held.times_delivered
         early = before_attempt(record, d, attempt, time.time())
         if early is not None:  # no attempt, so no slot is needed
