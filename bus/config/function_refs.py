@@ -15,6 +15,7 @@ and keep refs of modules that do not exist yet. The worker decides the rest
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from importlib.machinery import PathFinder
@@ -48,8 +49,12 @@ def refusal(ref: str) -> str | None:
 
 def _importable_elsewhere(top: str) -> bool:
     """Whether `import top` would find a module outside the current directory (nothing is imported)."""
-    here = os.path.realpath(os.getcwd())
-    entries = [p for p in sys.path if p and os.path.realpath(p) != here]
+    return _importable_from(top, os.path.realpath(os.getcwd()), tuple(sys.path))
+
+
+@functools.lru_cache(maxsize=4096)  # a path search per target: a rules file names the same modules again and again
+def _importable_from(top: str, here: str, path: tuple[str, ...]) -> bool:
+    entries = [p for p in path if p and os.path.realpath(p) != here]
     if PathFinder.find_spec(top, entries) is not None:
         return True
     for finder in sys.meta_path:  # editable installs and the like find packages sys.path does not list

@@ -16,7 +16,8 @@ import inspect
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from hiredis import pack_command as _hiredis_pack  # redis[hiredis] is a dependency
@@ -54,6 +55,7 @@ def connect(url: str, **kwargs: Any) -> aioredis.Redis:
 # Errors that mean "Redis did not answer", not "Redis refused": the call may be retried as is.
 # BusyLoadingError (a restarted Redis still reading its AOF) is a ConnectionError.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+T = TypeVar("T")
 CONNECT_TIMEOUT_SECONDS = 2.0  # a host that is down (no RST) would otherwise hang each connect for minutes
 
 
@@ -121,6 +123,23 @@ class Reachability:
         finally:
             for w in waits:
                 w.cancel()
+
+
+async def until_answered(op: Callable[[], Awaitable[T]], reach: Reachability | None = None) -> T:
+    """`await op()`, again with capped backoff for as long as Redis cannot be reached (woken early by
+    `reach` when another call got an answer); any other error is raised at once. Only for calls
+    that are safe to repeat."""
+    backoff = Backoff()
+    while True:
+        try:
+            return await op()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+        if reach is not None:
+            await reach.pause(backoff.next())
+        else:
+            await asyncio.sleep(backoff.next())
 
 
 class Watched:

@@ -12,7 +12,7 @@ from bus import identity
 from bus.identity import Identity
 from bus.observe import metrics
 from bus.observe.trace import Tracer
-from bus.store.connect import Backoff, Reachability, unreachable
+from bus.store.connect import Reachability, unreachable, until_answered
 from bus.store.deadletters import make_dead_letter
 from bus.store.deliveries import Delivery, TargetRecord
 from bus.store.keys import FIELD
@@ -52,15 +52,8 @@ class Finisher:
         written once Redis answers. Retrying is safe: FINISH applies only if the entry is still
         pending, so a FINISH that ran but whose reply was lost, or another worker that reclaimed
         and finished the entry meanwhile, makes it False (first finisher wins)."""
-        backoff = Backoff()
         try:
-            while True:
-                try:
-                    return await self.queue.finish(record, entry_id, follow_ups)
-                except Exception as exc:
-                    if not unreachable(exc):
-                        raise
-                    await self.reach.pause(backoff.next())
+            return await until_answered(lambda: self.queue.finish(record, entry_id, follow_ups), self.reach)
         except asyncio.CancelledError:  # SIGTERM's grace period ran out while Redis was away
             if not self.reach.ok:
                 log.error("outcome of %s (event %s, target %s) not written: Redis unreachable; it is redelivered "

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from bus.config.model import FunctionSettings
-from bus.store.connect import Backoff, unreachable
+from bus.store.connect import unreachable, until_answered
 from bus.store.queue import Queue
 from bus.worker.functions import FunctionLoader
 from bus.worker.invoker import Invocation, Result, throttled
@@ -88,16 +88,10 @@ class FunctionInvoker:
             task.add_done_callback(self._releasing.discard)
 
     async def _release_when_back(self, function: str, token: str) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await self.queue.release(function, token)
-                return
-            except Exception as exc:
-                if not unreachable(exc):  # e.g. the lease is gone some other way: its expiry frees it
-                    log.warning("concurrency lease %s of %s not released: %s", token, function, exc)
-                    return
-            await asyncio.sleep(backoff.next())
+        try:
+            await until_answered(lambda: self.queue.release(function, token))
+        except Exception as exc:  # not an outage: the lease's expiry frees it
+            log.warning("concurrency lease %s of %s not released: %s", token, function, exc)
 
     async def _acquire(self, function: str, limit: int, token: str) -> bool:
         if limit <= 0:
