@@ -57,6 +57,14 @@ def function_arn(who: Identity, function: str) -> str:
     return f"arn:aws:lambda:{who.region}:{who.account}:function:{function}"
 
 
+def api_destination_arn(who: Identity, name: str, uuid: str) -> str:
+    return f"arn:aws:events:{who.region}:{who.account}:api-destination/{name}/{uuid}"
+
+
+def connection_arn(who: Identity, name: str, uuid: str) -> str:
+    return f"arn:aws:events:{who.region}:{who.account}:connection/{name}/{uuid}"
+
+
 def queue_arn(who: Identity, queue: str) -> str:
     """An SQS queue ARN: how the API shows a target's dead-letter queue."""
     return f"arn:aws:sqs:{who.region}:{who.account}:{queue}"

@@ -26,14 +26,38 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     backoff_max_seconds: float = 300.0
 
 
+class InputTransformer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """EventBridge's InputTransformer: values picked from the event by JSONPath, put into a template."""
+
+    input_template: str
+    input_paths_map: dict[str, str] = {}
+
+
+class HttpParameters(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """EventBridge's HttpParameters of an API destination target (or a connection's extras)."""
+
+    header_parameters: dict[str, str] = {}
+    query_string_parameters: dict[str, str] = {}
+    path_parameter_values: list[str] = []
+
+
 class _TargetBase(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, tag_field="kind"):
-    """What every target kind has: an id, EventBridge's retry policy, a DLQ and destinations."""
+    """What every target kind has: an id, EventBridge's retry policy, a DLQ, destinations, and
+    at most one of the input options (none: the whole event is sent)."""
 
     id: str
     retry_policy: RetryPolicy = RetryPolicy()
     dead_letter: bool | str = False
     on_success: str | None = None
     on_failure: str | None = None
+    input: str | None = None  # constant JSON text
+    input_path: str | None = None  # JSONPath, as AWS accepts it
+    input_transformer: InputTransformer | None = None
+    input_jmespath: str | None = None  # busway's extension: the target gets the expression's result
+    role_arn: str | None = None  # kept and returned by the API; busway assumes no roles
+
+
+INPUT_OPTIONS = ("input", "input_path", "input_transformer", "input_jmespath")
 
 
 class FunctionTarget(_TargetBase, frozen=True, tag="function"):
@@ -42,11 +66,24 @@ class FunctionTarget(_TargetBase, frozen=True, tag="function"):
     function: str
 
 
+class HttpTarget(_TargetBase, frozen=True, tag="http"):
+    """An API destination (by name): an HTTP request from a worker, authorized by its connection."""
+
+    http: str
+    http_parameters: HttpParameters | None = None
+
+
+class BusTarget(_TargetBase, frozen=True, tag="bus"):
+    """Another bus of this broker: the event is matched by that bus's rules."""
+
+    bus: str
+
+
 # The target kinds, a tagged union on `kind`. A new kind is one Struct here (its YAML key is its
 # tag) plus one invoker in bus.worker.invokers. YAML names the kind by its key (`function: ...`),
 # so the loader fills `kind` in (see with_kind) before converting.
-Target = FunctionTarget
-TARGET_KINDS: dict[str, type] = {"function": FunctionTarget}
+Target = FunctionTarget | HttpTarget | BusTarget
+TARGET_KINDS: dict[str, type] = {"function": FunctionTarget, "http": HttpTarget, "bus": BusTarget}
 
 
 def with_kind(raw: Any) -> Any:
@@ -56,6 +93,68 @@ def with_kind(raw: Any) -> Any:
             if kind in raw:
                 return {"kind": kind, **raw}
     return raw
+
+
+# --- connections and API destinations (EventBridge's, for `http` targets) ------------------
+# A secret is named, never held: `*_from_env` (YAML: read from the worker's environment) or
+# `*_sealed` (the API: encrypted with BUS_SECRETS_KEY, bus.secrets). Neither form is the secret.
+
+class ApiKeyAuth(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    header: str
+    value_from_env: str | None = None
+    value_sealed: str | None = None
+
+
+class BasicAuth(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    username: str
+    password_from_env: str | None = None
+    password_sealed: str | None = None
+
+
+class OAuthClientCredentials(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    token_url: str
+    client_id: str
+    client_secret_from_env: str | None = None
+    client_secret_sealed: str | None = None
+    scope: str | None = None
+    http_method: Literal["GET", "POST", "PUT"] = "POST"
+    # Extra parameters sent to the token endpoint (AWS's OAuthHttpParameters); values are not secret.
+    oauth_http_parameters: HttpParameters | None = None
+
+
+class Authorization(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Exactly one of the three (checked by validation, not by the type)."""
+
+    api_key: ApiKeyAuth | None = None
+    basic: BasicAuth | None = None
+    oauth_client_credentials: OAuthClientCredentials | None = None
+
+
+class Connection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    name: str
+    authorization: Authorization
+    description: str = ""
+    invocation_http_parameters: HttpParameters | None = None  # sent with every request
+    # DeauthorizeConnection: requests are refused until the connection is updated with new secrets.
+    deauthorized: bool = False
+    uuid: str = ""  # the last segment of its ARN (YAML: derived from the name; the API: random)
+    created: float = 0.0  # epoch seconds (API resources; YAML: 0)
+    modified: float = 0.0
+
+
+HTTP_METHODS = ("POST", "GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE")
+
+
+class ApiDestination(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    name: str
+    connection: str
+    endpoint: str  # http:// or https://; each `*` is filled from the target's path_parameter_values
+    method: str = "POST"
+    invocation_rate_limit_per_second: int = 300
+    description: str = ""
+    uuid: str = ""  # the last segment of its ARN (YAML: derived from the name; the API: random)
+    created: float = 0.0
+    modified: float = 0.0
 
 
 class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -72,11 +171,15 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     start: str | None = None
     end: str | None = None
     catch_up: Literal["none", "latest", "all"] = "latest"
+    role_arn: str | None = None  # kept and returned by the API (PutRule RoleArn)
+    tags: dict[str, str] = {}  # kept and returned by the API (PutRule Tags)
 
 
 class Bus(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str
     description: str = ""
+    created: float = 0.0  # epoch seconds; a YAML bus: 0 (the API shows the broker's start)
+    modified: float = 0.0
 
 
 class FunctionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -93,6 +196,8 @@ class RulesFile(msgspec.Struct, forbid_unknown_fields=True):
     buses: list[Any] = []
     rules: list[Any] = []
     functions: dict[str, Any] = {}
+    connections: list[Any] = []
+    api_destinations: list[Any] = []
 
 
 class Config(msgspec.Struct):
@@ -101,6 +206,8 @@ class Config(msgspec.Struct):
     buses: dict[str, Bus]
     rules: dict[tuple[str, str], Rule]  # (bus, rule name) -> rule
     functions: dict[str, FunctionSettings]
+    connections: dict[str, Connection] = {}
+    api_destinations: dict[str, ApiDestination] = {}
 
     def function(self, ref: str) -> FunctionSettings:
         return self.functions.get(ref) or FunctionSettings()

@@ -10,7 +10,7 @@ import time
 
 import msgspec
 
-from bus.config.model import Config, FunctionSettings, FunctionTarget, Rule, Target
+from bus.config.model import ApiDestination, Config, Connection, FunctionSettings, FunctionTarget, HttpTarget, Rule, Target
 from bus.ids import new_id
 from bus.store.keys import stream_key, target_key
 
@@ -23,6 +23,10 @@ class TargetRecord(msgspec.Struct, frozen=True):
     rule: str
     target: Target
     function: FunctionSettings | None = None  # FunctionTarget: its `functions:` settings
+    # HttpTarget: its API destination and that destination's connection (secrets only named or
+    # sealed, never in clear: see bus.config.model). None if either is missing: the worker fails it.
+    destination: ApiDestination | None = None
+    connection: Connection | None = None
 
     @property
     def key(self) -> str:
@@ -62,6 +66,7 @@ class Delivery(msgspec.Struct, frozen=True):
     first_enqueued: float
     ingested: float
     retries: int = 0
+    hops: int = 0  # buses this event crossed (bus targets) before reaching this delivery's bus
 
     @property
     def target_key(self) -> str:
@@ -89,12 +94,12 @@ def decode_record(raw: bytes) -> TargetRecord:
     return _decode_record(raw)
 
 
-def new_delivery(event: bytes, record: TargetRecord, ingested: float) -> Delivery:
+def new_delivery(event: bytes, record: TargetRecord, ingested: float, hops: int = 0) -> Delivery:
     target = record.target
     return Delivery(
         id=new_id(), event=msgspec.Raw(event), bus=record.bus, rule=record.rule, target=target.id,
         function=target.function if isinstance(target, FunctionTarget) else "",
-        first_enqueued=time.time(), ingested=ingested,
+        first_enqueued=time.time(), ingested=ingested, hops=hops,
     )
 
 
@@ -104,6 +109,12 @@ def target_records(config: Config, rule: Rule) -> list[TargetRecord]:
 
 
 def record_of(config: Config, rule: Rule, target: Target) -> TargetRecord:
-    settings = config.function(target.function) if isinstance(target, FunctionTarget) else None
-    return TargetRecord(bus=rule.bus, rule=rule.name, target=target, function=settings)
+    if isinstance(target, FunctionTarget):
+        return TargetRecord(bus=rule.bus, rule=rule.name, target=target, function=config.function(target.function))
+    if isinstance(target, HttpTarget):
+        destination = config.api_destinations.get(target.http)
+        connection = config.connections.get(destination.connection) if destination else None
+        return TargetRecord(bus=rule.bus, rule=rule.name, target=target, destination=destination,
+                            connection=connection)
+    return TargetRecord(bus=rule.bus, rule=rule.name, target=target)
 

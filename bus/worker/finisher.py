@@ -71,6 +71,8 @@ class Finisher:
         notify = getattr(outcome, "notify", None)
         if notify is not None:
             out.append(ToInbox(self._record(d, notify)))
+        if isinstance(outcome, Ack) and outcome.forward is not None:  # a bus target's event
+            out.append(ToInbox(outcome.forward))
         return out
 
     async def _account(self, record: TargetRecord, d: Delivery, outcome: Outcome) -> None:

@@ -28,6 +28,13 @@ class Invocation:
     attempt: int
     token: str  # unique to this attempt in this worker: names its concurrency lease
     begin: Callable[[], None]  # call when the handler starts (a queued call: at its turn)
+    # What the target receives: the event after the target's input options (bus.transform);
+    # None: the event as stored. Text that is not JSON (an input template's) has is_json False.
+    payload: bytes | None = None
+    payload_is_json: bool = True
+
+    def body(self) -> bytes:
+        return bytes(self.delivery.event) if self.payload is None else self.payload
 
 
 class Invoker(Protocol):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bus.store.deliveries import Delivery, TargetRecord
 from bus.worker.invoker import THROTTLED, Result
-from bus.worker.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, GiveUp, after_failure, too_old
+from bus.worker.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, NOT_RETRYABLE, GiveUp, after_failure, too_old
 
 THROTTLE_DELAY = (0.05, 0.5)  # seconds a throttled delivery waits before it is tried again
 
@@ -33,6 +33,7 @@ class Ack:
 
     attempt: int
     notify: Notify | None = None
+    forward: bytes | None = None  # a bus target's event for the inbox (bus.worker.destinations.InboxItem)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Retry:
 class _GivenUp:
     code: str
     message: str
-    condition: str  # ATTEMPTS_EXHAUSTED | AGE_EXCEEDED
+    condition: str  # ATTEMPTS_EXHAUSTED | AGE_EXCEEDED | NOT_RETRYABLE
     attempts: int
     notify: Notify | None = None
 
@@ -67,7 +68,7 @@ class Drop(_GivenUp):
 
 @dataclass(frozen=True)
 class Throttle:
-    """Over reserved concurrency: wait and try again, without using an attempt."""
+    """Over reserved concurrency or a rate limit: wait and try again, without using an attempt."""
 
     due: float
     retries: int
@@ -94,14 +95,17 @@ def after_attempt(record: TargetRecord, d: Delivery, attempt: int, result: Resul
     target = record.target
     if result.ok:
         notify = Notify(target.on_success, "Success", attempt, response=result.result) if target.on_success else None
-        return Ack(attempt, notify)
+        return Ack(attempt, notify, result.forward)
     if result.kind == THROTTLED:
         if record.function is not None and record.function.reserved_concurrency == 0:
             # Lambda: reserved concurrency 0 sends async events straight to the DLQ.
             return give_up(record, attempt - 1, ATTEMPTS_EXHAUSTED, "THROTTLED", "reserved_concurrency is 0")
-        return Throttle(due=now + (rand or random).uniform(*THROTTLE_DELAY), retries=attempt - 1)
+        wait = (rand or random).uniform(*THROTTLE_DELAY)  # a rate limit says how long: at least that
+        return Throttle(due=now + max(wait, result.retry_after or 0.0), retries=attempt - 1)
     code, message = error_code(result), f"{result.error_type}: {result.message}"
-    decision = after_failure(target.retry_policy, attempt, d.first_enqueued, now, rand)
+    if not result.retryable:
+        return give_up(record, attempt, NOT_RETRYABLE, code, message)
+    decision = after_failure(target.retry_policy, attempt, d.first_enqueued, now, rand, result.retry_after)
     if isinstance(decision, GiveUp):
         return give_up(record, attempt, decision.condition, code, message)
     return Retry(decision.due, attempt, message)

@@ -12,6 +12,7 @@ from bus.config.model import RetryPolicy
 
 ATTEMPTS_EXHAUSTED = "MaximumRetryAttemptsExhausted"
 AGE_EXCEEDED = "MaximumEventAgeExceeded"
+NOT_RETRYABLE = "NonRetryableError"  # the target's answer says a retry cannot help (HTTP 400, a bus loop)
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class GiveUp:
-    condition: str  # ATTEMPTS_EXHAUSTED | AGE_EXCEEDED
+    condition: str  # ATTEMPTS_EXHAUSTED | AGE_EXCEEDED | NOT_RETRYABLE
 
 
 def backoff(policy: RetryPolicy, retry_number: int, rand: random.Random | None = None) -> float:
@@ -30,11 +31,16 @@ def backoff(policy: RetryPolicy, retry_number: int, rand: random.Random | None =
 
 
 def after_failure(policy: RetryPolicy, attempt: int, first_enqueued: float, now: float,
-                  rand: random.Random | None = None) -> Retry | GiveUp:
-    """`attempt` is the 1-based number of the attempt that just failed."""
+                  rand: random.Random | None = None, retry_after: float | None = None) -> Retry | GiveUp:
+    """`attempt` is the 1-based number of the attempt that just failed.
+
+    `retry_after` is the wait the target asked for (HTTP Retry-After): as EventBridge does, the
+    later of it and the backoff wins, and a negative one stops the retries."""
+    if retry_after is not None and retry_after < 0:
+        return GiveUp(NOT_RETRYABLE)
     if attempt > policy.maximum_retry_attempts:
         return GiveUp(ATTEMPTS_EXHAUSTED)
-    due = now + backoff(policy, attempt, rand)
+    due = now + max(backoff(policy, attempt, rand), retry_after or 0.0)
     if due - first_enqueued > policy.maximum_event_age_seconds:
         return GiveUp(AGE_EXCEEDED)
     return Retry(due)

@@ -56,6 +56,10 @@ class Reply(msgspec.Struct):
     seconds: float = 0.0  # how long the handler ran, measured in the slot
     id: int = 0  # the Call's
     is_async: bool = False  # the handler is a coroutine function: its calls may share a slot
+    # Set by invokers other than the function one (never sent by a slot):
+    retryable: bool = True  # False: no retry, straight to the DLQ (an HTTP 400, a bus loop)
+    retry_after: float | None = None  # seconds the target asked us to wait (HTTP Retry-After)
+    forward: bytes | None = None  # an inbox item (bus.worker.destinations.InboxItem) to write with the ack
 
 
 class Frames:
