@@ -101,7 +101,7 @@ def test_invalid_pattern_fails_with_line_of_event_pattern(tmp_path):
 
 def test_rule_needs_a_pattern_or_a_schedule(tmp_path):
     [err] = errors_of(tmp_path, "rules:\n  - name: a\n    targets: []\n")
-    assert "exactly one of event_pattern or schedule" in err
+    assert "needs an event_pattern or a schedule" in err
 
 
 def test_retry_policy_bounds_are_aws_bounds(tmp_path):

@@ -33,8 +33,12 @@ def test_problems_come_in_a_fixed_order_rule_first_then_each_target():
     assert [p.check for p in validate_rule(bad, BUSES)] == ["name", "bus", "retry_policy", "target_id_twice"]
 
 
-def test_a_rule_needs_exactly_one_of_pattern_and_schedule():
-    [p] = validate_rule(rule(schedule="rate(1 hour)"), BUSES)
+def test_a_rule_may_have_both_a_pattern_and_a_schedule_as_aws_allows():
+    assert validate_rule(rule(schedule="rate(1 hour)"), BUSES) == []
+
+
+def test_a_rule_needs_a_pattern_or_a_schedule():
+    [p] = validate_rule(rule(event_pattern=None), BUSES)
     assert (p.check, p.path, p.key) == ("pattern_or_schedule", (), "r")
 
 

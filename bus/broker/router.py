@@ -19,7 +19,8 @@ class Router:
     def __init__(self, config: Config):
         # Its own rules dict: put_rule/remove_rule change it, and the caller's Config (the YAML
         # one, at a broker's start) must not change with it.
-        self.config = Config(buses=config.buses, rules=dict(config.rules), functions=config.functions)
+        self.config = Config(buses=config.buses, rules=dict(config.rules), functions=config.functions,
+                             connections=config.connections, api_destinations=config.api_destinations)
         self._matchers: dict[str, Matcher] = {bus: Matcher() for bus in config.buses}
         self._targets: dict[tuple[str, str], list[TargetRecord]] = {}
         for (bus, name), rule in self.config.rules.items():

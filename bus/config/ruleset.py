@@ -18,7 +18,8 @@ def merge(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule]) -> Con
     rules = dict(api_rules)
     rules.update(yaml_config.rules)
     rules = {k: r for k, r in rules.items() if r.bus in yaml_config.buses}
-    return Config(buses=yaml_config.buses, rules=rules, functions=yaml_config.functions)
+    return Config(buses=yaml_config.buses, rules=rules, functions=yaml_config.functions,
+                  connections=yaml_config.connections, api_destinations=yaml_config.api_destinations)
 
 
 def merged_rule(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule | None],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ import yaml
 
 from bus.config.model import (
     BUS_NAME, DEFAULT_BUS, FUNCTION_REF, TARGET_KINDS,
-    Bus, Config, FunctionSettings, Rule, RulesFile, Target, with_kind,
+    ApiDestination, Bus, Config, Connection, FunctionSettings, Rule, RulesFile, Target, with_kind,
 )
-from bus.config.validate import MAX_TARGETS_PER_RULE, validate_rule
+from bus.config.validate import MAX_TARGETS_PER_RULE, validate_api_destination, validate_connection, validate_rule
 
 __all__ = ["ConfigError", "LoadError", "MAX_TARGETS_PER_RULE", "load_config", "rule_files"]
 
@@ -176,7 +177,10 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
     buses: dict[str, Bus] = {DEFAULT_BUS: Bus(DEFAULT_BUS)}
     rules: dict[tuple[str, str], Rule] = {}
     functions: dict[str, FunctionSettings] = {}
+    connections: dict[str, Connection] = {}
+    destinations: dict[str, ApiDestination] = {}
     pending_rules: list[tuple[_Doc, Path_, Rule]] = []
+    pending_destinations: list[tuple[_Doc, Path_, ApiDestination]] = []
     for doc in docs:
         top = _convert(doc, doc.data if doc.data is not None else {}, RulesFile, (), errors)
         if top is None:
@@ -194,17 +198,53 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
             if settings is not None:
                 errors.extend(_check_function(doc, path, ref, settings))
                 functions[ref] = settings
+        for i, raw in enumerate(top.connections):
+            connection = _convert_named(doc, raw, Connection, ("connections", i), errors)
+            if connection is not None:
+                errors.extend(doc.error(("connections", i) + p.path, p.message) for p in validate_connection(connection))
+                _keep_once(doc, ("connections", i), connections, connection, "connection", errors)
+        for i, raw in enumerate(top.api_destinations):
+            destination = _convert_named(doc, raw, ApiDestination, ("api_destinations", i), errors)
+            if destination is not None:
+                pending_destinations.append((doc, ("api_destinations", i), destination))
         for i, raw in enumerate(top.rules):
             rule = _convert_rule(doc, raw, ("rules", i), errors)
             if rule is not None:
                 pending_rules.append((doc, ("rules", i), rule))
+    for doc, path, destination in pending_destinations:  # a destination may name a connection of another file
+        errors.extend(doc.error(path + p.path, p.message) for p in validate_api_destination(destination, connections))
+        _keep_once(doc, path, destinations, destination, "API destination", errors)
     for doc, path, rule in pending_rules:  # after every file: a rule may name a bus declared in another
-        errors.extend(doc.error(path + p.path, p.message, p.key) for p in validate_rule(rule, buses))
+        errors.extend(doc.error(path + p.path, p.message, p.key) for p in validate_rule(rule, buses, destinations))
         key = (rule.bus, rule.name)
         if key in rules:
             errors.append(doc.error(path + ("name",), f"rule {rule.name!r} is declared twice on bus {rule.bus!r}"))
         rules[key] = rule
-    return Config(buses=buses, rules=rules, functions=functions), errors
+    return Config(buses=buses, rules=rules, functions=functions, connections=connections,
+                  api_destinations=destinations), errors
+
+
+# Set by busway, never written in YAML (the API shows them).
+_MANAGED_KEYS = ("uuid", "created", "modified", "deauthorized")
+
+
+def _convert_named(doc: _Doc, raw: Any, typ: type, path: Path_, errors: list[LoadError]) -> Any:
+    """A connection or API destination; its ARN's id is derived from its name, so it is stable."""
+    if isinstance(raw, dict):
+        for key in _MANAGED_KEYS:
+            if key in raw:
+                errors.append(doc.error(path + (key,), f"'{key}' is set by busway, not in YAML"))
+                return None
+    value = _convert(doc, raw, typ, path, errors)
+    if value is None:
+        return None
+    return msgspec.structs.replace(value, uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"busway:{typ.__name__}:{value.name}")))
+
+
+def _keep_once(doc: _Doc, path: Path_, into: dict, value: Any, what: str, errors: list[LoadError]) -> None:
+    if value.name in into:
+        errors.append(doc.error(path + ("name",), f"{what} {value.name!r} is declared twice"))
+    into[value.name] = value
 
 
 def _check_function(doc: _Doc, path: Path_, ref: str, s: FunctionSettings) -> list[LoadError]:

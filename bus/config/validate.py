@@ -13,7 +13,10 @@ from typing import Literal
 
 import msgspec
 
-from bus.config.model import FUNCTION_REF, RULE_NAME, TARGET_ID, FunctionTarget, Rule, Target
+from bus.config.model import (
+    FUNCTION_REF, HTTP_METHODS, RULE_NAME, TARGET_ID,
+    ApiDestination, BusTarget, Connection, FunctionTarget, HttpTarget, Rule, Target,
+)
 from bus.patterns import PatternError, compile_pattern
 
 MAX_TARGETS_PER_RULE = 5  # AWS's hard limit
@@ -21,6 +24,10 @@ MAX_TARGETS_PER_RULE = 5  # AWS's hard limit
 Check = Literal[
     "type", "name", "bus", "event_pattern", "pattern_or_schedule", "schedule", "too_many_targets",
     "target_id_twice", "target_id", "function", "function_source", "retry_policy", "destination",
+    "input", "http_destination", "bus_target",
+    # connections and API destinations
+    "connection_name", "authorization", "api_destination_name", "endpoint", "method", "rate_limit",
+    "connection",
 ]
 PathPart = str | int
 
@@ -33,8 +40,11 @@ class Problem(msgspec.Struct, frozen=True):
     target: int | None = None  # which target, for the API's per-target answers
 
 
-def validate_rule(rule: Rule, buses: Collection[str]) -> list[Problem]:
-    """Every problem with `rule` on a bus set of `buses`; [] if it may be loaded."""
+def validate_rule(rule: Rule, buses: Collection[str], destinations: Collection[str] | None = None) -> list[Problem]:
+    """Every problem with `rule` on a bus set of `buses`; [] if it may be loaded.
+
+    `destinations`: the API destinations an `http` target may name (None: not checked, as for
+    stored API rules, whose destination may be deleted later: the worker then fails the delivery)."""
     wrong_type = _check_types(rule)
     if wrong_type:  # the other checks assume the types are right
         return wrong_type
@@ -48,8 +58,9 @@ def validate_rule(rule: Rule, buses: Collection[str]) -> list[Problem]:
             compile_pattern(rule.event_pattern)
         except PatternError as exc:
             out.append(Problem("event_pattern", ("event_pattern",), str(exc)))
-    if (rule.event_pattern is None) == (rule.schedule is None):
-        out.append(Problem("pattern_or_schedule", (), "a rule needs exactly one of event_pattern or schedule",
+    # AWS accepts a rule with both: its pattern matches events and its schedule fires as well.
+    if rule.event_pattern is None and rule.schedule is None:
+        out.append(Problem("pattern_or_schedule", (), "a rule needs an event_pattern or a schedule (or both)",
                            key=str(rule.name)))
     if rule.schedule is not None:
         out.extend(_check_schedule(rule))
@@ -62,11 +73,11 @@ def validate_rule(rule: Rule, buses: Collection[str]) -> list[Problem]:
                                f"target id {target.id!r} is used twice in this rule", target=i))
         seen.add(target.id)
         out.extend(msgspec.structs.replace(p, path=("targets", i) + p.path, target=i)
-                   for p in validate_target(target, buses))
+                   for p in validate_target(target, buses, destinations))
     return out
 
 
-def validate_target(target: Target, buses: Collection[str]) -> list[Problem]:
+def validate_target(target: Target, buses: Collection[str], destinations: Collection[str] | None = None) -> list[Problem]:
     """The problems of one target on its own; paths start at the target."""
     out: list[Problem] = []
     if not isinstance(target.id, str) or not TARGET_ID.match(target.id):
@@ -77,6 +88,12 @@ def validate_target(target: Target, buses: Collection[str]) -> list[Problem]:
         from bus.config.function_refs import refusal  # never stdlib, an installed module, busway or a dunder
         if why := refusal(target.function):
             out.append(Problem("function_source", ("function",), why))
+    if isinstance(target, HttpTarget) and destinations is not None and target.http not in destinations:
+        out.append(Problem("http_destination", ("http",),
+                           f"API destination {target.http!r} is not declared (declared: {', '.join(sorted(destinations)) or 'none'})"))
+    if isinstance(target, BusTarget) and target.bus not in buses:
+        out.append(Problem("bus_target", ("bus",), _undeclared(target.bus, buses)))
+    out.extend(_check_input(target))
     out.extend(_check_retry(target))
     # A record sent to a bus that does not exist can never be routed: a broker would retry it forever.
     for key in ("on_success", "on_failure"):
@@ -84,6 +101,74 @@ def validate_target(target: Target, buses: Collection[str]) -> list[Problem]:
         if bus is not None and bus not in buses:
             out.append(Problem("destination", (key,), _undeclared(bus, buses)))
     return out
+
+
+def _check_input(target: Target) -> list[Problem]:
+    try:  # the transform package compiles jmespath and paths: load it only when asked
+        from bus.transform import input_problems
+    except ImportError:  # TEMPORARY while bus.transform is being written
+        return []
+    return [Problem("input", path, message) for path, message in input_problems(target)]
+
+
+def validate_connection(c: Connection) -> list[Problem]:
+    """A connection's problems; paths start at the connection."""
+    out: list[Problem] = []
+    if not isinstance(c.name, str) or not CONNECTION_NAME.match(c.name):
+        out.append(Problem("connection_name", ("name",), f"invalid connection name {c.name!r} (1-64 of A-Z a-z 0-9 . - _)"))
+    a = c.authorization
+    kinds = [k for k in ("api_key", "basic", "oauth_client_credentials") if getattr(a, k) is not None]
+    if len(kinds) != 1:
+        out.append(Problem("authorization", ("authorization",),
+                           "exactly one of api_key, basic or oauth_client_credentials is needed"
+                           + (f" (found {', '.join(kinds)})" if kinds else "")))
+        return out
+    kind = kinds[0]
+    auth = getattr(a, kind)
+    secret = {"api_key": "value", "basic": "password", "oauth_client_credentials": "client_secret"}[kind]
+    given = [f for f in (f"{secret}_from_env", f"{secret}_sealed") if getattr(auth, f)]
+    if len(given) != 1:
+        out.append(Problem("authorization", ("authorization", kind),
+                           f"exactly one of {secret}_from_env or {secret}_sealed is needed"))
+    if kind == "api_key" and not HEADER_NAME.match(auth.header or ""):
+        out.append(Problem("authorization", ("authorization", kind, "header"), f"invalid header name {auth.header!r}"))
+    if kind == "oauth_client_credentials" and not _is_http_url(auth.token_url):
+        out.append(Problem("authorization", ("authorization", kind, "token_url"),
+                           f"token_url must be an http:// or https:// URL, not {auth.token_url!r}"))
+    return out
+
+
+def validate_api_destination(d: ApiDestination, connections: Collection[str]) -> list[Problem]:
+    """An API destination's problems; paths start at the destination."""
+    out: list[Problem] = []
+    if not isinstance(d.name, str) or not CONNECTION_NAME.match(d.name):
+        out.append(Problem("api_destination_name", ("name",), f"invalid API destination name {d.name!r} (1-64 of A-Z a-z 0-9 . - _)"))
+    if d.connection not in connections:
+        out.append(Problem("connection", ("connection",),
+                           f"connection {d.connection!r} is not declared (declared: {', '.join(sorted(connections)) or 'none'})"))
+    # Unlike AWS, http:// is allowed: self-hosted services on an internal network.
+    if not _is_http_url(d.endpoint):
+        out.append(Problem("endpoint", ("endpoint",), f"endpoint must be an http:// or https:// URL, not {d.endpoint!r}"))
+    if d.method not in HTTP_METHODS:
+        out.append(Problem("method", ("method",), f"method must be one of {', '.join(HTTP_METHODS)} (not CONNECT or TRACE)"))
+    if not 1 <= d.invocation_rate_limit_per_second <= 1_000_000:
+        out.append(Problem("rate_limit", ("invocation_rate_limit_per_second",), "must be at least 1"))
+    return out
+
+
+CONNECTION_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,512}$")  # an HTTP token (RFC 9110)
+
+
+def _is_http_url(url: object) -> bool:
+    from urllib.parse import urlsplit
+    if not isinstance(url, str) or len(url) > 2048:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _check_types(rule: Rule) -> list[Problem]:
