@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+import msgspec
+
 from bus.store.deliveries import Delivery, TargetRecord
 from bus.worker.slot import Reply
 
@@ -35,6 +37,12 @@ class Invocation:
 
     def body(self) -> bytes:
         return bytes(self.delivery.event) if self.payload is None else self.payload
+
+    def json_body(self) -> bytes:
+        """The input as JSON: text that is not JSON becomes a JSON string (what a handler's `event` is then)."""
+        if self.payload_is_json:
+            return self.body()
+        return msgspec.json.encode(self.body().decode("utf-8", errors="replace"))
 
 
 class Invoker(Protocol):

@@ -33,6 +33,17 @@ from bus.store.connect import Backoff, Reachability, Watched, unreachable
 from bus.store.deliveries import TargetRecord, decode_delivery
 from bus.store.keys import FIELD
 from bus.store.queue import Queue
+try:
+    from bus.transform import TransformFailed, shaper_for
+except ImportError:  # TEMPORARY while bus.transform is being written
+    class TransformFailed(Exception):
+        pass
+
+    class _Identity:
+        identity = True
+
+    def shaper_for(target):
+        return _Identity()
 from bus.worker.attempt_metrics import AttemptMetrics, target_metrics
 from bus.worker.finisher import Finisher
 from bus.worker.functions import FunctionLoader
@@ -40,7 +51,8 @@ from bus.worker.held import Held, HeldDelivery
 from bus.worker.invoker import THROTTLED, Invocation, Invoker
 from bus.worker.invokers import invokers_for
 from bus.worker.invokers.function import FunctionInvoker
-from bus.worker.outcome import after_attempt, before_attempt
+from bus.worker.outcome import after_attempt, before_attempt, give_up
+from bus.worker.retry import NOT_RETRYABLE
 
 log = logging.getLogger("bus.worker")
 
@@ -270,15 +282,33 @@ class Worker:
         if early is not None:  # no attempt, so no slot is needed
             self._spawn(held, self.finisher.conclude(record, held.entry_id, d, early))
             return True
+        shaped = self._shape(record, d)
+        if isinstance(shaped, str):  # the input options cannot make this event's input: no attempt helps
+            outcome = give_up(record, attempt, NOT_RETRYABLE, "INPUT_TRANSFORMATION", shaped)
+            self._spawn(held, self.finisher.conclude(record, held.entry_id, d, outcome))
+            return True
         invoker = self.invokers[type(record.target)]
         run = AttemptMetrics(target_metrics(record.name, record.key), d.ingested)
-        call = Invocation(record, d, attempt, f"{self.consumer}:{held.entry_id.decode()}", run.begin)
+        call = Invocation(record, d, attempt, f"{self.consumer}:{held.entry_id.decode()}", run.begin, *shaped)
         placed = invoker.place(call, may_run)
         if placed is None:
             return False
         self._active += 1  # given back in _attempt once the handler has returned
         self._spawn(held, self._attempt(invoker, call, placed, run, held.entry_id))
         return True
+
+    def _shape(self, record: TargetRecord, d) -> tuple[bytes | None, bool] | str:
+        """The target's input (payload, is_json) after its input options; (None, True) without any;
+        or why the event cannot be shaped (a message)."""
+        shaper = shaper_for(record.target)
+        if shaper.identity:
+            return None, True
+        try:
+            shaped = shaper.apply(bytes(d.event), rule_arn=identity.rule_arn(self.finisher.identity, record.bus, record.rule),
+                                  rule_name=record.rule, ingestion_time=d.ingested)
+        except TransformFailed as exc:
+            return f"input transformation failed: {exc}"
+        return shaped.body, shaped.is_json
 
     def _spawn(self, held: HeldDelivery, work) -> None:
         task = asyncio.create_task(work)

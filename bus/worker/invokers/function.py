@@ -110,7 +110,8 @@ class FunctionInvoker:
         record, d = call.record, call.delivery
         context = dict(request_id=d.id, function=record.target.function, rule=record.rule, target=record.target.id,
                        bus=record.bus, attempt=call.attempt, memory=settings.memory_limit_in_mb, worker=self.consumer)
-        return Call(record.target.function, bytes(d.event), context, settings.timeout)
+        # The transformed input, if the target has input options (Lambda gets what EventBridge sends).
+        return Call(record.target.function, call.json_body(), context, settings.timeout)
 
 
 def _settings(call: Invocation) -> FunctionSettings:
