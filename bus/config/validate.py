@@ -104,10 +104,7 @@ def validate_target(target: Target, buses: Collection[str], destinations: Collec
 
 
 def _check_input(target: Target) -> list[Problem]:
-    try:  # the transform package compiles jmespath and paths: load it only when asked
-        from bus.transform import input_problems
-    except ImportError:  # TEMPORARY while bus.transform is being written
-        return []
+    from bus.transform import input_problems  # compiles jmespath and paths: loaded only when asked
     return [Problem("input", path, message) for path, message in input_problems(target)]
 
 

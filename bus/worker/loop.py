@@ -33,17 +33,7 @@ from bus.store.connect import Backoff, Reachability, Watched, unreachable
 from bus.store.deliveries import TargetRecord, decode_delivery
 from bus.store.keys import FIELD
 from bus.store.queue import Queue
-try:
-    from bus.transform import TransformFailed, shaper_for
-except ImportError:  # TEMPORARY while bus.transform is being written
-    class TransformFailed(Exception):
-        pass
-
-    class _Identity:
-        identity = True
-
-    def shaper_for(target):
-        return _Identity()
+from bus.transform import TransformFailed, shaper_for
 from bus.worker.attempt_metrics import AttemptMetrics, target_metrics
 from bus.worker.finisher import Finisher
 from bus.worker.functions import FunctionLoader
@@ -81,7 +71,7 @@ class Worker:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.functions = FunctionInvoker(queue, FunctionLoader(functions_dir), self.consumer,
                                          self.settings.lease_seconds)
-        self.invokers: dict[type, Invoker] = invokers_for(self.functions)
+        self.invokers: dict[type, Invoker] = invokers_for(self.functions, queue)
         self.tracer = Tracer(queue.redis)
         self.targets: dict[str, TargetRecord] = {}  # stream key -> target
         self._leases: dict[str, set[bytes]] = {}  # stream key -> entry ids in flight here
