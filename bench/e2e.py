@@ -9,6 +9,8 @@ What runs (all on 127.0.0.1, every process started here is stopped here, Ctrl-C 
   - busway, per handler kind (async, sync): `bus serve` (one rule {source: [bench]} -> one
     function target) and `bus worker --concurrency 10` as subprocesses; this process posts
     batches of 10 events to POST /events from --clients concurrent aiohttp tasks;
+  - busway with an `http` target (unless --no-http): the same rule sending each event to an API
+    destination, a local aiohttp receiver in this process (api_key connection, 200 answers);
   - saq: `python -m saq saq_noop.settings` (one worker, concurrency 10); arq: `python -m arq
     arq_noop.WorkerSettings` (one worker, max_jobs 10); this process enqueues from --clients
     concurrent tasks. No-op async jobs; see bench/functions/.
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from aiohttp import web
 import redis
 import redis.asyncio as aioredis
 
@@ -359,14 +362,15 @@ class Busway:
         self.latency_file = tmp / "busway-latency.txt"
 
     @asynccontextmanager
-    async def running(self, function: str):
+    async def running(self, function: str, rules_text: str | None = None, extra_env: dict[str, str] | None = None):
+        """`function`'s rule (or `rules_text`, naming the phase by `function`) in a broker and a worker."""
         rules = self.tmp / f"rules-{function}"
         rules.mkdir(exist_ok=True)
-        (rules / "bench.yaml").write_text(
+        (rules / "bench.yaml").write_text(rules_text or (
             "rules:\n  - name: bench\n    event_pattern:\n      source: [bench]\n"
-            f"    targets:\n      - id: noop\n        function: {function}\n")
+            f"    targets:\n      - id: noop\n        function: {function}\n"))
         port, metrics_port = free_port(), free_port()
-        env = {"BENCH_LATENCY_FILE": str(self.latency_file), "PYTHONUNBUFFERED": "1"}
+        env = {"BENCH_LATENCY_FILE": str(self.latency_file), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         log = ["--log-level", self.log_level]
 
         def bus(role: str) -> list[str]:
@@ -446,6 +450,26 @@ class Busway:
             row.notes.append(f"worker counted {ran:.0f} invocations for {events} events")
         return row
 
+    async def http_throughput(self, events: int, warmup: int) -> Row:
+        """The same rule with an `http` target: each event POSTed (api_key connection) to a local
+        aiohttp receiver that answers 200. The destination's rate limit is set far above what one
+        worker sends, so this measures the invoker (and its rate-limit turn in Redis), not the limit."""
+        sink = Sink()
+        async with sink.serving() as port, self.running("http", http_rules(port), {"BENCH_HTTP_KEY": "bench-key"}):
+            await self.send_and_drain(warmup, self.clients)
+            before = sink.count
+            window = Window({**self.procs, "redis": self.redis_proc, "bench": psutil.Process()}, self.redis)
+            calls = await RedisCalls(self.redis).start()
+            ingested, seconds = await self.send_and_drain(events, self.clients)
+            cpu, wait, rtt = await window.close()
+            received = sink.count - before
+            row = Row("busway", "http", events, seconds, ingested, cpu=cpu, wait=wait, rtt=rtt,
+                      notes=[await calls.per_run(events),
+                             "receiver: aiohttp in the bench process (its CPU counts as bench)"])
+        if received != events:
+            row.notes.append(f"the receiver got {received} requests for {events} events")
+        return row
+
     async def latency(self, kind: str, function: str, seconds: float) -> Row:
         self.latency_file.write_text("")
         body = json.dumps([EVENT] * BATCH).encode()
@@ -463,6 +487,49 @@ class Busway:
             row.notes.append(f"worker histogram (broker received -> invoke): p50 {hist[0]:.1f} ms, "
                              f"p99 {hist[1]:.1f} ms")
         return row
+
+
+class Sink:
+    """The http phase's receiver: an aiohttp server in this process that counts POSTs and answers 200."""
+
+    def __init__(self):
+        self.count = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.count += 1
+        return web.Response(text="ok")
+
+    @asynccontextmanager
+    async def serving(self):
+        app = web.Application()
+        app.router.add_post("/events", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            yield port
+        finally:
+            await runner.cleanup()
+
+
+def http_rules(port: int) -> str:
+    return f"""connections:
+  - name: sink
+    authorization: {{api_key: {{header: x-api-key, value_from_env: BENCH_HTTP_KEY}}}}
+api_destinations:
+  - name: sink
+    connection: sink
+    endpoint: http://127.0.0.1:{port}/events
+    invocation_rate_limit_per_second: 1000000
+rules:
+  - name: bench
+    event_pattern: {{source: [bench]}}
+    targets:
+      - id: noop
+        http: sink
+"""
 
 
 # --- saq and arq -------------------------------------------------------------------------
@@ -626,6 +693,10 @@ async def run(args, children: Children, rp: RedisProcess, tmp: Path) -> list[Row
             tries.setdefault(("busway", kind), []).append(await phase(
                 f"busway {kind}: throughput, {args.events} events (round {r})",
                 lambda: bw.throughput(kind, handler, args.events, args.warmup)))
+        if busway_kinds and not args.no_http:
+            tries.setdefault(("busway", "http"), []).append(await phase(
+                f"busway http target: throughput, {args.events} events (round {r})",
+                lambda: bw.http_throughput(args.events, args.warmup)))
         for name, q in queues.items():
             tries.setdefault((name, "async"), []).append(await phase(
                 f"{name}: throughput, {args.jobs} jobs (round {r})", lambda: q.throughput(args.jobs, args.warmup)))
@@ -740,6 +811,7 @@ def main() -> int:
     p.add_argument("--arq-poll-delay", type=float, default=0.01,
                    help="arq Worker poll_delay (default 0.01 s: arq's own default, 0.5 s, caps it near 200 jobs/s)")
     p.add_argument("--no-competitor-latency", action="store_true", help="skip the saq/arq 500/s latency phases")
+    p.add_argument("--no-http", action="store_true", help="skip busway's http-target throughput phase")
     p.add_argument("--busway-log-level", default="WARNING",
                    help="bus --log-level for broker and worker (WARNING: no per-delivery INFO line, "
                         "like saq's and arq's settings here)")

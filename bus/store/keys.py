@@ -38,6 +38,14 @@ def concurrency_key(function: str) -> str:
     return f"{PREFIX}:concurrency:{{{function}}}"
 
 
+# --- API destination rate limits (http targets) ----------------------------------------------
+
+def rate_key(destination: str) -> str:
+    """An API destination's next free turn under its invocation rate limit (µs of server TIME),
+    shared by every worker (bus/store/lua/rate_take.lua)."""
+    return f"{PREFIX}:rate:{{{destination}}}"
+
+
 # --- dead letters ----------------------------------------------------------------------------
 DLQ_PREFIX = f"{PREFIX}:dlq:{{"
 DLQ_PATTERN = f"{DLQ_PREFIX}*"  # SCAN MATCH of every DLQ
@@ -68,6 +76,13 @@ API_RULE_COUNTS = f"{PREFIX}:api:counts"  # hash: bus -> how many API rules it h
 def api_rule_field(bus: str, name: str) -> str:
     """The API_RULES field of one rule."""
     return f"{bus}/{name}"
+
+
+# --- buses, connections and API destinations created through the AWS API ---------------------
+API_BUSES = f"{PREFIX}:api:buses"  # hash: bus name -> Bus JSON
+API_CONNECTIONS = f"{PREFIX}:api:connections"  # hash: name -> Connection JSON (secrets sealed only)
+API_DESTINATIONS = f"{PREFIX}:api:destinations"  # hash: name -> ApiDestination JSON
+API_RESOURCES_VERSION = f"{PREFIX}:api:resources:version"  # bumped by every change of the three
 
 
 # --- the scheduler ---------------------------------------------------------------------------

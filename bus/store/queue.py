@@ -3,7 +3,8 @@
 The worker and the broker call these methods and never Redis itself (as saq's `Queue`
 keeps its worker free of Redis calls): publish and read the target registry, enqueue,
 read, claim, renew, give back, finish with typed follow-ups, move due retries, take and
-release reserved-concurrency leases, heartbeat and prune consumers.
+release reserved-concurrency leases, take turns under API destinations' rate limits,
+heartbeat and prune consumers.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -19,7 +20,8 @@ import redis.asyncio as aioredis
 from bus.store.deadletters import DeadLetter, dlq_names, encode_dead_letter, trim_min_id
 from bus.store.deliveries import Delivery, TargetRecord, decode_record, encode_delivery, encode_record
 from bus.store.keys import (
-    FIELD, GROUP, INBOX, REGISTRY, WORKERS, as_str, concurrency_key, delayed_key, dlq_key, stream_key,
+    FIELD, GROUP, INBOX, REGISTRY, WORKERS, as_str, concurrency_key, delayed_key, dlq_key, rate_key,
+    stream_key,
 )
 from bus.store.scripts import ENQUEUE, Scripts, run_script
 
@@ -28,6 +30,13 @@ log = logging.getLogger("bus.store")
 GIVE_BACK_IDLE_MS = 24 * 3600 * 1000  # past every worker's lease: reclaimable at once
 DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000  # only consumers with nothing pending are removed
 HEARTBEAT_TTL_SECONDS = 60
+
+
+class RateTurn(NamedTuple):
+    """Queue.take_rate's answer: a turn granted (send after `wait` s), or refused (ask again in `wait` s)."""
+
+    granted: bool
+    wait: float
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,18 @@ class Queue:
 
     async def release(self, function: str, token: str) -> None:
         await self.redis.zrem(concurrency_key(function), token)
+
+    # --- API destination rate limits ------------------------------------------------------------
+
+    async def take_rate(self, destination: str, rate_per_second: int, max_wait: float = 0.0) -> RateTurn:
+        """A turn under `destination`'s rate limit, shared by every worker (rate_take.lua).
+
+        Granted: send after `wait` seconds (0: now; at most `max_wait`). Not granted: nothing
+        was taken; `wait` is how long until a turn could be had."""
+        interval_us = max(1, round(1_000_000 / max(rate_per_second, 1)))
+        granted, wait_us = await self._scripts.rate_take(
+            [rate_key(destination)], [interval_us, max(0, round(max_wait * 1_000_000))])
+        return RateTurn(bool(granted), int(wait_us) / 1_000_000)
 
     # --- what operators see -----------------------------------------------------------------
 

@@ -55,6 +55,11 @@ REDRIVE = lua("redrive")
 INBOX_DEAD_LETTER = lua("inbox_dead_letter")
 API_RULE_SAVE = lua("api_rule_save")
 API_RULE_DELETE = lua("api_rule_delete")
+# API destinations (http targets): the invocation rate limit
+RATE_TAKE = lua("rate_take")
+# Buses, connections and API destinations made through the AWS API (bus.store.resources)
+API_RESOURCE_SAVE = lua("api_resource_save")
+API_RESOURCE_DELETE = lua("api_resource_delete")
 
 Call = tuple[Lua, Sequence[Any], Sequence[Any]]  # (script, keys, args)
 
@@ -188,3 +193,4 @@ class Scripts:
         self.renew = Script(redis, RENEW)
         self.move_due = Script(redis, MOVE_DUE)
         self.acquire = Script(redis, ACQUIRE)
+        self.rate_take = Script(redis, RATE_TAKE)

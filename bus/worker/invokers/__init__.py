@@ -1,11 +1,16 @@
 """One invoker per target kind, and the table the worker chooses them from."""
 from __future__ import annotations
 
-from bus.config.model import FunctionTarget
+from bus.config.model import FunctionTarget, HttpTarget
+from bus.store.queue import Queue
 from bus.worker.invoker import Invoker
 from bus.worker.invokers.function import FunctionInvoker
+from bus.worker.invokers.http import HttpInvoker
 
 
-def invokers_for(functions: FunctionInvoker) -> dict[type, Invoker]:
-    """Target type -> its invoker. A new kind adds its invoker here."""
-    return {FunctionTarget: functions}
+def invokers_for(functions: FunctionInvoker, queue: Queue) -> dict[type, Invoker]:
+    """Target type -> its invoker. A new kind adds its invoker here.
+
+    `queue` is the worker's (Watched, so its calls count for /healthz): the http invoker takes
+    its rate-limit turns through it."""
+    return {FunctionTarget: functions, HttpTarget: HttpInvoker(queue)}
