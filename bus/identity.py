@@ -18,6 +18,21 @@ DEFAULT_REGION = "us-east-1"
 # Any partition (aws, aws-cn, aws-us-gov), any region and account: clients send ARNs from anywhere.
 _BUS_ARN = re.compile(r"^arn:aws[\w-]*:events:[^:]*:[^:]*:event-bus/(.+)$")
 _FUNCTION_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[^:]*:[^:]*:function:([^:]+)(?::[^:]+)?$")
+# api-destination/<name>/<id>: the id (a uuid) is AWS's; busway finds a destination by its name.
+_API_DESTINATION_ARN = re.compile(r"^arn:aws[\w-]*:events:[^:]*:[^:]*:api-destination/([^/]+)(?:/[^/]+)?$")
+# arn:<partition>:<service>:<region>:<account>:<resource>; region and account may be empty (IAM, S3).
+_ARN = re.compile(r"^arn:(aws[\w-]*):([a-z0-9][a-z0-9-]*):([^:]*):([^:]*):(.+)$")
+
+
+@dataclass(frozen=True)
+class Arn:
+    """An ARN's parts: arn:<partition>:<service>:<region>:<account>:<resource>."""
+
+    partition: str
+    service: str
+    region: str
+    account: str
+    resource: str
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,18 @@ def queue_arn(who: Identity, queue: str) -> str:
 def function_name(arn: str) -> str | None:
     """The function of a Lambda function ARN (a version or alias suffix is dropped); None if not one."""
     m = _FUNCTION_ARN.match(arn)
+    return m.group(1) if m else None
+
+
+def parse_arn(text: str) -> Arn | None:
+    """`text`'s parts if it is an ARN in AWS's format (any partition, service, region, account); else None."""
+    m = _ARN.match(text)
+    return Arn(*m.groups()) if m else None
+
+
+def api_destination_name(arn: str) -> str | None:
+    """The API destination an api-destination ARN names (its id is left out); None if not one."""
+    m = _API_DESTINATION_ARN.match(arn)
     return m.group(1) if m else None
 
 

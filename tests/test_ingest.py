@@ -118,6 +118,16 @@ def test_malformed_detail_is_an_entry_error(stack, events_client):
     assert [e["ErrorCode"] for e in resp["Entries"]] == ["MalformedDetail", "MalformedDetail"]
 
 
+def test_an_empty_detail_is_invalid_argument_as_a_missing_one_is(stack, events_client):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    resp = events_client(stack.url).put_events(Entries=[
+        {"Source": "shop.orders", "DetailType": "OrderPlaced", "Detail": ""}])
+    [entry] = resp["Entries"]
+    assert (entry["ErrorCode"], entry["ErrorMessage"]) == (
+        "InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument.")
+
+
 def test_missing_source_is_invalid_argument(stack):
     stack.write_rules(RULES)
     stack.start_broker()

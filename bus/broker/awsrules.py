@@ -1,5 +1,6 @@
-"""The AWS rule and bus operations: List/Describe for every rule, and PutRule, PutTargets,
-RemoveTargets, DeleteRule, EnableRule, DisableRule for rules created through the API.
+"""The AWS rule and bus operations: List/Describe for every rule, ListRuleNamesByTarget, and
+PutRule, PutTargets, RemoveTargets, DeleteRule, EnableRule, DisableRule for rules created
+through the API. What each target kind looks like on the wire is bus.broker.awstargets'.
 
 Rules declared in YAML are read-only here (ManagedRuleException): change them in their file.
 """
@@ -7,15 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from bus import identity
+from bus.broker import awstargets
 from bus.broker.awsapi import takes
 from bus.broker.envelope import MAX_JSON_DEPTH, Origin, RequestError, TooDeep, bus_name, decode_json
-from bus.config.model import Bus, FunctionTarget, RetryPolicy, Rule, Target
+from bus.broker.awstargets import TargetMember
+from bus.config.model import Bus, Rule
 from bus.config.validate import MAX_TARGETS_PER_RULE, Problem, validate_rule, validate_target
 from bus.patterns import PatternError, compile_pattern
 from bus.store import apirules
@@ -63,6 +67,16 @@ class ListTargetsRequest(_Paged):
     event_bus_name: str | None = None
 
 
+class ListRuleNamesRequest(_Paged):
+    target_arn: str | None = None
+    event_bus_name: str | None = None
+
+
+class TagMember(_Request):
+    key: str | None = None
+    value: str | None = None
+
+
 class PutRuleRequest(_Request):
     name: str | None = None
     event_bus_name: str | None = None
@@ -71,25 +85,7 @@ class PutRuleRequest(_Request):
     event_pattern: str | dict[str, Any] | None = None
     schedule_expression: str | None = None
     role_arn: str | None = None
-
-
-class RetryPolicyMember(_Request):
-    maximum_retry_attempts: int | None = None
-    maximum_event_age_in_seconds: int | None = None
-
-
-class DeadLetterConfigMember(_Request):
-    arn: str | None = None
-
-
-class TargetMember(_Request):
-    id: str | None = None
-    arn: str | None = None
-    role_arn: str | None = None
-    input: str | None = None
-    input_path: str | None = None
-    retry_policy: RetryPolicyMember | None = None
-    dead_letter_config: DeadLetterConfigMember | None = None
+    tags: list[TagMember] | None = None
 
 
 class PutTargetsRequest(_Request):
@@ -152,6 +148,8 @@ def _describe(origin: Origin, rule: Rule, managed_by_yaml: bool) -> dict[str, An
         out["EventPattern"] = json.dumps(rule.event_pattern)
     if rule.schedule is not None:
         out["ScheduleExpression"] = rule.schedule
+    if rule.role_arn is not None:
+        out["RoleArn"] = rule.role_arn
     if managed_by_yaml:
         out["ManagedBy"] = "busway.yaml"
     return out
@@ -187,16 +185,25 @@ async def describe_rule(request: web.Request, body: dict, origin: Origin) -> dic
 @takes(ListTargetsRequest)
 async def list_targets_by_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     rule, _ = _find(request, body, "Rule")
-    items = []
-    for t in rule.targets:
-        item: dict[str, Any] = {"Id": t.id, "Arn": identity.function_arn(origin, t.function), "RetryPolicy": {
-            "MaximumRetryAttempts": t.retry_policy.maximum_retry_attempts,
-            "MaximumEventAgeInSeconds": t.retry_policy.maximum_event_age_seconds}}
-        dlq = rule.bus + "/" + rule.name + "/" + t.id if t.dead_letter is True else t.dead_letter
-        if dlq:
-            item["DeadLetterConfig"] = {"Arn": identity.queue_arn(origin, dlq)}
-        items.append(item)
-    return _page(items, body, "Targets")
+    destinations = _broker(request).router.config.api_destinations
+    return _page([awstargets.member_of(t, rule, origin, destinations) for t in rule.targets], body, "Targets")
+
+
+@takes(ListRuleNamesRequest)
+async def list_rule_names_by_target(request: web.Request, body: dict, origin: Origin) -> dict:
+    """The rules of a bus (YAML's and the API's) with a target delivering to what TargetArn names."""
+    arn = body.get("TargetArn")
+    if not arn:
+        raise RequestError("ValidationException", "1 validation error detected: Value null at 'targetArn' "
+                                                  "failed to satisfy constraint: Member must not be null")
+    config = _broker(request).router.config
+    bus = bus_name(body.get("EventBusName"))
+    if bus not in config.buses:
+        raise RequestError("ResourceNotFoundException", f"Event bus {bus} does not exist.")
+    key = awstargets.key_of_arn(arn)  # None: nothing busway delivers to, so no rule names it
+    names = sorted(r.name for (b, _), r in config.rules.items()
+                   if b == bus and key is not None and any(awstargets.key_of(t) == key for t in r.targets))
+    return _page(names, body, "RuleNames")
 
 
 # --- changing API rules ----------------------------------------------------------------------
@@ -233,14 +240,31 @@ async def put_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     if state not in ("ENABLED", "DISABLED"):
         raise RequestError("ValidationException", f"Parameter State is not valid: {state}.")
     old = broker.router.config.rules.get((bus, name))
+    # AWS: PutRule replaces the rule whole, but its Tags count only when it creates the rule (an
+    # update ignores them: TagResource changes them). A rule may have a pattern and a schedule.
     rule = Rule(name=name, bus=bus, description=body.get("Description") or "", state=state,
                 event_pattern=_pattern(body.get("EventPattern")), schedule=body.get("ScheduleExpression"),
+                role_arn=body.get("RoleArn"), tags=old.tags if old else _tags(body.get("Tags")),
                 targets=old.targets if old else [])
     _raise_first(validate_rule(rule, buses), rule)
     if old is None:
         await _check_rule_quota(broker, bus)
     await _store(request, rule)
     return {"RuleArn": identity.rule_arn(origin, rule.bus, rule.name)}
+
+
+def _tags(raw: list[dict] | None) -> dict[str, str]:
+    """PutRule's Tags as a dict; a tag without its Key or Value, or a key given twice, is AWS's ValidationException."""
+    tags: dict[str, str] = {}
+    for tag in raw or []:
+        key, value = tag.get("Key"), tag.get("Value")
+        if not key or value is None or len(key) > 128 or len(value) > 256:
+            raise RequestError("ValidationException", "Parameter Tags is not valid: each tag needs a Key "
+                                                      "(1 to 128 characters) and a Value (0 to 256).")
+        if key in tags:
+            raise RequestError("ValidationException", "Invalid parameter: Duplicated keys are not allowed.")
+        tags[key] = value
+    return tags
 
 
 async def _check_rule_quota(broker, bus: str) -> None:
@@ -309,7 +333,32 @@ def _target_error(p: Problem, tid: Any) -> RequestError:
         return RequestError("ValidationException", f"Target {tid}: RetryPolicy is out of range.")
     if p.check == "destination":
         return RequestError("ResourceNotFoundException", f"Target {tid}: {p.message}.")
+    if p.check == "http_destination":  # the ARN's API destination
+        return RequestError("ResourceNotFoundException", f"Target {tid}: {p.message}.")
+    if p.check == "bus_target":  # the ARN's event bus
+        return RequestError("ResourceNotFoundException", f"Target {tid}: {p.message}.")
+    if p.check == "input":
+        return _input_error(p, tid)
     return RequestError("ValidationException", f"Target {tid}: {p.message}.")
+
+
+_INPUT_MEMBERS = {"input": "Input", "input_path": "InputPath", "input_transformer": "InputTransformer",
+                  "input_paths_map": "InputPathsMap", "input_template": "InputTemplate"}
+# bus.transform.checks' wording of the two problems AWS has words of its own for.
+_NOT_JSON = "must be JSON text"
+_UNDEFINED_PLACEHOLDER = re.compile(r"^placeholder <([^>]*)> is neither")
+
+
+def _input_error(p: Problem, tid: Any) -> RequestError:
+    """An input option's problem, in AWS's words where AWS has them (LocalStack's AWS-validated
+    snapshots and CloudFormation's relayed errors), else naming the member."""
+    members = [_INPUT_MEMBERS[part] for part in p.path if part in _INPUT_MEMBERS]
+    if members == ["Input"] and p.message.startswith(_NOT_JSON):
+        return RequestError("ValidationException", f"Input for target {tid} is not a valid JSON text.")
+    if m := _UNDEFINED_PLACEHOLDER.match(p.message):
+        return RequestError("ValidationException", f"InputTemplate for target {tid} contains invalid placeholder {m.group(1)}.")
+    where = f"{members[-1]}: " if members else ""
+    return RequestError("ValidationException", f"Target {tid}: {where}{p.message}.")
 
 
 def _raise_first(problems: list[Problem], rule: Rule) -> None:
@@ -336,6 +385,13 @@ async def disable_rule(request: web.Request, body: dict, origin: Origin) -> dict
 
 @takes(RuleRequest)
 async def delete_rule(request: web.Request, body: dict, origin: Origin) -> dict:
+    """AWS: deleting a rule that does not exist succeeds (so a repeated delete does), unless its bus does not exist."""
+    config = _broker(request).router.config
+    bus = bus_name(body.get("EventBusName"))
+    if bus not in config.buses:
+        raise RequestError("ResourceNotFoundException", f"Event bus {bus} does not exist.")
+    if (bus, body.get("Name")) not in config.rules:
+        return {}
     rule = _api_rule(request, body, "Name")
     if rule.targets and not body.get("Force"):
         raise RequestError("ValidationException", "Rule can't be deleted since it has targets.")
@@ -345,14 +401,17 @@ async def delete_rule(request: web.Request, body: dict, origin: Origin) -> dict:
 
 @takes(PutTargetsRequest)
 async def put_targets(request: web.Request, body: dict, origin: Origin) -> dict:
+    entries = body.get("Targets") or []
+    awstargets.check_arns(entries)  # a malformed ARN fails the whole request, before anything else
     rule = _api_rule(request, body, "Rule")
-    buses = _broker(request).router.config.buses
+    config = _broker(request).router.config
+    buses, destinations = config.buses, config.api_destinations
     targets = {t.id: t for t in rule.targets}
     failed = []
-    for raw in body.get("Targets") or []:
+    for raw in entries:
         try:  # AWS fails the entry, not the request
-            target = _target(raw)
-            problems = validate_target(target, buses)
+            target = awstargets.target_of(raw)
+            problems = validate_target(target, buses, destinations)
             if problems:
                 raise _target_error(problems[0], target.id)
         except RequestError as err:
@@ -360,29 +419,11 @@ async def put_targets(request: web.Request, body: dict, origin: Origin) -> dict:
             continue
         targets[target.id] = target
     changed = msgspec.structs.replace(rule, targets=list(targets.values()))
-    _raise_first(validate_rule(changed, buses), changed)  # what is left is the rule's own: too many targets
+    # What is left is the rule's own (too many targets); its destinations were checked above, per
+    # entry: a target kept from before whose destination was deleted since must not fail this call.
+    _raise_first(validate_rule(changed, buses), changed)
     await _store(request, changed)
     return {"FailedEntryCount": len(failed), "FailedEntries": failed}
-
-
-def _target(raw: dict) -> Target:
-    """A PutTargets entry as a target; validate_target says whether it is a good one.
-
-    PutTargets has no way to name Lambda destinations (AWS sets them on the function, with
-    PutFunctionEventInvokeConfig), so targets made here have neither on_success nor on_failure."""
-    tid, arn = raw.get("Id"), raw.get("Arn")
-    arn = arn if isinstance(arn, str) else ""  # not text: no function, which validate_target reports
-    retry = raw.get("RetryPolicy") or {}
-    policy = RetryPolicy(maximum_retry_attempts=_or_default(retry.get("MaximumRetryAttempts"), 185),
-                         maximum_event_age_seconds=_or_default(retry.get("MaximumEventAgeInSeconds"), 86400))
-    dlq_arn = (raw.get("DeadLetterConfig") or {}).get("Arn")
-    return FunctionTarget(id=tid, function=identity.function_name(arn) or arn, retry_policy=policy,
-                          dead_letter=identity.queue_name(dlq_arn) if dlq_arn else False)
-
-
-def _or_default(value: int | None, default: int) -> int:
-    """A RetryPolicy member; null is absent (its type was checked by PutTargetsRequest)."""
-    return default if value is None else value
 
 
 @takes(RemoveTargetsRequest)
@@ -396,6 +437,7 @@ async def remove_targets(request: web.Request, body: dict, origin: Origin) -> di
 OPERATIONS = {
     "ListEventBuses": list_event_buses, "DescribeEventBus": describe_event_bus,
     "ListRules": list_rules, "DescribeRule": describe_rule, "ListTargetsByRule": list_targets_by_rule,
+    "ListRuleNamesByTarget": list_rule_names_by_target,
     "PutRule": put_rule, "EnableRule": enable_rule, "DisableRule": disable_rule, "DeleteRule": delete_rule,
     "PutTargets": put_targets, "RemoveTargets": remove_targets,
 }

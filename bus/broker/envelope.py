@@ -151,7 +151,7 @@ def build_envelope(e: Entry, origin: Origin, received: float) -> dict[str, Any]:
     if not (type(source) is str and type(detail_type) is str and source and detail_type):
         _require(source, "Source")
         _require(detail_type, "DetailType")
-    if e.detail is None:
+    if e.detail is None or e.detail == "":  # AWS answers an empty Detail as a missing one
         raise EntryError("InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument.")
     if len(detail_type) > MAX_DETAIL_TYPE:
         raise EntryError("InvalidArgument", f"Parameter DetailType is not valid. Reason: DetailType is longer than {MAX_DETAIL_TYPE} characters.")

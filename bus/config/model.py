@@ -5,6 +5,7 @@ These are validated once at the YAML boundary (bus.config.rulesfile) and trusted
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any, Literal
 
 import msgspec
@@ -140,6 +141,15 @@ class Connection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     uuid: str = ""  # the last segment of its ARN (YAML: derived from the name; the API: random)
     created: float = 0.0  # epoch seconds (API resources; YAML: 0)
     modified: float = 0.0
+
+
+_ARN_IDS = uuid.UUID("6b1f2c0e-5d1a-4f7e-9a35-8c2d1e0b7a11")  # the namespace of YAML resources' ARN ids
+
+
+def stable_uuid(kind: type, name: str) -> str:
+    """The ARN id of a YAML connection or API destination: derived from its name, so it is the same
+    in every broker and across restarts (the API gives its own resources random ones)."""
+    return str(uuid.uuid5(_ARN_IDS, f"{kind.__name__}/{name}"))
 
 
 HTTP_METHODS = ("POST", "GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import yaml
 
 from bus.config.model import (
     BUS_NAME, DEFAULT_BUS, FUNCTION_REF, TARGET_KINDS,
-    ApiDestination, Bus, Config, Connection, FunctionSettings, Rule, RulesFile, Target, with_kind,
+    ApiDestination, Bus, Config, Connection, FunctionSettings, Rule, RulesFile, Target, stable_uuid, with_kind,
 )
 from bus.config.validate import MAX_TARGETS_PER_RULE, validate_api_destination, validate_connection, validate_rule
 
@@ -238,7 +237,7 @@ def _convert_named(doc: _Doc, raw: Any, typ: type, path: Path_, errors: list[Loa
     value = _convert(doc, raw, typ, path, errors)
     if value is None:
         return None
-    return msgspec.structs.replace(value, uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"busway:{typ.__name__}:{value.name}")))
+    return msgspec.structs.replace(value, uuid=stable_uuid(typ, value.name))
 
 
 def _keep_once(doc: _Doc, path: Path_, into: dict, value: Any, what: str, errors: list[LoadError]) -> None:
