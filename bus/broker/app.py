@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bus.auth.credentials import Credentials, load_credentials
 from bus.auth.middleware import auth_middleware
-from bus.broker import awsrules
+from bus.broker import awsbuses, awsconnections, awsrules
 from bus.broker.dlq_routes import get_dead_letter, get_dlq, post_dlq_action
 from bus.broker.inbox import consume_inbox
 from bus.broker.limits import Limits, LimitedRunner, body_limits
@@ -32,6 +32,8 @@ AWS_OPERATIONS = {
     "PutEvents": op_put_events,
     "TestEventPattern": op_test_event_pattern,
     **awsrules.OPERATIONS,
+    **awsbuses.OPERATIONS,
+    **awsconnections.OPERATIONS,
 }
 
 

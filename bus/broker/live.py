@@ -2,6 +2,12 @@
 rules created through the AWS API (reloaded when their version in Redis moves), and the
 Router built from them; every target of a changed rule is published before it routes.
 
+Buses, connections and API destinations made through the API (bus.store.resources) have a
+version of their own and are loaded first: `declared` (YAML's Config with them added) is what
+API rules are merged into, so an API rule on an API bus routes after a restart too. A changed
+destination or connection republishes the records of the targets that use it (workers read
+both from the record); a bus created or deleted rebuilds the Router.
+
 A YAML reload rebuilds the Router whole. API rules change it in place, one rule at a time:
 `store_api_rule` (the broker serving the API call) saves the rule and applies just it; the
 version poll (`reload_api_rules`, other brokers) loads every stored rule, diffs them by
@@ -12,19 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
 
 from bus.broker.ingest import Ingestor
 from bus.broker.router import Router
-from bus.config.model import Config, Rule
-from bus.config.ruleset import merge, merged_rule
+from bus.config.model import Config, HttpTarget, Rule
+from bus.config.ruleset import declared, merge, merged_rule
 from bus.config.rulesfile import ConfigError, load_config, rule_files
 from bus.config.validate import validate_rule
 from bus.observe import metrics
-from bus.store import apirules
+from bus.store import apirules, resources
 from bus.store.queue import Queue
 
 log = logging.getLogger("bus.broker")
@@ -40,6 +47,10 @@ class Broker:
         self.redis = redis
         self.rules_path = rules_path
         self.yaml_config = config
+        self.started = time.time()  # what the API shows as a YAML bus's CreationTime
+        self.api_resources = resources.Resources()  # the stored API buses, connections, destinations
+        self._resources_version = -1
+        self.declared = config  # YAML's Config with api_resources added (bus.config.ruleset.declared)
         self.api_rules: dict[RuleKey, Rule] = {}  # the usable stored API rules the Router holds
         self._api_version = -1
         self._checked_buses: set[str] = set()  # the buses `api_rules` were validated against
@@ -54,15 +65,21 @@ class Broker:
 
     async def start(self) -> None:
         async with self._changing:
-            version = await apirules.version(self.redis)
-            self.api_rules = usable_api_rules(await apirules.load(self.redis), self.yaml_config.buses)
-            self._checked_buses = set(self.yaml_config.buses)
-            self._api_counts = Counter(bus for bus, _ in self.api_rules)
-            self._api_version = version
+            await self._load_resources()  # first: API rules may be on API buses
+            await self._load_api_rules()
             await self._rebuild()
 
+    async def _load_api_rules(self) -> None:
+        version = await apirules.version(self.redis)  # before the load: a change after it is seen again
+        buses = self.declared.buses
+        valid = self.api_rules if self._checked_buses == buses.keys() else None  # checked against these buses
+        self.api_rules = usable_api_rules(await apirules.load(self.redis), buses, valid=valid)
+        self._checked_buses = set(buses)
+        self._api_counts = Counter(bus for bus, _ in self.api_rules)
+        self._api_version = version
+
     async def _rebuild(self) -> None:
-        router = Router(merge(self.yaml_config, self.api_rules))
+        router = Router(merge(self.declared, self.api_rules))
         await self.queue.publish_targets(router.all_targets())
         self.router = router
 
@@ -93,7 +110,7 @@ class Broker:
         version = await apirules.version(self.redis)
         if version == self._api_version:
             return False
-        buses = self.yaml_config.buses
+        buses = self.declared.buses
         # Rules held were checked against the buses of then; a destination may name a bus YAML dropped since.
         valid = self.api_rules if self._checked_buses == buses.keys() else None
         loaded = usable_api_rules(await apirules.load(self.redis), buses, valid=valid)
@@ -109,7 +126,7 @@ class Broker:
         rule changes: their targets are published first, then they route."""
         updates = {}
         for key in changes:
-            rule = merged_rule(self.yaml_config, changes, key)  # None in `changes` reads as absent
+            rule = merged_rule(self.declared, changes, key)  # None in `changes` reads as absent
             if rule != self.router.config.rules.get(key):  # else YAML's rule hides the API one
                 updates[key] = rule
         # Workers must know a target (and its group must exist) before an event can be routed to it.
@@ -129,6 +146,60 @@ class Broker:
     def api_rule_count(self, bus: str) -> int:
         """How many API rules `bus` has (the per-bus quota), without counting them all."""
         return self._api_counts[bus]
+
+    # --- API buses, connections and API destinations ---------------------------------------
+
+    async def change_resources(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Make one change of the stored API resources (`write`, a bus.store.resources call, which
+        may raise and then changes nothing) and put it in force here before this returns."""
+        async with self._changing:
+            await write()
+            await self._reload_resources()
+
+    async def reload_resources(self) -> bool:
+        """Load the stored API resources if their version moved; apply what differs. Whether it moved."""
+        async with self._changing:
+            return await self._reload_resources()
+
+    async def _load_resources(self) -> bool:
+        version = await resources.version(self.redis)
+        if version == self._resources_version:
+            return False
+        self.api_resources = await resources.load(self.redis)
+        self._resources_version = version
+        self.declared = self._declared()
+        return True
+
+    def _declared(self) -> Config:
+        r = self.api_resources
+        return declared(self.yaml_config, r.buses, r.connections, r.api_destinations)
+
+    async def _reload_resources(self) -> bool:
+        before = self.declared
+        if not await self._load_resources():
+            return False
+        after = self.declared
+        if after.buses.keys() != before.buses.keys():
+            # A bus came or went: the Router's matchers are per bus, and API rules left out (or
+            # kept) for their bus are decided again, so build it whole, as at a start.
+            await self._load_api_rules()
+            await self._rebuild()
+            return True
+        changed = {name for name in before.api_destinations.keys() | after.api_destinations.keys()
+                   if _http_parts(before, name) != _http_parts(after, name)}
+        router = self.router
+        # The Router's Config is its own (see Router.__init__): only its rules are its state; the
+        # declared parts are swapped whole, then the rules whose records read them are put again.
+        router.config.buses = after.buses
+        router.config.connections = after.connections
+        router.config.api_destinations = after.api_destinations
+        stale = [rule for rule in router.config.rules.values()
+                 if any(isinstance(t, HttpTarget) and t.http in changed for t in rule.targets)]
+        # Workers read the destination and its connection from the record: publish first.
+        await self.queue.publish_targets([record for rule in stale for record in router.records_of(rule)])
+        for rule in stale:
+            router.put_rule(rule)  # same pattern: the Matcher is left alone, the records are redone
+        return True
 
     # --- YAML rules ---------------------------------------------------------------------------
 
@@ -152,6 +223,7 @@ class Broker:
             return False
         async with self._changing:
             self.yaml_config = config
+            self.declared = self._declared()
             await self._rebuild()
         log.info("rules reloaded: %d rules on %d buses", len(config.rules), len(config.buses))
         return True
@@ -161,9 +233,16 @@ class Broker:
             await asyncio.sleep(interval)
             try:
                 await self.reload_if_changed()
+                await self.reload_resources()  # before the rules: a new API rule may be on a new API bus
                 await self.reload_api_rules()
             except Exception:  # a watcher that dies silently would freeze the rules
                 log.exception("rules reload failed")
+
+
+def _http_parts(config: Config, destination: str) -> tuple:
+    """What an `http` target's record holds of `destination`: it and its connection."""
+    d = config.api_destinations.get(destination)
+    return d, config.connections.get(d.connection) if d else None
 
 
 def usable_api_rules(rules: dict[tuple[str, str], Rule], buses,

@@ -1,14 +1,27 @@
-"""The live rule set: the rules YAML declares plus the rules made through the AWS API, as one Config.
+"""The live rule set: what YAML declares plus what was made through the AWS API, as one Config.
 
-`merge` builds the whole of it; `merged_rule` answers for one (bus, name) with the same rules,
-so a broker that changes one API rule can update its Router in place and still route exactly
-as a fresh `Router(merge(...))` would.
+`declared` puts the API's buses, connections and API destinations beside YAML's (YAML wins a
+name clash); `merge` adds the API rules to that; `merged_rule` answers for one (bus, name)
+with the same rules, so a broker that changes one API rule can update its Router in place and
+still route exactly as a fresh `Router(merge(...))` would.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bus.config.model import Config, Rule
+from bus.config.model import ApiDestination, Bus, Config, Connection, Rule
+
+
+def declared(yaml_config: Config, buses: Mapping[str, Bus], connections: Mapping[str, Connection],
+             api_destinations: Mapping[str, ApiDestination]) -> Config:
+    """YAML's Config with the API's buses, connections and API destinations added; YAML's rules only.
+
+    YAML wins a name clash (the API refuses to create one, but YAML may add it later). Pass the
+    result to `merge` and `merged_rule` in place of the YAML Config: an API rule on an API bus
+    then counts as declared."""
+    return Config(buses={**buses, **yaml_config.buses}, rules=yaml_config.rules, functions=yaml_config.functions,
+                  connections={**connections, **yaml_config.connections},
+                  api_destinations={**api_destinations, **yaml_config.api_destinations})
 
 
 def merge(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule]) -> Config:

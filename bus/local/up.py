@@ -3,14 +3,20 @@
 One `bus up` per data directory (bus/local/lock.py); the children die with it, even on
 kill -9 (bus/local/children.py); a child that exits is restarted with backoff, Redis on the
 same port and AOF (bus/local/supervisor.py). Ctrl-C or SIGTERM stops them in order.
+
+The broker seals the secrets of connections made through the API with BUS_SECRETS_KEY and the
+worker opens them with it: without one in the environment, `bus up` makes one into the data
+directory (`secrets.key`, mode 0600) the first time and hands it to both from then on.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+from bus import secrets
 from bus.local import children
 from bus.local.lock import DataDirBusy, DataDirLock
 from bus.local.ports import free_port, port_free
@@ -65,14 +71,16 @@ def _up_locked(rules: str, functions: str, port: int, data_dir: str, redis_url: 
             url_file(data_dir).write_text(redis_url)  # lets `bus dlq ...` find this Redis
             say(f"busway: private Redis at {redis_url} (AOF, appendfsync {fsync}) in "
                 f"{Path(data_dir).resolve() / 'redis'}")
+        env = children_env(data_dir)
         base = [sys.executable, "-m", "bus", "--log-format", log_format]
         auth = ["--credentials", str(Path(credentials).resolve())] if credentials else []
         auth += ["--insecure-no-auth"] if insecure_no_auth else []
         broker = base + ["serve", "--rules", rules, "--port", str(port), "--host", host, "--redis", redis_url, *auth]
-        supervisor.add("broker", lambda: children.spawn(broker))
+        supervisor.add("broker", lambda: children.spawn(broker, env=env))
         metrics = _MetricsPort(port + 1)
         supervisor.add("worker", lambda: children.spawn(
-            base + ["worker", "--functions", functions, "--redis", redis_url, "--metrics-port", str(metrics.pick())]))
+            base + ["worker", "--functions", functions, "--redis", redis_url, "--metrics-port", str(metrics.pick())],
+            env=env))
         say(f"busway: broker on http://{host}:{port} (POST /events, AWS API at /, /metrics), "
             f"worker metrics on http://127.0.0.1:{metrics.port}/metrics. Ctrl-C stops everything.")
         say(f"busway: authentication {'on, principals from ' + credentials if credentials else 'off (no --credentials)'}")
@@ -86,6 +94,31 @@ def _up_locked(rules: str, functions: str, port: int, data_dir: str, redis_url: 
             url_file(data_dir).unlink(missing_ok=True)
         say("busway: stopped")
     return code
+
+
+def children_env(data_dir: str) -> dict[str, str]:
+    """The broker's and worker's environment: ours, with BUS_SECRETS_KEY from the data directory
+    when ours has none (made there the first time). Only its path is ever said, never the key."""
+    env = dict(os.environ)
+    if env.get(secrets.ENV):
+        return env
+    path = key_file(data_dir)
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.new_key()
+        # Created 0600 in one call (O_EXCL: never over a file someone else made meanwhile); the
+        # umask can only narrow that. One `bus up` per data directory holds the lock here.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        say(f"busway: made {secrets.ENV} for secrets given through the API: {path.resolve()} (keep it with the data)")
+    env[secrets.ENV] = key
+    return env
+
+
+def key_file(data_dir: str) -> Path:
+    return Path(data_dir) / "secrets.key"
 
 
 class _MetricsPort:
