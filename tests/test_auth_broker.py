@@ -116,6 +116,15 @@ def test_a_non_admin_may_read_rules_but_not_change_them(broker, events_client):
     assert [r["Name"] for r in shop.list_rules()["Rules"]] == ["seen"]
 
 
+def test_a_non_admin_may_read_api_destinations_but_not_connections_nor_create_either(broker, events_client):
+    shop = events_client(broker.url, *SHOP)
+    assert shop.list_api_destinations()["ApiDestinations"] == []
+    assert error_code(lambda: shop.list_connections()) == ("AccessDeniedException", 400)
+    assert error_code(lambda: shop.create_connection(
+        Name="c", AuthorizationType="API_KEY",
+        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}})) == ("AccessDeniedException", 400)
+
+
 def test_put_events_to_a_bus_outside_buses_fails_that_entry_alone(broker, events_client):
     shop = events_client(broker.url, *SHOP)
     answer = shop.put_events(Entries=[{**ENTRY, "EventBusName": "shop"}, ENTRY, {**ENTRY, "EventBusName": "shop"}])

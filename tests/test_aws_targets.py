@@ -326,3 +326,9 @@ def test_arn_parsers_take_any_partition_region_and_account():
     assert identity.parse_arn("arn:aws:sqs:r:a") is None and identity.parse_arn("probe.record") is None
     assert identity.api_destination_name("arn:aws-us-gov:events:r:1:api-destination/crm/abc") == "crm"
     assert identity.api_destination_name("arn:aws:events:r:1:event-bus/crm") is None
+
+
+def test_two_input_options_on_one_target_fail_that_entry_in_aws_words(client):
+    answer = client.put_targets(Rule="r", Targets=[{"Id": "t", "Arn": LAMBDA, "Input": "{}", "InputPath": "$.detail"}])
+    assert answer["FailedEntries"] == [{"TargetId": "t", "ErrorCode": "ValidationException", "ErrorMessage":
+                                        "Only one of Input, InputPath, or InputTransformer must be provided for target t."}]

@@ -17,7 +17,9 @@ AWS_TARGET_PREFIX = "AWSEvents."
 OPEN_ACTIONS = frozenset({
     "PutEvents", "TestEventPattern",
     "ListEventBuses", "DescribeEventBus", "ListRules", "DescribeRule", "ListTargetsByRule",
-    "ListRuleNamesByTarget",
+    "ListRuleNamesByTarget", "ListApiDestinations", "DescribeApiDestination",
+    # Not the connections: they never show secrets, but they do show how each service is
+    # authorized (header names, client ids, token URLs), which only an admin needs to read.
 })
 
 # Native routes -> the action they perform (named like AWS's where there is one).

@@ -1,4 +1,4 @@
-"""The AWS rule and bus operations: List/Describe for every rule, ListRuleNamesByTarget, and
+"""The AWS rule operations: List/Describe for every rule, ListRuleNamesByTarget, and
 PutRule, PutTargets, RemoveTargets, DeleteRule, EnableRule, DisableRule for rules created
 through the API. What each target kind looks like on the wire is bus.broker.awstargets'.
 
@@ -17,10 +17,22 @@ from aiohttp import web
 from bus import identity
 from bus.broker import awstargets
 from bus.broker.awsapi import takes
-from bus.broker.envelope import MAX_JSON_DEPTH, Origin, RequestError, TooDeep, bus_name, decode_json
 from bus.broker.awstargets import TargetMember
-from bus.config.model import Bus, Rule
-from bus.config.validate import MAX_TARGETS_PER_RULE, Problem, validate_rule, validate_target
+from bus.broker.envelope import (
+    MAX_JSON_DEPTH,
+    Origin,
+    RequestError,
+    TooDeep,
+    bus_name,
+    decode_json,
+)
+from bus.config.model import Rule
+from bus.config.validate import (
+    MAX_TARGETS_PER_RULE,
+    Problem,
+    validate_rule,
+    validate_target,
+)
 from bus.patterns import PatternError, compile_pattern
 from bus.store import apirules
 
@@ -40,14 +52,6 @@ class _Request(msgspec.Struct, rename="pascal"):
 class _Paged(_Request):
     next_token: str | None = None
     limit: int | None = None
-
-
-class ListEventBusesRequest(_Paged):
-    name_prefix: str | None = None
-
-
-class DescribeEventBusRequest(_Request):
-    name: str | None = None
 
 
 class RuleRequest(_Request):
@@ -117,26 +121,6 @@ def _page(items: list, body: dict[str, Any], key: str) -> dict[str, Any]:
     if start + limit < len(items):
         out["NextToken"] = str(start + limit)
     return out
-
-
-# --- buses ---------------------------------------------------------------------------------
-
-@takes(ListEventBusesRequest)
-async def list_event_buses(request: web.Request, body: dict, origin: Origin) -> dict:
-    buses: dict[str, Bus] = _broker(request).router.config.buses
-    prefix = body.get("NamePrefix") or ""
-    items = [{"Name": b.name, "Arn": identity.event_bus_arn(origin, b.name), "Description": b.description}
-             for b in sorted(buses.values(), key=lambda b: b.name) if b.name.startswith(prefix)]
-    return _page(items, body, "EventBuses")
-
-
-@takes(DescribeEventBusRequest)
-async def describe_event_bus(request: web.Request, body: dict, origin: Origin) -> dict:
-    name = bus_name(body.get("Name"))
-    bus = _broker(request).router.config.buses.get(name)
-    if bus is None:
-        raise RequestError("ResourceNotFoundException", f"Event bus {name} does not exist.")
-    return {"Name": bus.name, "Arn": identity.event_bus_arn(origin, bus.name), "Description": bus.description}
 
 
 # --- reading rules -------------------------------------------------------------------------
@@ -346,6 +330,7 @@ _INPUT_MEMBERS = {"input": "Input", "input_path": "InputPath", "input_transforme
                   "input_paths_map": "InputPathsMap", "input_template": "InputTemplate"}
 # bus.transform.checks' wording of the two problems AWS has words of its own for.
 _NOT_JSON = "must be JSON text"
+_TWO_OPTIONS = "at most one of "
 _UNDEFINED_PLACEHOLDER = re.compile(r"^placeholder <([^>]*)> is neither")
 
 
@@ -353,6 +338,9 @@ def _input_error(p: Problem, tid: Any) -> RequestError:
     """An input option's problem, in AWS's words where AWS has them (LocalStack's AWS-validated
     snapshots and CloudFormation's relayed errors), else naming the member."""
     members = [_INPUT_MEMBERS[part] for part in p.path if part in _INPUT_MEMBERS]
+    if p.message.startswith(_TWO_OPTIONS):
+        return RequestError("ValidationException",
+                            f"Only one of Input, InputPath, or InputTransformer must be provided for target {tid}.")
     if members == ["Input"] and p.message.startswith(_NOT_JSON):
         return RequestError("ValidationException", f"Input for target {tid} is not a valid JSON text.")
     if m := _UNDEFINED_PLACEHOLDER.match(p.message):
@@ -435,7 +423,6 @@ async def remove_targets(request: web.Request, body: dict, origin: Origin) -> di
 
 
 OPERATIONS = {
-    "ListEventBuses": list_event_buses, "DescribeEventBus": describe_event_bus,
     "ListRules": list_rules, "DescribeRule": describe_rule, "ListTargetsByRule": list_targets_by_rule,
     "ListRuleNamesByTarget": list_rule_names_by_target,
     "PutRule": put_rule, "EnableRule": enable_rule, "DisableRule": disable_rule, "DeleteRule": delete_rule,
