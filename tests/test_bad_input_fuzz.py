@@ -17,10 +17,20 @@ from tests.conftest import Stack
 
 OPERATIONS = ["PutEvents", "TestEventPattern", "ListEventBuses", "DescribeEventBus", "ListRules", "DescribeRule",
               "ListTargetsByRule", "PutRule", "PutTargets", "RemoveTargets", "EnableRule", "DisableRule",
-              "DeleteRule", "NoSuchOperation"]
+              "DeleteRule", "ListRuleNamesByTarget", "CreateEventBus", "UpdateEventBus", "DeleteEventBus",
+              "CreateConnection", "DescribeConnection", "ListConnections", "UpdateConnection", "DeleteConnection",
+              "DeauthorizeConnection", "CreateApiDestination", "DescribeApiDestination", "ListApiDestinations",
+              "UpdateApiDestination", "DeleteApiDestination", "NoSuchOperation"]
 MEMBERS = ["Name", "EventBusName", "NamePrefix", "NextToken", "Limit", "Rule", "Targets", "Ids", "Force",
-           "Description", "State", "EventPattern", "ScheduleExpression", "Entries", "Event", "RoleArn"]
-TARGET_MEMBERS = ["Id", "Arn", "RetryPolicy", "DeadLetterConfig", "Input"]
+           "Description", "State", "EventPattern", "ScheduleExpression", "Entries", "Event", "RoleArn",
+           "TargetArn", "Tags", "AuthorizationType", "AuthParameters", "ConnectionArn", "InvocationEndpoint",
+           "HttpMethod", "InvocationRateLimitPerSecond"]
+TARGET_MEMBERS = ["Id", "Arn", "RetryPolicy", "DeadLetterConfig", "Input", "InputPath", "InputTransformer",
+                  "HttpParameters", "RoleArn"]
+NESTED_MEMBERS = ["MaximumRetryAttempts", "MaximumEventAgeInSeconds", "Arn", "InputPathsMap", "InputTemplate",
+                  "PathParameterValues", "HeaderParameters", "QueryStringParameters", "ApiKeyAuthParameters",
+                  "BasicAuthParameters", "OAuthParameters", "InvocationHttpParameters", "ApiKeyName", "ApiKeyValue",
+                  "Username", "Password", "ClientParameters", "ClientID", "ClientSecret", "AuthorizationEndpoint"]
 ENTRY_MEMBERS = ["Source", "DetailType", "Detail", "Resources", "Time", "EventBusName", "TraceHeader"]
 NATIVE_MEMBERS = ["source", "detail-type", "detail", "resources", "time", "bus", "pattern", "event", "target", "ids"]
 
@@ -39,6 +49,9 @@ plausible = st.sampled_from([
     "cron(0 12 * * ? *)", '{"source": ["x"]}', '{"source": "x"}', "{not json", "[" * 200 + "]" * 200,
     "probe.record", "arn:aws:lambda:us-east-1:000000000000:function:probe.record", "arn:aws:sqs:us-east-1:0:q",
     '{"id": "1", "source": "x", "detail-type": "t", "account": "1", "region": "r", "time": "2024-01-01T00:00:00Z"}',
+    "arn:aws:events:us-east-1:000000000000:event-bus/shop", "arn:aws:events:us-east-1:0:api-destination/d/1",
+    "arn:aws:events:us-east-1:0:connection/c/1", "API_KEY", "BASIC", "OAUTH_CLIENT_CREDENTIALS", "https://x/y/*",
+    "http://127.0.0.1:9/", "POST", "CONNECT", "$.detail", "$..x", '{"a": <x>}', "<aws.events.event>",
     "2024-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", 0, 1, 100, 101, 186, 1e308, -1e18, 2**64, 10**400, True, [], {},
 ])
 values = st.one_of(plausible, json_values)
@@ -48,11 +61,11 @@ def objects(keys: list[str], value=values) -> st.SearchStrategy:
     return st.dictionaries(st.sampled_from(keys) | st.text(max_size=6), value, max_size=6)
 
 
-targets = st.lists(st.one_of(objects(TARGET_MEMBERS, st.one_of(values, objects(
-    ["MaximumRetryAttempts", "MaximumEventAgeInSeconds", "Arn"]))), values), max_size=3)
+nested = objects(NESTED_MEMBERS, st.one_of(values, objects(NESTED_MEMBERS)))
+targets = st.lists(st.one_of(objects(TARGET_MEMBERS, st.one_of(values, nested)), values), max_size=3)
 entries = st.lists(st.one_of(objects(ENTRY_MEMBERS), values), max_size=3)
 aws_bodies = st.one_of(
-    st.dictionaries(st.sampled_from(MEMBERS), values, max_size=6),
+    st.dictionaries(st.sampled_from(MEMBERS), st.one_of(values, nested), max_size=6),
     st.fixed_dictionaries({"Rule": st.sampled_from(["r", "from-yaml"]), "Targets": targets}),
     st.fixed_dictionaries({"Entries": entries}),
     json_values,
@@ -64,6 +77,7 @@ def broker(redis_server, tmp_path_factory):
     import redis as redis_lib
     redis_lib.Redis.from_url(redis_server.url).flushall()
     stack = Stack(redis_server.url, tmp_path_factory.mktemp("fuzz"))
+    stack.env["BUS_SECRETS_KEY"] = "nKeW4hW3mS1f1b9rXo0K8zq2Jt7m0Qb6h1s3o2tQy5U="  # connections can be created
     stack.write_rules(YAML)
     stack.start_broker()
     status, _ = send(stack.url + "/", json.dumps({"Name": "r", "EventPattern": '{"source": ["x"]}'}).encode(),
@@ -93,6 +107,31 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 @FUZZ
 @given(operation=st.sampled_from(OPERATIONS), body=st.one_of(aws_bodies.map(encode), st.binary(max_size=40)))
 def test_no_aws_operation_answers_5xx_for_any_body(broker, operation, body):
+    status, text = send(broker.url + "/", body, {"X-Amz-Target": f"AWSEvents.{operation}",
+                                                 "Content-Type": "application/x-amz-json-1.1"})
+    assert status < 500, (operation, body, text)
+    assert "__type" in json.loads(text) if status >= 400 else True
+
+
+RESOURCE_OPERATIONS = [op for op in OPERATIONS if "Connection" in op or "ApiDestination" in op or "EventBus" in op]
+auth_parameters = st.fixed_dictionaries({}, optional={
+    "ApiKeyAuthParameters": objects(["ApiKeyName", "ApiKeyValue"]),
+    "BasicAuthParameters": objects(["Username", "Password"]),
+    "OAuthParameters": objects(["ClientParameters", "AuthorizationEndpoint", "HttpMethod", "OAuthHttpParameters"],
+                               st.one_of(values, objects(["ClientID", "ClientSecret"]))),
+    "InvocationHttpParameters": objects(["HeaderParameters", "QueryStringParameters", "BodyParameters"],
+                                        st.one_of(values, st.lists(objects(["Key", "Value", "IsValueSecret"]), max_size=2))),
+})
+resource_bodies = st.fixed_dictionaries({"Name": st.sampled_from(["c", "d", "shop", "default", "nope", "", "x" * 70])}, optional={
+    "AuthorizationType": st.sampled_from(["API_KEY", "BASIC", "OAUTH_CLIENT_CREDENTIALS", "NONE", 5]),
+    "AuthParameters": st.one_of(auth_parameters, values), "ConnectionArn": values, "InvocationEndpoint": values,
+    "HttpMethod": values, "InvocationRateLimitPerSecond": values, "Description": values, "Tags": values,
+})
+
+
+@FUZZ
+@given(operation=st.sampled_from(RESOURCE_OPERATIONS), body=resource_bodies.map(encode))
+def test_no_connection_destination_or_bus_operation_answers_5xx(broker, operation, body):
     status, text = send(broker.url + "/", body, {"X-Amz-Target": f"AWSEvents.{operation}",
                                                  "Content-Type": "application/x-amz-json-1.1"})
     assert status < 500, (operation, body, text)
