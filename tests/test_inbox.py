@@ -30,7 +30,7 @@ class Publisher:
         self.failures = failures
         self.routed: list[tuple[str, dict]] = []
 
-    async def __call__(self, bus: str, event: dict, received: float) -> int:
+    async def __call__(self, bus: str, event: dict, received: float, hops: int = 0) -> int:
         if self.failures:
             self.failures -= 1
             raise RedisConnectionError("Redis went away")

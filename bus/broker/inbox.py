@@ -1,4 +1,5 @@
-"""Brokers route events that workers cannot: Lambda destination records from the inbox stream.
+"""Brokers route events that workers cannot: Lambda destination records and the events bus
+targets forward (with the buses they crossed, `hops`), from the inbox stream.
 
 Any broker may take an item (consumer group); it is acknowledged and deleted only after its
 deliveries are in Redis, so a broker crash redelivers the item (reclaimed after IDLE_MS).
@@ -28,12 +29,12 @@ log = logging.getLogger("bus.inbox")
 IDLE_MS = 10_000
 _decode = msgspec.json.Decoder(InboxItem).decode
 
-Publish = Callable[[str, dict[str, Any], float], Awaitable[Any]]  # (bus, event, received)
+Publish = Callable[[str, dict[str, Any], float, int], Awaitable[Any]]  # (bus, event, received, hops)
 
 
 async def consume_inbox(inbox: Inbox, publish: Publish, stop: asyncio.Event | None = None,
                         idle_ms: int = IDLE_MS) -> None:
-    """`publish(bus, event, received)` routes one event (KeyError: no such bus); runs until
+    """`publish(bus, event, received, hops)` routes one event (KeyError: no such bus); runs until
     cancelled or `stop` is set. Items another broker left pending for `idle_ms` are taken over."""
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     await inbox.ensure_group()
@@ -74,7 +75,7 @@ async def _publish(publish: Publish, entry_id: str, fields: dict) -> DeadLetter 
         return make_inbox_dead_letter(entry_id, "", _json_object(payload), INBOX_UNDECODABLE,
                                       f"{exc}; item: {payload!r}", enqueued)
     try:
-        await publish(item.bus, item.event, time.time())
+        await publish(item.bus, item.event, time.time(), item.hops)
     except KeyError:  # the router knows no such bus (removed since the record was written)
         return make_inbox_dead_letter(entry_id, item.bus, msgspec.json.encode(item.event), INBOX_UNKNOWN_BUS,
                                       f"Event bus {item.bus} does not exist.", enqueued)

@@ -66,10 +66,14 @@ class Ingestor:
         _apply(counts)
         return results
 
-    async def publish(self, bus: str, event: dict[str, Any], received: float) -> int:
-        """Route an already-built event (a destination record); return the number of deliveries."""
+    async def publish(self, bus: str, event: dict[str, Any], received: float, hops: int = 0) -> int:
+        """Route an already-built event (a destination record, or an event a bus target forwards
+        after crossing `hops` buses); return the number of deliveries."""
         counts: dict[tuple, int] = {}
-        deliveries = self._deliveries(self._router(), bus, event, received, counts, via="destination")
+        deliveries = self._deliveries(self._router(), bus, event, received, counts,
+                                      via="bus" if hops else "destination", hops=hops)
+        if hops:  # a bus target's event is ingested by this bus, as a PutEvents to it would be
+            _count(counts, metrics.EVENTS_INGESTED, bus)
         await self._store(deliveries)
         _apply(counts)
         return len(deliveries)
@@ -84,7 +88,7 @@ class Ingestor:
         return bus, build_envelope(entry, origin, received)
 
     def _deliveries(self, router: Router, bus: str, event: dict[str, Any], received: float,
-                    counts: dict[tuple, int], via: str = "put_events") -> list[Delivery]:
+                    counts: dict[tuple, int], via: str = "put_events", hops: int = 0) -> list[Delivery]:
         routes = router.route(bus, event)
         if self.tracer.enabled:
             self.tracer.event(bus, event, rules=[r for r, _ in routes],
@@ -98,7 +102,7 @@ class Ingestor:
             _count(counts, metrics.RULE_MATCHES, bus, rule)
             for record in records:
                 _count(counts, metrics.DELIVERIES_ENQUEUED, bus, rule, record.key)
-                out.append(new_delivery(raw, record, received))
+                out.append(new_delivery(raw, record, received, hops=hops))
         return out
 
     async def _store(self, deliveries: list[Delivery]) -> None:

@@ -2,6 +2,11 @@
 
 Labels carry bus, rule, target, function and error kinds only: never event ids or other
 unbounded values. Broker and worker processes each serve their own /metrics.
+
+Every target kind (function, http, bus) is counted by the same worker metrics. Their
+`function` label is the function of a function target and the target key (bus/rule/target)
+of any other kind, as before; busway_target_info says, per target key, its `target_kind` and
+what it `invokes` (the function, the API destination, the bus), to join on `target`.
 """
 from __future__ import annotations
 
@@ -32,12 +37,14 @@ SCHEDULE_LATENESS = Histogram("busway_schedule_lateness_seconds", "Scheduled tim
 
 # Worker
 INVOCATIONS = Counter("busway_invocations_total", "Handler invocations started (Lambda Invocations).", ["function", "target"])
-ERRORS = Counter("busway_invocation_errors_total", "Failed invocations by kind: exception, timeout, killed, import.", ["function", "target", "kind"])
-THROTTLES = Counter("busway_throttles_total", "Deliveries held back by reserved concurrency.", ["function", "target"])
+ERRORS = Counter("busway_invocation_errors_total", "Failed invocations by kind: exception, timeout, killed, import (functions); http_3xx, http_4xx, http_5xx, http_other, network, timeout, config (API destinations); loop (bus targets).", ["function", "target", "kind"])
+THROTTLES = Counter("busway_throttles_total", "Deliveries held back by reserved concurrency or an API destination's rate limit.", ["function", "target"])
 RETRIES = Counter("busway_retries_total", "Deliveries scheduled for another attempt.", ["target"])
 DEAD_LETTERS = Counter("busway_dead_letters_total", "Deliveries sent to a dead-letter queue.", ["target", "condition"])
 DROPPED = Counter("busway_dropped_events_total", "Deliveries dropped after exhausting retries with no DLQ (AsyncEventsDropped).", ["target", "condition"])
 HANDLER_DURATION = Histogram("busway_handler_duration_seconds", "Handler run time (Duration).", ["function"], buckets=DURATION_BUCKETS)
+ATTEMPT_DURATION = Histogram("busway_invocation_duration_seconds", "Attempt run time per target, every kind: a handler's run, an HTTP request, a bus forward.", ["target"], buckets=DURATION_BUCKETS)
+BUS_LOOPS = Counter("busway_bus_loops_total", "Events a bus target did not forward because they had crossed 5 buses already (a loop of bus targets); each also fails its delivery (kind loop).", ["target"])
 INGESTION_TO_COMPLETE = Histogram("busway_ingestion_to_invocation_complete_seconds", "PutEvents accepted to the attempt's outcome recorded (IngestionToInvocationCompleteLatency; outcome=success is ...SuccessLatency).", ["target", "outcome"], buckets=LATENCY_BUCKETS)
 INGESTION_TO_START = Histogram("busway_ingestion_to_invocation_start_seconds", "PutEvents accepted to handler start (IngestionToInvocationStartLatency).", ["target"], buckets=LATENCY_BUCKETS)
 CONCURRENCY_LIMIT = Gauge("busway_worker_concurrency_limit", "Handlers this worker runs at most at once (--concurrency).", multiprocess_mode="livesum")
@@ -49,6 +56,7 @@ QUEUE_PENDING = Gauge("busway_queue_pending", "Deliveries handed to a worker and
 QUEUE_DELAYED = Gauge("busway_queue_delayed", "Deliveries waiting for a retry.", ["target"], multiprocess_mode="max")
 OLDEST_AGE = Gauge("busway_queue_oldest_age_seconds", "Age of the oldest queued delivery (AsyncEventAge).", ["target"], multiprocess_mode="max")
 DLQ_DEPTH = Gauge("busway_dlq_depth", "Dead letters kept, by DLQ name.", ["dlq"], multiprocess_mode="max")
+TARGET_INFO = Gauge("busway_target_info", "1 per declared target: its kind (function, http, bus) and what it invokes (the function, the API destination, the bus); join on target.", ["target", "target_kind", "invokes"], multiprocess_mode="max")
 
 
 def exposition() -> tuple[bytes, str]:

@@ -16,6 +16,7 @@ class TargetMetrics(msgspec.Struct):
     ingestion_to_start: Any
     concurrent: Any
     duration: Any
+    attempt_duration: Any  # per target, every kind (duration is per function)
     complete_success: Any
     complete_failure: Any
 
@@ -25,7 +26,7 @@ def target_metrics(name: str, target: str) -> TargetMetrics:
     """`name` is the function (the `function` label); `target` the target key."""
     return TargetMetrics(
         metrics.INVOCATIONS.labels(name, target), metrics.INGESTION_TO_START.labels(target),
-        metrics.CONCURRENT.labels(name), metrics.HANDLER_DURATION.labels(name),
+        metrics.CONCURRENT.labels(name), metrics.HANDLER_DURATION.labels(name), metrics.ATTEMPT_DURATION.labels(target),
         metrics.INGESTION_TO_COMPLETE.labels(target, "success"), metrics.INGESTION_TO_COMPLETE.labels(target, "failure"),
     )
 
@@ -47,7 +48,9 @@ class AttemptMetrics:
     def end(self) -> None:
         if self.started:
             self.m.concurrent.dec()
-            self.m.duration.observe(time.perf_counter() - self.started)
+            seconds = time.perf_counter() - self.started
+            self.m.duration.observe(seconds)
+            self.m.attempt_duration.observe(seconds)
 
     def complete(self, ok: bool) -> None:
         (self.m.complete_success if ok else self.m.complete_failure).observe(max(0.0, time.time() - self.ingested))

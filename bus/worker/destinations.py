@@ -1,6 +1,7 @@
-"""Lambda destinations: on_success / on_failure invocation records, sent as events to a bus.
+"""Events a worker sends to a bus: Lambda destination records (on_success / on_failure) and
+the events bus targets forward (bus.worker.invokers.bus).
 
-A worker cannot route events itself (rules live with the brokers), so it writes the record
+A worker cannot route events itself (rules live with the brokers), so it writes the item
 to the inbox stream in the same atomic step that finishes the delivery; a broker routes it.
 """
 from __future__ import annotations
@@ -21,6 +22,21 @@ FAILURE = "Lambda Function Invocation Result - Failure"
 class InboxItem(msgspec.Struct):
     bus: str
     event: dict[str, Any]
+    hops: int = 0  # buses the event crossed to get here (a bus target's item: the loop guard)
+
+
+class _RawInboxItem(msgspec.Struct):
+    """InboxItem with the event as stored JSON: forwarding it needs no decoding."""
+
+    bus: str
+    event: msgspec.Raw
+    hops: int = 0
+
+
+def forward_item(bus: str, event: msgspec.Raw | bytes, hops: int) -> bytes:
+    """The inbox item of an event a bus target forwards to `bus`, `hops` buses crossed."""
+    raw = event if isinstance(event, msgspec.Raw) else msgspec.Raw(event)
+    return msgspec.json.encode(_RawInboxItem(bus, raw, hops))
 
 
 def invocation_record(d: Delivery, *, function_arn: str, account: str, region: str, condition: str,

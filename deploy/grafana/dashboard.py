@@ -24,6 +24,18 @@ RI = "[$__rate_interval]"
 BUS = 'bus=~"$bus"'
 TARGET = 'target=~"$target"'
 FUNCTION = 'function=~"$function"'
+KIND = 'target_kind=~"$target_kind"'
+
+# busway_target_info (one series per target: its target_kind and what it invokes), from the
+# brokers, joined to the workers' per-target series on `target`.
+TARGET_INFO = f"max by (target, target_kind) (busway_target_info{{{KIND}}})"
+
+
+def by_kind(metric: str, by: str) -> str:
+    """A worker counter's rate per target kind (and `by`), every kind of target alike."""
+    group = f"target_kind, {by}" if by else "target_kind"
+    return (f"sum by ({group}) (rate({metric}{{{TARGET}}}{RI}) "
+            f"* on (target) group_left (target_kind) {TARGET_INFO})")
 
 
 def _from_stream(expr: str, label: str, regex: str) -> str:
@@ -97,15 +109,33 @@ ROWS = [
     ("Targets", [
         ("Invocations / s per target", "reqps", "EventBridge InvocationAttempts, Lambda Invocations. target = bus/rule/target.",
          [(rate("busway_invocations_total", "target", TARGET), "{{target}}")]),
-        ("Errors / s per target", "reqps", "Lambda Errors by kind: exception, timeout, killed, import.",
+        ("Errors / s per target", "reqps",
+         "Lambda Errors by kind: exception, timeout, killed, import (functions); http_4xx, http_5xx, network, timeout "
+         "(API destinations); loop (bus targets).",
          [(rate("busway_invocation_errors_total", "target, kind", TARGET), "{{target}} {{kind}}")]),
         ("Error ratio per target", "percentunit", "Failed attempts / attempts. The BuswayRuleFailing alert fires above 50%.",
          [(f"{rate('busway_invocation_errors_total', 'target', TARGET)} / "
            f"{rate('busway_invocations_total', 'target', TARGET)}", "{{target}}")]),
-        ("Throttles / s per target", "reqps", "Lambda Throttles: deliveries held back by their function's reserved concurrency.",
+        ("Throttles / s per target", "reqps",
+         "Lambda Throttles: deliveries held back by their function's reserved concurrency or their API destination's "
+         "invocation rate limit (no attempt used).",
          [(rate("busway_throttles_total", "function, target", TARGET), "{{target}} ({{function}})")]),
         ("Retries / s per target", "reqps", "EventBridge RetryInvocationAttempts.",
          [(rate("busway_retries_total", "target", TARGET), "{{target}}")]),
+        ("Invocations / s by target kind", "reqps",
+         "Attempts of every kind: function (a handler), http (an API destination request), bus (an event sent on "
+         "to another bus).",
+         [(by_kind("busway_invocations_total", ""), "{{target_kind}}")]),
+        ("Errors / s by target kind and error kind", "reqps",
+         "Failed attempts by target kind and error kind (http_4xx and http_5xx are the HTTP status class).",
+         [(by_kind("busway_invocation_errors_total", "kind"), "{{target_kind}} {{kind}}")]),
+        ("Attempt duration per target", "s",
+         "Every kind: a handler's run, an HTTP request to an API destination, a bus forward.",
+         quantiles("busway_invocation_duration_seconds", "target", TARGET)),
+        ("Bus loops / s per target", "reqps",
+         "Events a bus target did not send on: they had crossed 5 buses already (a loop of bus targets). "
+         "Each also fails its delivery with kind loop, to the target's DLQ if it has one.",
+         [(rate("busway_bus_loops_total", "target", TARGET), "{{target}}")]),
         ("Permanent failures / s per target", "reqps",
          "EventBridge FailedInvocations: sent to a DLQ (InvocationsSentToDlq) or dropped (Lambda AsyncEventsDropped).",
          [(rate("busway_dead_letters_total", "target, condition", TARGET), "to DLQ {{target}} {{condition}}"),
@@ -159,6 +189,7 @@ ROWS = [
 
 VARIABLES = [  # (name, label_values query): every value plus "All" (.*)
     ("bus", "label_values(busway_events_ingested_total, bus)"),
+    ("target_kind", "label_values(busway_target_info, target_kind)"),
     ("target", "label_values(busway_invocations_total, target)"),
     ("function", "label_values(busway_invocations_total, function)"),
 ]

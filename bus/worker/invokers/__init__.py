@@ -1,9 +1,10 @@
 """One invoker per target kind, and the table the worker chooses them from."""
 from __future__ import annotations
 
-from bus.config.model import FunctionTarget, HttpTarget
+from bus.config.model import BusTarget, FunctionTarget, HttpTarget
 from bus.store.queue import Queue
 from bus.worker.invoker import Invoker
+from bus.worker.invokers.bus import BusInvoker
 from bus.worker.invokers.function import FunctionInvoker
 from bus.worker.invokers.http import HttpInvoker
 
@@ -13,4 +14,4 @@ def invokers_for(functions: FunctionInvoker, queue: Queue) -> dict[type, Invoker
 
     `queue` is the worker's (Watched, so its calls count for /healthz): the http invoker takes
     its rate-limit turns through it."""
-    return {FunctionTarget: functions, HttpTarget: HttpInvoker(queue)}
+    return {FunctionTarget: functions, HttpTarget: HttpInvoker(queue), BusTarget: BusInvoker()}
