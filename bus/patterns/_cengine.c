@@ -26,7 +26,7 @@
 
 /* The version of the layout of specs, trie nodes and transitions; bus/patterns/cbuild.py
  * has the same LAYOUT (bump both together) and checks SPEC against its own. */
-#define LAYOUT 7
+#define LAYOUT 8
 
 enum {
     S_EXACT, S_PRESENT, S_ABSENT,
@@ -97,6 +97,8 @@ static void vec_free(Vec *v) {
 typedef struct {
     uint64_t *bits;
     int any;
+    int dots;    /* look for dotted field names on mentioned paths (bus/patterns/dotted.py) */
+    int dotted;  /* found one: the walk stopped (-1 with no exception set); match the expanded event */
 } Multi;
 
 static int add_multi(Multi *multi, Py_ssize_t pid) {
@@ -133,16 +135,21 @@ static inline PyObject *json_key(PyObject *x) {
 static int walk_object(PyObject *obj, PyObject *kids, PyObject **flat, Py_ssize_t n_paths,
                        Multi *multi, int in_multi);
 
-static int node_parts(PyObject *node, PyObject **key, Py_ssize_t *pid, PyObject **kids, Py_ssize_t n_paths) {
-    if (!PyTuple_CheckExact(node) || PyTuple_GET_SIZE(node) != 3) {
+static int node_parts(PyObject *node, PyObject **key, PyObject **kids) {
+    if (!PyTuple_CheckExact(node) || PyTuple_GET_SIZE(node) != 3 || !PyTuple_CheckExact(PyTuple_GET_ITEM(node, 2))) {
         PyErr_SetString(PyExc_TypeError, "bad trie node");
         return -1;
     }
     *key = PyTuple_GET_ITEM(node, 0);
-    *pid = PyLong_AsSsize_t(PyTuple_GET_ITEM(node, 1));
     *kids = PyTuple_GET_ITEM(node, 2);
+    return 0;
+}
+
+/* A node's path id (-1: none), read only when the event has its key (most kids are missed). */
+static int node_pid(PyObject *node, Py_ssize_t *pid, Py_ssize_t n_paths) {
+    *pid = PyLong_AsSsize_t(PyTuple_GET_ITEM(node, 1));
     if (*pid == -1 && PyErr_Occurred()) return -1;
-    if (*pid >= n_paths || *pid < -1 || !PyTuple_CheckExact(*kids)) {
+    if (*pid >= n_paths || *pid < -1) {
         PyErr_SetString(PyExc_ValueError, "bad trie node");
         return -1;
     }
@@ -226,17 +233,80 @@ done:
     return rc;
 }
 
+/* Whether `key` (a str with a dot) splits into segments that are a path of the trie below
+ * `kids`: dotted.py's dotted_at for one key. 1, 0, or -1 with an exception. */
+static int dotted_path(PyObject *key, PyObject *kids) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(key), start = 0;
+    PyObject *level = kids;
+    for (;;) {
+        Py_ssize_t dot = PyUnicode_FindChar(key, '.', start, n, 1);
+        if (dot == -2) return -1;
+        Py_ssize_t end = dot < 0 ? n : dot;
+        PyObject *next = NULL;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(level) && next == NULL; i++) {
+            PyObject *node = PyTuple_GET_ITEM(level, i);
+            PyObject *name = PyTuple_GET_ITEM(node, 0);
+            if (!PyUnicode_Check(name) || PyUnicode_GET_LENGTH(name) != end - start) continue;
+            Py_ssize_t same = PyUnicode_Tailmatch(key, name, start, end, -1);
+            if (same < 0) return -1;
+            if (same) next = PyTuple_GET_ITEM(node, 2);
+        }
+        if (next == NULL) return 0;
+        if (dot < 0) return 1;
+        level = next;
+        start = dot + 1;
+    }
+}
+
+static inline int has_dot(PyObject *key) {
+    if (PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND)
+        return memchr(PyUnicode_DATA(key), '.', PyUnicode_GET_LENGTH(key)) != NULL;
+    return PyUnicode_FindChar(key, '.', 0, PyUnicode_GET_LENGTH(key), 1) >= 0;
+}
+
+/* Keys known to have no dot, by address: msgspec decodes a repeated key to one cached str,
+ * so most keys of most events are found here and never searched. Each slot holds a reference,
+ * so no other object can take a remembered address. */
+#define DOTLESS_SLOTS 1024
+static PyObject *DOTLESS[DOTLESS_SLOTS];
+
+static inline int dotless(PyObject *key) {
+    size_t slot = ((uintptr_t)key >> 4) & (DOTLESS_SLOTS - 1);
+    if (DOTLESS[slot] == key) return 1;
+    if (!PyUnicode_CheckExact(key) || has_dot(key)) return 0;
+    Py_INCREF(key);
+    Py_XSETREF(DOTLESS[slot], key);
+    return 1;
+}
+
+/* Whether a key of `obj` with a dot in it names a path below `kids` (1, 0, -1: error). */
+static int dotted_at(PyObject *obj, PyObject *kids) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(obj, &pos, &key, &value)) {
+        if (dotless(key) || !PyUnicode_CheckExact(key)) continue;
+        int r = dotted_path(key, kids);
+        if (r != 0) return r;
+    }
+    return 0;
+}
+
 static int walk_object(PyObject *obj, PyObject *kids, PyObject **flat, Py_ssize_t n_paths,
                        Multi *multi, int in_multi) {
+    int deep = 0;  /* a kid has kids: a dotted name here could reach a nested path */
+    Py_ssize_t hits = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kids); i++) {
-        PyObject *key, *sub;
+        PyObject *node = PyTuple_GET_ITEM(kids, i), *key, *sub;
         Py_ssize_t pid;
-        if (node_parts(PyTuple_GET_ITEM(kids, i), &key, &pid, &sub, n_paths) < 0) return -1;
+        if (node_parts(node, &key, &sub) < 0) return -1;
+        deep |= PyTuple_GET_SIZE(sub) > 0;
         PyObject *v = PyDict_GetItemWithError(obj, key);
         if (v == NULL) {
             if (PyErr_Occurred()) return -1;
             continue;
         }
+        hits++;
+        if (node_pid(node, &pid, n_paths) < 0) return -1;
         if (PyDict_CheckExact(v)) {
             if (PyTuple_GET_SIZE(sub) > 0) {
                 Py_INCREF(v);
@@ -252,6 +322,14 @@ static int walk_object(PyObject *obj, PyObject *kids, PyObject **flat, Py_ssize_
         } else if (pid >= 0) {
             if (store(flat, pid, json_key(v)) < 0) return -1;
             if (in_multi && add_multi(multi, pid) < 0) return -1;
+        }
+    }
+    if (deep && multi->dots && hits < PyDict_GET_SIZE(obj)) {  /* some key is no kid: a dotted one? */
+        int r = dotted_at(obj, kids);
+        if (r < 0) return -1;
+        if (r) {
+            multi->dotted = 1;
+            return -1;
         }
     }
     return 0;
@@ -1108,10 +1186,12 @@ done:
 }
 
 static PyObject *match(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "match(event, trie, n_paths, root)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "match(event, trie, n_paths, root[, dots])");
         return NULL;
     }
+    int dots = 1;  /* look for dotted names on mentioned paths; if one is there, answer None */
+    if (nargs == 5 && (dots = PyObject_IsTrue(args[4])) < 0) return NULL;
     PyObject *event = args[0], *trie = args[1], *root = args[3];
     Py_ssize_t n_paths = PyLong_AsSsize_t(args[2]);
     if (n_paths == -1 && PyErr_Occurred()) return NULL;
@@ -1127,7 +1207,7 @@ static PyObject *match(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (flat == NULL) return PyErr_NoMemory();
     PyObject *multi_set = NULL, *found = NULL, *pyhits = NULL, *result = NULL;
     uint64_t small_bits[16] = {0};
-    Multi multi = {n_paths <= 16 * 64 ? small_bits : PyMem_Calloc(n_paths / 64 + 1, sizeof(uint64_t)), 0};
+    Multi multi = {n_paths <= 16 * 64 ? small_bits : PyMem_Calloc(n_paths / 64 + 1, sizeof(uint64_t)), 0, dots, 0};
     if (multi.bits == NULL) {
         PyMem_Free(flat);
         return PyErr_NoMemory();
@@ -1137,7 +1217,13 @@ static PyObject *match(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     vec_init(&stack.states);
     vec_init(&stack.keep);
     vec_init(&hits);
-    if (walk_object(event, trie, flat, n_paths, &multi, 0) < 0) goto done;
+    if (walk_object(event, trie, flat, n_paths, &multi, 0) < 0) {
+        if (multi.dotted && !PyErr_Occurred()) {
+            Py_INCREF(Py_None);
+            result = Py_None;
+        }
+        goto done;
+    }
     if ((found = PyList_New(0)) == NULL || vec_push(&stack.keep, root) < 0 || stack_add(&stack, root) < 0)
         goto done;
     while (stack.states.n > 0) {

@@ -11,11 +11,13 @@ from array import array
 from types import ModuleType
 from typing import Any
 
+import msgspec
+
 from bus.patterns.fields import EMPTY, FieldIndex, State
 from bus.patterns.ops import FALSE_KEY, TRUE_KEY, AnythingBut, Condition, Exact, Prefix, Suffix
 
 # The version of the layout below; _cengine.c's LAYOUT (bump both together).
-LAYOUT = 7
+LAYOUT = 8
 
 # A field's spec, slot by slot, in the order of _cengine.c's S_* (which it exports as SPEC).
 SPEC = (
@@ -88,7 +90,21 @@ class CAutomaton:
 
 def trie(kids: list) -> tuple:
     """The key trie (walk.path_trie) for the engine: a tuple of (key, path id or -1, kids)."""
-    return tuple((key, -1 if node.path_id is None else node.path_id, trie(node.kids)) for key, node in kids)
+    return tuple((_shared(key), -1 if node.path_id is None else node.path_id, trie(node.kids)) for key, node in kids)
+
+
+def _shared(key: str) -> str:
+    """The str object msgspec decodes `key` to: it keeps recent short object keys in a cache and
+    hands out the same object, so the engine's lookups of this key in decoded events compare
+    pointers instead of characters. Only speed depends on it: another object is found too."""
+    try:
+        return next(iter(_decode(_encode({key: 0}))))
+    except Exception:  # pragma: no cover - any key encodes; this is only a speed-up
+        return key
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 def field_spec(field: FieldIndex) -> tuple:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bus.patterns.dotted import expand_event, has_dot
 from bus.patterns.ops import field_accepts
 from bus.patterns.parse import Alternative
 
@@ -60,6 +61,7 @@ _NO_OBJECT: list = [{}]
 
 
 def node_matches(node: Node, obj: dict) -> bool:
+    looked = False  # for dotted names (bus.patterns.dotted)
     for key, (conditions, child) in node.items():
         value = obj.get(key, _ABSENT)
         if conditions is not None:
@@ -67,6 +69,14 @@ def node_matches(node: Node, obj: dict) -> bool:
             if not field_accepts(conditions, scalars):
                 return False
         if child is not None:
+            # A dotted name here (`key.x`) nests under `key`: it can change what a nested
+            # pattern sees, never the scalars of a leaf (it adds an object, and objects offer
+            # no scalars), so the object is checked for dots only on the way to a nested one.
+            if not looked:
+                looked = True
+                if has_dot(obj):
+                    obj = expand_event(obj)
+                    value = obj.get(key, _ABSENT)
             # A nested pattern must be matched by one object as a whole. With no object
             # there, only absence conditions (exists:false) can still hold, so try {}.
             candidates = [] if value is _ABSENT else objects_of(value)

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from bus.patterns import cbuild, engine
+from bus.patterns.dotted import expand_event
 from bus.patterns.evaluate import PatternEvaluator
 from bus.patterns.fields import FieldIndex, State
 from bus.patterns.ops import Condition, Exact, Exists
@@ -300,9 +301,16 @@ class RuleIndex:
             return []
         compiled = engine.active
         if compiled is not None:
-            found, multi = compiled.match(event, self._ctrie, len(self._path_ids), self._root)
+            walked = compiled.match(event, self._ctrie, len(self._path_ids), self._root)
+            if walked is None:  # a dotted field name on a mentioned path (bus.patterns.dotted)
+                event = expand_event(event)
+                walked = compiled.match(event, self._ctrie, len(self._path_ids), self._root, False)
         else:
-            found, multi = match_python(self._root, self._walk, len(self._path_ids), event)
+            walked = match_python(self._root, self._walk, len(self._path_ids), event)
+            if walked is None:
+                event = expand_event(event)
+                walked = match_python(self._root, self._walk, len(self._path_ids), event, False)
+        found, multi = walked
         if not found:
             return []
         by_id = self._by_id

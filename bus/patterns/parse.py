@@ -21,6 +21,8 @@ from bus.patterns.syntax import (  # noqa: F401 - PatternError, Path and Alterna
 )
 from bus.patterns.wildcard import check_wildcard_complexity
 
+MAX_PATH = MAX_DEPTH + 1  # segments of a field's path: a leaf under MAX_DEPTH nested objects
+
 
 def load_pattern(pattern: Any) -> dict:
     """Accept a dict or JSON text; return the pattern object."""
@@ -74,13 +76,22 @@ def _parse_object(alternatives: list[Alternative], path: Path, obj: dict, where:
         if inside_or and key in OR_RESERVED_KEYS:
             raise where.child(key).fail(
                 f"{key} is Ruler reserved fieldName which cannot be used inside $or.")
-        alternatives = _parse_member(alternatives, path + (key,), value, where.child(key),
+        alternatives = _parse_member(alternatives, path + field_path(key), value, where.child(key),
                                      inside_or, depth)
     return alternatives
 
 
+def field_path(key: str) -> Path:
+    """A field name's path segments. AWS joins nested names with dots when it compiles a
+    pattern ("Considerations when creating event patterns"), so `"a.b"` and `a: {b: ...}`
+    name the same field; splitting here makes them the same path."""
+    return tuple(key.split(".")) if "." in key else (key,)
+
+
 def _parse_member(alternatives: list[Alternative], path: Path, value: Any, where: Where,
                   inside_or: bool, depth: int) -> list[Alternative]:
+    if len(path) > MAX_PATH:  # dotted names deepen a path without nesting objects
+        raise where.fail("Event pattern is nested too deeply")
     if isinstance(value, dict):
         return _parse_object(alternatives, path, value, where, inside_or, depth + 1)
     if isinstance(value, list):
@@ -88,7 +99,7 @@ def _parse_member(alternatives: list[Alternative], path: Path, value: Any, where
         for alternative in alternatives:
             alternative[path] = conditions  # a later write to the same path wins, as on AWS
         return alternatives
-    raise where.fail(f'"{path[-1]}" must be an object or an array')
+    raise where.fail(f'"{where.segments[-1]}" must be an object or an array')
 
 
 def _parse_or_key(alternatives: list[Alternative], path: Path, members: list, where: Where,

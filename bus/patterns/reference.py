@@ -20,12 +20,20 @@ import operator
 import re
 from typing import Any
 
+from bus.patterns.dotted import expand_event, expand_pattern, has_dot
+
 
 def reference_matches(pattern: dict, event: Any) -> bool:
+    # Dotted names are joined nested names on both sides (AWS's "Considerations when creating
+    # event patterns"): nest them first, then compare structures.
     return isinstance(event, dict) and _match_object(pattern, event)
 
 
 def _match_object(pattern: dict, obj: dict) -> bool:
+    if has_dot(pattern):
+        pattern = expand_pattern(pattern)
+    if has_dot(obj) and any(isinstance(w, dict) for w in pattern.values()):
+        obj = expand_event(obj)  # a dotted name nests: it matters to nested patterns only
     for key, wanted in pattern.items():
         if key == "$or" and isinstance(wanted, list):
             if not any(_match_object(branch, obj) for branch in wanted):

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from bus.patterns.dotted import dotted_at, has_dot
 from bus.patterns.fields import State
 from bus.patterns.ops import FALSE_KEY, TRUE_KEY
 
 MISSING = object()
+
+
+class Expand(Exception):
+    """The walk met a dotted field name on a mentioned path: match the expanded event instead
+    (bus.patterns.dotted)."""
 
 
 class PathNode:
@@ -23,7 +29,7 @@ class PathNode:
         self.path_id: int | None = None
 
 
-def _walk(obj: dict, kids: list, flat: list, multi: set | None, in_multi: bool) -> set | None:
+def _walk(obj: dict, kids: list, flat: list, multi: set | None, in_multi: bool, dots: bool = True) -> set | None:
     """Collect the scalars at every mentioned path into `flat` (indexed by path id: MISSING,
     a scalar or a list; booleans as TRUE_KEY / FALSE_KEY so they never collide with 1 and 0
     in a dict).
@@ -35,9 +41,9 @@ def _walk(obj: dict, kids: list, flat: list, multi: set | None, in_multi: bool) 
         t = type(v)
         if t is dict:
             if node.kids:
-                multi = _walk(v, node.kids, flat, multi, in_multi)
+                multi = _walk(v, node.kids, flat, multi, in_multi, dots)
         elif t is list:
-            multi = _walk_array(v, node, flat, multi, in_multi)
+            multi = _walk_array(v, node, flat, multi, in_multi, dots)
         elif node.path_id is not None:
             pid = node.path_id
             if t is bool:
@@ -52,10 +58,13 @@ def _walk(obj: dict, kids: list, flat: list, multi: set | None, in_multi: bool) 
             if in_multi:
                 multi = multi or set()
                 multi.add(pid)
+    if dots and any(node.kids for _, node in kids) and has_dot(obj) and dotted_at(obj, kids):
+        raise Expand
     return multi
 
 
-def _walk_array(items: list, node: PathNode, flat: list, multi: set | None, in_multi: bool) -> set | None:
+def _walk_array(items: list, node: PathNode, flat: list, multi: set | None, in_multi: bool,
+                dots: bool = True) -> set | None:
     pid = node.path_id
     if pid is not None and not in_multi and flat[pid] is MISSING:
         # The usual array: scalars only (tags, resources).
@@ -93,7 +102,7 @@ def _walk_array(items: list, node: PathNode, flat: list, multi: set | None, in_m
     if objects and node.kids:
         nested_multi = in_multi or len(objects) > 1
         for obj in objects:
-            multi = _walk(obj, node.kids, flat, multi, nested_multi)
+            multi = _walk(obj, node.kids, flat, multi, nested_multi, dots)
     return multi
 
 
@@ -107,7 +116,8 @@ def compile_walk(kids: list) -> Any:
     elements are all objects are unrolled too; other arrays, and subtrees deeper than
     _MAX_UNROLLED_DEPTH, are handed to the generic walker."""
     nodes: list[PathNode] = []
-    lines = ["def walk(o0, flat):", "    multi = None"]
+    levels: list[list] = []  # kids lists the walk checks for dotted names
+    lines = ["def walk(o0, flat, dots=True):", "    multi = None"]
 
     def store(pid: int, indent: str, inside_array: bool, in_multi: str) -> None:
         if not inside_array:  # the only route to this path: nothing stored yet
@@ -140,7 +150,7 @@ def compile_walk(kids: list) -> Any:
                     lines.append(f"{indent}        o{depth + 1} = x")
                     emit(node.kids, depth + 1, indent + "        ", inside_array, in_multi)
                 else:
-                    lines.append(f"{indent}        multi = walk_object(x, N[{n}].kids, flat, multi, {in_multi})")
+                    lines.append(f"{indent}        multi = walk_object(x, N[{n}].kids, flat, multi, {in_multi}, dots)")
                 lines.append(f"{indent}    elif t is list:")
                 if deeper:
                     # An array of objects: each element is walked like an object, values
@@ -151,22 +161,27 @@ def compile_walk(kids: list) -> Any:
                     lines.append(f"{indent}            for o{depth + 1} in x:")
                     emit(node.kids, depth + 1, indent + "                ", True, flag)
                     lines.append(f"{indent}        else:")
-                    lines.append(f"{indent}            multi = walk_array(x, N[{n}], flat, multi, {in_multi})")
+                    lines.append(f"{indent}            multi = walk_array(x, N[{n}], flat, multi, {in_multi}, dots)")
                 else:
-                    lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, {in_multi})")
+                    lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, {in_multi}, dots)")
             else:
                 lines.append(f"{indent}    if t is list:")
-                lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, {in_multi})")
+                lines.append(f"{indent}        multi = walk_array(x, N[{n}], flat, multi, {in_multi}, dots)")
             if node.path_id is not None:
                 lines.append(f"{indent}    elif t is bool:")
                 lines.append(f"{indent}        x = TRUE if x else FALSE")
                 store(node.path_id, indent + "        ", inside_array, in_multi)
                 lines.append(f"{indent}    elif t is not dict:")
                 store(node.path_id, indent + "        ", inside_array, in_multi)
+        if any(node.kids for _, node in kids):  # a dotted name here could reach a nested path
+            levels.append(kids)
+            lines.append(f"{indent}if dots and has_dot({parent}) and dotted_at({parent}, K[{len(levels) - 1}]):")
+            lines.append(f"{indent}    raise Expand")
 
     emit(kids, 0, "    ", False, "False")
     lines.append("    return multi")
-    namespace = {"M": MISSING, "N": nodes, "walk_array": _walk_array, "walk_object": _walk,
+    namespace = {"M": MISSING, "N": nodes, "K": levels, "has_dot": has_dot, "dotted_at": dotted_at, "Expand": Expand,
+                 "walk_array": _walk_array, "walk_object": _walk,
                  "TRUE": TRUE_KEY, "FALSE": FALSE_KEY, "ONLY_OBJECTS": {dict}}
     exec(compile("\n".join(lines), "<patterns event walk>", "exec"), namespace)
     return namespace["walk"]
@@ -194,12 +209,17 @@ def path_trie(path_ids: dict[tuple, int], in_use: dict[int, int]) -> list:
     return root.kids
 
 
-def match_python(root: State, walk: Any, n_paths: int, event: dict) -> tuple[list[int], set | None]:
+def match_python(root: State, walk: Any, n_paths: int, event: dict,
+                 dots: bool = True) -> tuple[list[int], set | None] | None:
     """Walk the event and run the automaton from `root`: the rule ids whose chains completed
-    (with repeats) and the path ids under arrays of several objects. bus/patterns/_cengine.c's
-    `match` does the same."""
+    (with repeats) and the path ids under arrays of several objects; or None if the event has
+    a dotted name on a mentioned path (`dots`: look for one), to be matched expanded.
+    bus/patterns/_cengine.c's `match` does the same."""
     flat = [MISSING] * n_paths
-    multi = walk(event, flat)
+    try:
+        multi = walk(event, flat, dots)
+    except Expand:
+        return None
 
     # The automaton is a tree (every state has one parent link), so a state can only be
     # reached twice through the same field; that is where duplicates are dropped.
