@@ -433,6 +433,58 @@ def test_a_turn_due_soon_is_waited_for_in_the_worker(redis_url):
     assert all(gap >= 0.08 for gap in gaps), gaps
 
 
+def test_take_rates_takes_consecutive_turns_in_one_call(redis_url):
+    async def body(client) -> list:
+        q = Queue(client)
+        return [await q.take_rates("d", 10, 1.0, 3), await q.take_rate("d", 10, max_wait=1.0)]
+    block, after = run_queue(redis_url, body)
+    assert block.count == 3 and block.wait == 0 and block.interval == pytest.approx(0.1)
+    assert after.granted and round(after.wait, 1) == 0.3, "the block moved the schedule on by 3 turns"
+
+
+def test_take_rates_gives_only_the_turns_within_the_longest_wait(redis_url):
+    async def body(client) -> list:
+        q = Queue(client)
+        return [await q.take_rates("d", 10, 0.25, 5), await q.take_rates("d", 10, 0.25, 5)]
+    block, refused = run_queue(redis_url, body)
+    assert block.count == 3, "turns at 0, 0.1 and 0.2 s"
+    assert refused.count == 0 and refused.wait == pytest.approx(0.05, abs=0.02)
+
+
+def test_calls_waiting_at_once_share_one_redis_call_and_keep_their_spacing(redis_url):
+    receiver = Receiver()
+
+    async def body(invoker: HttpInvoker, url: str) -> tuple[list[Result], int]:
+        await invoke_times(invoker, record(url + "/warm", name="warm"), 1)  # the script is loaded
+        before = await rate_script_calls(invoker.queue)
+        calls = [call(record(url + "/hook", rate=20)) for _ in range(4)]
+        results = await asyncio.gather(*(invoker.invoke(c, invoker.place(c, True)) for c in calls))
+        return results, await rate_script_calls(invoker.queue) - before
+    results, script_calls = run(redis_url, body, receiver, rate_max_wait=0.2)
+    assert all(r.ok for r in results)
+    assert script_calls == 1
+    times = sorted(s["at"] for s in receiver.seen if s["path"] == "/hook")
+    assert len(times) == 4 and all(b - a >= 0.045 for a, b in zip(times, times[1:])), times
+
+
+def test_calls_a_shared_take_has_no_turn_for_are_throttled_until_one_is_near(redis_url):
+    receiver = Receiver()
+
+    async def body(invoker: HttpInvoker, url: str) -> list[Result]:
+        calls = [call(record(url + "/hook", rate=10)) for _ in range(4)]
+        return await asyncio.gather(*(invoker.invoke(c, invoker.place(c, True)) for c in calls))
+    results = run(redis_url, body, receiver, rate_max_wait=0.1)
+    assert [r.ok for r in results] == [True, True, False, False], "turns at 0 and 0.1 s only"
+    assert all(r.kind == THROTTLED and r.retry_after == pytest.approx(0.1, abs=0.02) for r in results[2:])
+    assert len(receiver.seen) == 2
+
+
+async def rate_script_calls(queue: Queue) -> int:
+    """EVALSHA calls Redis has run (INFO commandstats): the rate script is the only one here."""
+    stats = await queue.redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
 def test_while_redis_is_unreachable_the_call_is_throttled_and_not_sent(redis_url):
     receiver = Receiver()
 

@@ -39,6 +39,15 @@ class RateTurn(NamedTuple):
     wait: float
 
 
+class RateTurns(NamedTuple):
+    """Queue.take_rates's answer: `count` consecutive turns, the first after `wait` s and each next
+    one `interval` s after the one before; or none (count 0: ask again in `wait` s)."""
+
+    count: int
+    wait: float
+    interval: float
+
+
 @dataclass(frozen=True)
 class TargetStats:
     """A target's queue at one moment: what the queue gauges show."""
@@ -208,10 +217,16 @@ class Queue:
 
         Granted: send after `wait` seconds (0: now; at most `max_wait`). Not granted: nothing
         was taken; `wait` is how long until a turn could be had."""
+        turns = await self.take_rates(destination, rate_per_second, max_wait, 1)
+        return RateTurn(turns.count > 0, turns.wait)
+
+    async def take_rates(self, destination: str, rate_per_second: int, max_wait: float, count: int) -> RateTurns:
+        """Up to `count` consecutive turns under `destination`'s rate limit in one call: as many
+        as are due within `max_wait` (at least one, or none and nothing taken)."""
         interval_us = max(1, round(1_000_000 / max(rate_per_second, 1)))
-        granted, wait_us = await self._scripts.rate_take(
-            [rate_key(destination)], [interval_us, max(0, round(max_wait * 1_000_000))])
-        return RateTurn(bool(granted), int(wait_us) / 1_000_000)
+        n, wait_us = await self._scripts.rate_take(
+            [rate_key(destination)], [interval_us, max(0, round(max_wait * 1_000_000)), max(1, count)])
+        return RateTurns(int(n), int(wait_us) / 1_000_000, interval_us / 1_000_000)
 
     # --- what operators see -----------------------------------------------------------------
 

@@ -17,9 +17,10 @@ and the credentials, somewhere else), goes straight to the DLQ with the status a
 1 KB of the answer in its message. A 401 or 407 also drops the connection's OAuth token.
 
 Each destination's invocation_rate_limit_per_second holds across all workers: a turn is taken
-in Redis (Queue.take_rate) before each request. A turn due within RATE_MAX_WAIT is waited for
-here (pacing); a later one is not taken, and the delivery is THROTTLED for the wait the limit
-names (no attempt used), as it is while Redis cannot be asked. Secrets are resolved just
+in Redis before each request (bus.worker.rate_turns: the calls of one loop turn share one
+Queue.take_rates call). A turn due within RATE_MAX_WAIT is waited for here (pacing); a later
+one is not taken, and the delivery is THROTTLED for the wait the limit names (no attempt
+used), as it is while Redis cannot be asked. Secrets are resolved just
 before the request (bus.secrets) and scrubbed from every message this module makes.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ from bus.store.queue import Queue
 from bus.transform.jsonpath import Path, PathError, compile_path
 from bus.worker.invoker import Invocation, Result, throttled
 from bus.worker.oauth import TokenCache, TokenError
+from bus.worker.rate_turns import Refused, Turns
 
 TIMEOUT = float(os.environ.get("BUS_HTTP_TIMEOUT") or 5.0)  # seconds per request, as AWS's
 USER_AGENT = "Amazon/EventBridge/ApiDestinations"
@@ -68,6 +70,7 @@ class HttpInvoker:
         self.timeout = timeout
         self.rate_max_wait = rate_max_wait
         self.tokens = TokenCache()
+        self._turns: dict[tuple[str, int], Turns] = {}
         self._session: aiohttp.ClientSession | None = None
 
     def place(self, call: Invocation, may_run: bool) -> object | None:
@@ -100,19 +103,28 @@ class HttpInvoker:
         """None once this call may go (after waiting for its turn), or the THROTTLED result."""
         rate = destination.invocation_rate_limit_per_second
         try:
-            turn = await self.queue.take_rate(destination.name, rate, self.rate_max_wait)
+            turn = await self._turns_of(destination.name, rate).next()
         except Exception as exc:
             if not unreachable(exc):
                 raise
             # No turn can be had while Redis is away: wait like a throttled delivery (no attempt
             # used); its outcome is written once Redis answers.
             return throttled("Redis is unreachable: no turn under the invocation rate limit")
-        if not turn.granted:
+        if isinstance(turn, Refused):
             over = throttled(f"over api destination {destination.name}'s invocation_rate_limit_per_second ({rate})")
             return msgspec.structs.replace(over, retry_after=turn.wait)
-        if turn.wait > 0:
-            await asyncio.sleep(turn.wait)
+        wait = turn - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         return None
+
+    def _turns_of(self, name: str, rate: int) -> Turns:
+        """The destination's turns in this worker (one per name and rate: a new rate starts afresh)."""
+        turns = self._turns.get((name, rate))
+        if turns is None:
+            turns = self._turns[(name, rate)] = Turns(
+                lambda count: self.queue.take_rates(name, rate, self.rate_max_wait, count), self.rate_max_wait)
+        return turns
 
     # --- the request ----------------------------------------------------------------------
 
