@@ -24,6 +24,7 @@ from bus.store.deliveries import TargetRecord, new_delivery
 from bus.store.queue import Queue
 from bus.worker.invoker import THROTTLED, Invocation, Result
 from bus.worker.invokers.http import HttpInvoker, fill_path, parse_retry_after
+from bus.worker.rate_turns import RESERVE_SECONDS
 
 EVENT = {"version": "0", "id": "e-1", "source": "shop", "detail-type": "OrderPlaced",
          "detail": {"id": 42, "kind": "big", "customer": {"name": "Ann"}}}
@@ -477,6 +478,62 @@ def test_calls_a_shared_take_has_no_turn_for_are_throttled_until_one_is_near(red
     assert [r.ok for r in results] == [True, True, False, False], "turns at 0 and 0.1 s only"
     assert all(r.kind == THROTTLED and r.retry_after == pytest.approx(0.1, abs=0.02) for r in results[2:])
     assert len(receiver.seen) == 2
+
+
+def test_a_busy_worker_sends_on_turns_from_its_reserve_and_asks_redis_less(redis_url):
+    receiver = Receiver()
+
+    async def body(invoker: HttpInvoker, url: str) -> tuple[list[Result], int]:
+        await invoke_times(invoker, record(url + "/warm", name="warm", rate=1), 1)  # the script is loaded
+        before = await rate_script_calls(invoker.queue)
+        results = await asyncio.gather(*(invoke_times(invoker, record(url + "/hook"), 10) for _ in range(4)))
+        return [r for rs in results for r in rs], await rate_script_calls(invoker.queue) - before
+    results, script_calls = run(redis_url, body, receiver)
+    assert len(results) == 40 and all(r.ok for r in results)
+    assert script_calls <= 10, f"{script_calls} Redis calls for 40 turns"
+
+
+def test_a_reserved_turn_not_used_within_a_tenth_of_a_second_is_dropped(redis_url):
+    receiver = Receiver()
+
+    async def body(invoker: HttpInvoker, url: str) -> int:
+        rec = record(url + "/hook")
+        await asyncio.gather(*(invoke_times(invoker, rec, 3) for _ in range(4)))  # a reserve is held
+        await asyncio.sleep(RESERVE_SECONDS + 0.05)
+        before = await rate_script_calls(invoker.queue)
+        await invoke_times(invoker, rec, 1)
+        return await rate_script_calls(invoker.queue) - before
+    assert run(redis_url, body, receiver) == 1, "the late reserve was not used: a new turn was taken"
+
+
+def test_two_workers_with_reserves_keep_the_limit_in_every_window(redis_url):
+    rate = 200
+    receiver = Receiver()
+
+    async def body(invoker: HttpInvoker, url: str) -> None:
+        other_client = aioredis.from_url(redis_url)
+        other = HttpInvoker(Queue(other_client), rate_max_wait=0.1)
+        rec = record(url + "/hook", rate=rate)
+        stop = time.monotonic() + 1.5
+
+        async def keep_sending(inv: HttpInvoker, pause: float) -> None:
+            while time.monotonic() < stop:
+                c = call(rec)
+                result = await inv.invoke(c, inv.place(c, True))
+                await asyncio.sleep(min(result.retry_after or 0.0, 0.05) if result.kind == THROTTLED else pause)
+        try:  # one worker below the limit (it keeps a reserve), the other pushing past it
+            await asyncio.gather(*(keep_sending(invoker, 0.02) for _ in range(3)),
+                                 *(keep_sending(other, 0.0) for _ in range(8)))
+        finally:
+            await other.close()
+            await other_client.aclose()
+    run(redis_url, body, receiver)
+    times = sorted(s["at"] for s in receiver.seen)
+    assert len(times) >= rate, "the limit was reached"
+    for window in (1.0, 0.1):
+        busiest = max(sum(1 for t in times if start <= t < start + window) for start in times)
+        bound = rate * (window + RESERVE_SECONDS + 0.01) + 1  # 10 ms: loopback and loop jitter
+        assert busiest <= bound, f"{busiest} requests in {window} s at {rate}/s"
 
 
 async def rate_script_calls(queue: Queue) -> int:

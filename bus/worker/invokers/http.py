@@ -18,9 +18,10 @@ and the credentials, somewhere else), goes straight to the DLQ with the status a
 
 Each destination's invocation_rate_limit_per_second holds across all workers: a turn is taken
 in Redis before each request (bus.worker.rate_turns: the calls of one loop turn share one
-Queue.take_rates call). A turn due within RATE_MAX_WAIT is waited for here (pacing); a later
-one is not taken, and the delivery is THROTTLED for the wait the limit names (no attempt
-used), as it is while Redis cannot be asked. Secrets are resolved just
+Queue.take_rates call, and a busy worker keeps a small reserve of turns taken ahead; its
+docstring has the bound this keeps). A turn due within RATE_MAX_WAIT is waited for here
+(pacing); a later one is not taken, and the delivery is THROTTLED for the wait the limit names
+(no attempt used), as it is while Redis cannot be asked. Secrets are resolved just
 before the request (bus.secrets) and scrubbed from every message this module makes.
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ from bus.store.queue import Queue
 from bus.transform.jsonpath import Path, PathError, compile_path
 from bus.worker.invoker import Invocation, Result, throttled
 from bus.worker.oauth import TokenCache, TokenError
-from bus.worker.rate_turns import Refused, Turns
+from bus.worker.rate_turns import Refused, Turns, reserve_cap
 
 TIMEOUT = float(os.environ.get("BUS_HTTP_TIMEOUT") or 5.0)  # seconds per request, as AWS's
 USER_AGENT = "Amazon/EventBridge/ApiDestinations"
@@ -123,7 +124,8 @@ class HttpInvoker:
         turns = self._turns.get((name, rate))
         if turns is None:
             turns = self._turns[(name, rate)] = Turns(
-                lambda count: self.queue.take_rates(name, rate, self.rate_max_wait, count), self.rate_max_wait)
+                lambda count: self.queue.take_rates(name, rate, self.rate_max_wait, count),
+                self.rate_max_wait, reserve_cap(rate))
         return turns
 
     # --- the request ----------------------------------------------------------------------
