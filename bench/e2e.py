@@ -453,7 +453,8 @@ class Busway:
     async def http_throughput(self, events: int, warmup: int) -> Row:
         """The same rule with an `http` target: each event POSTed (api_key connection) to a local
         aiohttp receiver that answers 200. The destination's rate limit is set far above what one
-        worker sends, so this measures the invoker (and its rate-limit turn in Redis), not the limit."""
+        worker sends, so this measures the invoker (and how it takes its rate-limit turns from
+        Redis: `get` in the Redis-commands note is one rate_take call), not the limit."""
         sink = Sink()
         async with sink.serving() as port, self.running("http", http_rules(port), {"BENCH_HTTP_KEY": "bench-key"}):
             await self.send_and_drain(warmup, self.clients)
