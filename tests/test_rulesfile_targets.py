@@ -125,3 +125,13 @@ def test_a_rule_may_have_a_pattern_and_a_schedule(tmp_path):
                                                        "    event_pattern: {source: [a]}\n    schedule: rate(5 minutes)\n")))
     rule = config.rules[("default", "r")]
     assert rule.event_pattern == {"source": ["a"]} and rule.schedule == "rate(5 minutes)"
+
+
+def test_a_header_value_that_could_add_a_header_of_its_own_is_refused(tmp_path):
+    [err] = errors_of(tmp_path, GOOD.replace("{x-tenant: t1}", '{x-tenant: "t1\\r\\nx-admin: yes"}'))
+    assert ":17: x-tenant: header_parameters 'x-tenant' is not valid" in err
+
+
+def test_lambda_destinations_are_for_function_targets_only(tmp_path):
+    [err] = errors_of(tmp_path, GOOD.replace("        bus: other\n", "        bus: other\n        on_failure: other\n"))
+    assert ":20: on_failure: on_failure is for function targets (Lambda destinations)" in err

@@ -7,7 +7,6 @@ of a service busway does not run fails its entry (`target_of`).
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,9 +15,19 @@ import msgspec
 from bus import identity
 from bus.broker.envelope import Origin, RequestError
 from bus.config.model import (
-    FUNCTION_REF, ApiDestination, BusTarget, FunctionTarget, HttpParameters, HttpTarget, InputTransformer, RetryPolicy, Rule,
-    Target, stable_uuid,
+    FUNCTION_REF,
+    ApiDestination,
+    BusTarget,
+    FunctionTarget,
+    HttpParameters,
+    HttpTarget,
+    InputTransformer,
+    RetryPolicy,
+    Rule,
+    Target,
+    stable_uuid,
 )
+from bus.config.validate import http_parameters_problem
 
 SUPPORTED = "Lambda functions, event buses and API destinations"
 
@@ -173,37 +182,20 @@ def _transformer(raw: dict | None) -> InputTransformer | None:
     return InputTransformer(input_template=raw["InputTemplate"], input_paths_map=raw.get("InputPathsMap") or {})
 
 
-# The botocore model's patterns: a header name is an HTTP token, values are printable ASCII (no
-# CR or LF: a value may never add a header of its own), query text has no control characters.
-_HEADER_KEY = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]{1,512}$")
-_HEADER_VALUE = re.compile(r"^[ \t]*[\x20-\x7E]+([ \t]+[\x20-\x7E]+)*[ \t]*$")
-_QUERY_KEY = re.compile(r"^[^\x00-\x1F\x7F]{1,512}$")
-_QUERY_VALUE = re.compile(r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F]{1,512}$")
-
-
 def _http_parameters(raw: dict | None, tid: Any = None) -> HttpParameters | None:
     if raw is None:
         return None
-    bad = _http_problem(raw)
-    if bad:
-        raise RequestError("ValidationException", f"Target {tid}: HttpParameters {bad} is not valid.")
-    return HttpParameters(header_parameters=raw.get("HeaderParameters") or {},
-                          query_string_parameters=raw.get("QueryStringParameters") or {},
-                          path_parameter_values=raw.get("PathParameterValues") or [])
+    params = HttpParameters(header_parameters=raw.get("HeaderParameters") or {},
+                            query_string_parameters=raw.get("QueryStringParameters") or {},
+                            path_parameter_values=raw.get("PathParameterValues") or [])
+    if bad := http_parameters_problem(params):
+        member, key = bad
+        raise RequestError("ValidationException", f"Target {tid}: HttpParameters {_AWS_MEMBER[member]}[{key!r}] is not valid.")
+    return params
 
 
-def _http_problem(raw: dict) -> str | None:
-    """Which HttpParameters member breaks the model's patterns (None: all keep them)."""
-    for key, value in (raw.get("HeaderParameters") or {}).items():
-        if not _HEADER_KEY.match(key) or not (len(value) <= 512 and _HEADER_VALUE.match(value)):
-            return f"HeaderParameters[{key!r}]"
-    for key, value in (raw.get("QueryStringParameters") or {}).items():
-        if not _QUERY_KEY.match(key) or not _QUERY_VALUE.match(value):
-            return f"QueryStringParameters[{key!r}]"
-    for i, value in enumerate(raw.get("PathParameterValues") or []):
-        if not value.strip():
-            return f"PathParameterValues[{i}]"
-    return None
+_AWS_MEMBER = {"header_parameters": "HeaderParameters", "query_string_parameters": "QueryStringParameters",
+               "path_parameter_values": "PathParameterValues"}
 
 
 # --- Target -> ListTargetsByRule member --------------------------------------------------------

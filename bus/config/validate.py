@@ -14,8 +14,18 @@ from typing import Literal
 import msgspec
 
 from bus.config.model import (
-    FUNCTION_REF, HTTP_METHODS, RULE_NAME, TARGET_ID,
-    ApiDestination, BusTarget, Connection, FunctionTarget, HttpTarget, Rule, Target,
+    FUNCTION_REF,
+    HTTP_METHODS,
+    RULE_NAME,
+    TARGET_ID,
+    ApiDestination,
+    BusTarget,
+    Connection,
+    FunctionTarget,
+    HttpParameters,
+    HttpTarget,
+    Rule,
+    Target,
 )
 from bus.patterns import PatternError, compile_pattern
 
@@ -24,7 +34,7 @@ MAX_TARGETS_PER_RULE = 5  # AWS's hard limit
 Check = Literal[
     "type", "name", "bus", "event_pattern", "pattern_or_schedule", "schedule", "too_many_targets",
     "target_id_twice", "target_id", "function", "function_source", "retry_policy", "destination",
-    "input", "http_destination", "bus_target",
+    "input", "http_destination", "bus_target", "http_parameters",
     # connections and API destinations
     "connection_name", "authorization", "api_destination_name", "endpoint", "method", "rate_limit",
     "connection",
@@ -85,7 +95,9 @@ def validate_target(target: Target, buses: Collection[str], destinations: Collec
     if isinstance(target, FunctionTarget) and not FUNCTION_REF.match(target.function):
         out.append(Problem("function", ("function",), f"{target.function!r} is not module.handler"))
     elif isinstance(target, FunctionTarget):
-        from bus.config.function_refs import refusal  # never stdlib, an installed module, busway or a dunder
+        from bus.config.function_refs import (
+            refusal,  # never stdlib, an installed module, busway or a dunder
+        )
         if why := refusal(target.function):
             out.append(Problem("function_source", ("function",), why))
     if isinstance(target, HttpTarget) and destinations is not None and target.http not in destinations:
@@ -93,18 +105,30 @@ def validate_target(target: Target, buses: Collection[str], destinations: Collec
                            f"API destination {target.http!r} is not declared (declared: {', '.join(sorted(destinations)) or 'none'})"))
     if isinstance(target, BusTarget) and target.bus not in buses:
         out.append(Problem("bus_target", ("bus",), _undeclared(target.bus, buses)))
+    if isinstance(target, HttpTarget) and target.http_parameters is not None:
+        if bad := http_parameters_problem(target.http_parameters):
+            out.append(Problem("http_parameters", ("http_parameters",) + bad,
+                               f"{bad[0]} {bad[1]!r} is not valid (header names are HTTP tokens; values "
+                               f"are printable ASCII without CR or LF, at most 512 characters)"))
     out.extend(_check_input(target))
     out.extend(_check_retry(target))
     # A record sent to a bus that does not exist can never be routed: a broker would retry it forever.
     for key in ("on_success", "on_failure"):
         bus = getattr(target, key)
-        if bus is not None and bus not in buses:
+        if bus is not None and not isinstance(target, FunctionTarget):
+            # Lambda's invocation records describe a function's run; an HTTP or bus target has no
+            # function to describe (its failures go to its dead_letter).
+            out.append(Problem("destination", (key,), f"{key} is for function targets (Lambda destinations); "
+                                                      f"use dead_letter for this target's failures"))
+        elif bus is not None and bus not in buses:
             out.append(Problem("destination", (key,), _undeclared(bus, buses)))
     return out
 
 
 def _check_input(target: Target) -> list[Problem]:
-    from bus.transform import input_problems  # compiles jmespath and paths: loaded only when asked
+    from bus.transform import (
+        input_problems,  # compiles jmespath and paths: loaded only when asked
+    )
     return [Problem("input", path, message) for path, message in input_problems(target)]
 
 
@@ -151,6 +175,29 @@ def validate_api_destination(d: ApiDestination, connections: Collection[str]) ->
     if not 1 <= d.invocation_rate_limit_per_second <= 1_000_000:
         out.append(Problem("rate_limit", ("invocation_rate_limit_per_second",), "must be at least 1"))
     return out
+
+
+# The botocore model's patterns for HttpParameters: a header name is an HTTP token, values are
+# printable ASCII (no CR or LF: a value may never add a header of its own), query text has no
+# control characters.
+_HEADER_KEY = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]{1,512}$")
+_HEADER_VALUE = re.compile(r"^[ \t]*[\x20-\x7E]+([ \t]+[\x20-\x7E]+)*[ \t]*$")
+_QUERY_KEY = re.compile(r"^[^\x00-\x1F\x7F]{1,512}$")
+_QUERY_VALUE = re.compile(r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F]{1,512}$")
+
+
+def http_parameters_problem(p: HttpParameters) -> tuple[str, str | int] | None:
+    """The first member breaking the model's patterns, as (member, key or index); None if none."""
+    for key, value in p.header_parameters.items():
+        if not _HEADER_KEY.match(key) or not (len(value) <= 512 and _HEADER_VALUE.match(value)):
+            return ("header_parameters", key)
+    for key, value in p.query_string_parameters.items():
+        if not _QUERY_KEY.match(key) or not _QUERY_VALUE.match(value):
+            return ("query_string_parameters", key)
+    for i, value in enumerate(p.path_parameter_values):
+        if not value.strip():
+            return ("path_parameter_values", i)
+    return None
 
 
 CONNECTION_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
