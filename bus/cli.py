@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
         _redis_option(c)
         c.set_defaults(func=cmd_dlq)
 
+    from bus import cli_archives, cli_replays
+    cli_archives.add_commands(sub, _redis_option)
+    cli_replays.add_commands(sub, _redis_option)
+
     tail = sub.add_parser("tail", help="events as they arrive and what happened to each")
     tail.add_argument("--bus", help="only this bus")
     tail.add_argument("--pattern", help="only events matching this event pattern (JSON)")

@@ -36,6 +36,8 @@ def native_action(method: str, path: str) -> str | None:
     """The action of a native route; None for a path no route serves (it gets its 404)."""
     if method == "GET" and path.startswith("/dlq/"):
         return "GetDeadLetter"
+    if method == "POST" and (path == "/cloudevents" or path.startswith("/cloudevents/")):
+        return "PutEvents"  # CloudEvents in: the same per-entry bus check as PutEvents
     return _NATIVE.get((method, path))
 
 

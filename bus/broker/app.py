@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 
 from bus.auth.credentials import Credentials, load_credentials
 from bus.auth.middleware import auth_middleware
-from bus.broker import awsbuses, awsconnections, awsrules
+from bus.broker import (
+    awsarchives, awsbuses, awsconnections, awspermissions, awsreplays, awsrules, awstags,
+)
+from bus.broker.cloudevents import post_cloudevents
+from bus.broker.retention import trim_archives
 from bus.broker.dlq_routes import get_dead_letter, get_dlq, post_dlq_action
 from bus.broker.inbox import consume_inbox
 from bus.broker.limits import Limits, LimitedRunner, body_limits
@@ -20,12 +25,15 @@ from bus.broker.routes import (
 )
 from bus.config.model import empty_config
 from bus.config.rulesfile import load_config
+from bus.replay.runner import ReplayRunner
 from bus.scheduler.loop import Scheduler
 from bus.store.connect import connect
 
 log = logging.getLogger("bus.broker")
 
-MAX_BODY = Limits.max_body  # beyond AWS's 1 MB entry limit, so oversize requests get AWS's error
+MAX_BODY = Limits.max_body
+# How long a killed replay leader blocks the others (the tests shorten it).
+REPLAY_LOCK_TTL = float(os.environ.get("BUS_REPLAY_LOCK_TTL", "10"))  # beyond AWS's 1 MB entry limit, so oversize requests get AWS's error
 
 
 AWS_OPERATIONS = {
@@ -34,6 +42,10 @@ AWS_OPERATIONS = {
     **awsrules.OPERATIONS,
     **awsbuses.OPERATIONS,
     **awsconnections.OPERATIONS,
+    **awsarchives.OPERATIONS,
+    **awsreplays.OPERATIONS,
+    **awstags.OPERATIONS,
+    **awspermissions.OPERATIONS,
 }
 
 
@@ -50,6 +62,8 @@ def make_app(broker: Broker, credentials: Credentials | None = None, limits: Lim
     app.router.add_post("/", aws_root)
     app.router.add_post("/events", post_events)
     app.router.add_post("/test-event-pattern", post_test_event_pattern)
+    app.router.add_post("/cloudevents", post_cloudevents)
+    app.router.add_post("/cloudevents/{bus}", post_cloudevents)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/dlq", get_dlq)
@@ -81,9 +95,12 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
     else:
         log.warning("authentication off: no credentials configured")
     chores = [asyncio.create_task(broker.watch()), asyncio.create_task(broker.ingestor.tracer.watch()),
-              asyncio.create_task(consume_inbox(Inbox(redis), broker.ingestor.publish))]
-    stop_scheduler = asyncio.Event()
+              asyncio.create_task(consume_inbox(Inbox(redis), broker.ingestor.publish)),
+              asyncio.create_task(trim_archives(broker))]
+    stop_scheduler = asyncio.Event()  # also stops the replay runner: both hand their lease over
     scheduler = asyncio.create_task(Scheduler(redis, lambda: broker.router).run(stop_scheduler))
+    replays = asyncio.create_task(ReplayRunner(redis, lambda: broker.router,
+                                               lock_ttl=REPLAY_LOCK_TTL).run(stop_scheduler))
     if ready:
         ready.set()
     try:
@@ -91,9 +108,9 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
     finally:
         stop_scheduler.set()  # hands the leader lock over at once instead of letting it expire
         try:
-            await asyncio.wait_for(scheduler, 5)
+            await asyncio.wait_for(asyncio.gather(scheduler, replays), 5)
         except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
-            log.warning("scheduler did not stop cleanly", exc_info=True)
+            log.warning("scheduler or replay runner did not stop cleanly", exc_info=True)
         for chore in chores:
             chore.cancel()
         await runner.cleanup()

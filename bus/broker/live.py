@@ -2,7 +2,7 @@
 rules created through the AWS API (reloaded when their version in Redis moves), and the
 Router built from them; every target of a changed rule is published before it routes.
 
-Buses, connections and API destinations made through the API (bus.store.resources) have a
+Buses, connections, API destinations and archives made through the API (bus.store.resources) have a
 version of their own and are loaded first: `declared` (YAML's Config with them added) is what
 API rules are merged into, so an API rule on an API bus routes after a restart too. A changed
 destination or connection republishes the records of the targets that use it (workers read
@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import redis.asyncio as aioredis
 
 from bus.broker.ingest import Ingestor
+from bus.broker.policies import BusPolicies
 from bus.broker.router import Router
 from bus.config.model import Config, HttpTarget, Rule
 from bus.config.ruleset import declared, merge, merged_rule
@@ -59,12 +60,14 @@ class Broker:
         # must not interleave (at its publish await) with a rebuild or another change.
         self._changing = asyncio.Lock()
         self.queue = Queue(redis)
+        self.policies = BusPolicies(redis)  # bus resource policies (PutPermission), checked at ingest
         self.router = Router(config)
         self.ingestor = Ingestor(self.queue, lambda: self.router)
         self._stamp = self._rules_stamp()
 
     async def start(self) -> None:
         async with self._changing:
+            await self.policies.reload()
             await self._load_resources()  # first: API rules may be on API buses
             await self._load_api_rules()
             await self._rebuild()
@@ -172,7 +175,7 @@ class Broker:
 
     def _declared(self) -> Config:
         r = self.api_resources
-        return declared(self.yaml_config, r.buses, r.connections, r.api_destinations)
+        return declared(self.yaml_config, r.buses, r.connections, r.api_destinations, r.archives)
 
     async def _reload_resources(self) -> bool:
         before = self.declared
@@ -193,6 +196,8 @@ class Broker:
         router.config.buses = after.buses
         router.config.connections = after.connections
         router.config.api_destinations = after.api_destinations
+        if after.archives != before.archives:
+            router.set_archives(after.archives)
         stale = [rule for rule in router.config.rules.values()
                  if any(isinstance(t, HttpTarget) and t.http in changed for t in rule.targets)]
         # Workers read the destination and its connection from the record: publish first.
@@ -233,6 +238,7 @@ class Broker:
             await asyncio.sleep(interval)
             try:
                 await self.reload_if_changed()
+                await self.policies.reload()
                 await self.reload_resources()  # before the rules: a new API rule may be on a new API bus
                 await self.reload_api_rules()
             except Exception:  # a watcher that dies silently would freeze the rules

@@ -1,4 +1,5 @@
-"""Which targets an event goes to: one compiled Matcher per bus, built from a Config.
+"""Which targets an event goes to, and which archives keep it: compiled Matchers per bus, built
+from a Config.
 
 A Router is built whole from a merged Config (bus.config.ruleset.merge), and can then be
 changed one rule at a time (`put_rule`, `remove_rule`): only that rule's Matcher entry and
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus.config.model import Config, Rule
+from bus.config.model import Archive, Config, Rule
 from bus.patterns import Matcher
 from bus.store.deliveries import TargetRecord, target_records
 
@@ -20,13 +21,17 @@ class Router:
         # Its own rules dict: put_rule/remove_rule change it, and the caller's Config (the YAML
         # one, at a broker's start) must not change with it.
         self.config = Config(buses=config.buses, rules=dict(config.rules), functions=config.functions,
-                             connections=config.connections, api_destinations=config.api_destinations)
+                             connections=config.connections, api_destinations=config.api_destinations,
+                             archives=config.archives)
         self._matchers: dict[str, Matcher] = {bus: Matcher() for bus in config.buses}
         self._targets: dict[tuple[str, str], list[TargetRecord]] = {}
         for (bus, name), rule in self.config.rules.items():
             self._targets[(bus, name)] = target_records(self.config, rule)
             if _matches_events(rule):
                 self._matchers[bus].add(name, rule.event_pattern)
+        self._archive_matchers: dict[str, Matcher] = {}  # bus -> Matcher of its archives with a pattern
+        self._keep_all: dict[str, list[str]] = {}  # bus -> its archives with no pattern (keep every event)
+        self.set_archives(config.archives)
 
     def has_bus(self, bus: str) -> bool:
         return bus in self._matchers
@@ -34,6 +39,30 @@ class Router:
     def route(self, bus: str, event: dict[str, Any]) -> list[tuple[str, list[TargetRecord]]]:
         """(rule name, its targets) for every enabled pattern rule of `bus` the event matches."""
         return [(name, self._targets[(bus, name)]) for name in self._matchers[bus].matches(event)]
+
+    def archives_for(self, bus: str, event: dict[str, Any]) -> list[str]:
+        """The archives of `bus` that keep `event` (cheap when the bus has none)."""
+        keep = self._keep_all.get(bus, [])
+        matcher = self._archive_matchers.get(bus)
+        return [*keep, *matcher.matches(event)] if matcher is not None else keep
+
+    def has_archives(self, bus: str) -> bool:
+        return bus in self._keep_all or bus in self._archive_matchers
+
+    def set_archives(self, archives: dict[str, Archive]) -> None:
+        """Replace the archives (validated: their patterns compile); those on unknown buses are
+        kept in the Config but match nothing."""
+        matchers: dict[str, Matcher] = {}
+        keep_all: dict[str, list[str]] = {}
+        for archive in sorted(archives.values(), key=lambda a: a.name):
+            if archive.bus not in self._matchers:
+                continue
+            if archive.event_pattern is None:
+                keep_all.setdefault(archive.bus, []).append(archive.name)
+            else:
+                matchers.setdefault(archive.bus, Matcher()).add(archive.name, archive.event_pattern)
+        self.config.archives = dict(archives)
+        self._archive_matchers, self._keep_all = matchers, keep_all
 
     def targets_of(self, bus: str, rule: str) -> list[TargetRecord]:
         return self._targets.get((bus, rule), [])

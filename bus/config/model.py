@@ -192,6 +192,23 @@ class Bus(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     modified: float = 0.0
 
 
+ARCHIVE_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,48}$")  # AWS's ArchiveName
+
+
+class Archive(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An archive of one bus's events (YAML `archives:` or CreateArchive): every event accepted on
+    the bus that its pattern matches (every event, with no pattern) is kept, scored by its `time`,
+    for retention_days (0: forever). Replayed events are never archived again."""
+
+    name: str
+    bus: str = DEFAULT_BUS
+    event_pattern: dict[str, Any] | None = None
+    retention_days: int = 0
+    description: str = ""
+    created: float = 0.0  # epoch seconds; a YAML archive: 0 (the API shows the broker's start)
+    modified: float = 0.0
+
+
 class FunctionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Lambda-like function configuration, keyed by `module.handler`."""
 
@@ -208,6 +225,7 @@ class RulesFile(msgspec.Struct, forbid_unknown_fields=True):
     functions: dict[str, Any] = {}
     connections: list[Any] = []
     api_destinations: list[Any] = []
+    archives: list[Any] = []
 
 
 class Config(msgspec.Struct):
@@ -218,6 +236,7 @@ class Config(msgspec.Struct):
     functions: dict[str, FunctionSettings]
     connections: dict[str, Connection] = {}
     api_destinations: dict[str, ApiDestination] = {}
+    archives: dict[str, Archive] = {}  # by name (archive names are account-wide, as on AWS)
 
     def function(self, ref: str) -> FunctionSettings:
         return self.functions.get(ref) or FunctionSettings()

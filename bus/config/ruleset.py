@@ -1,6 +1,6 @@
 """The live rule set: what YAML declares plus what was made through the AWS API, as one Config.
 
-`declared` puts the API's buses, connections and API destinations beside YAML's (YAML wins a
+`declared` puts the API's buses, connections, API destinations and archives beside YAML's (YAML wins a
 name clash); `merge` adds the API rules to that; `merged_rule` answers for one (bus, name)
 with the same rules, so a broker that changes one API rule can update its Router in place and
 still route exactly as a fresh `Router(merge(...))` would.
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bus.config.model import ApiDestination, Bus, Config, Connection, Rule
+from bus.config.model import ApiDestination, Archive, Bus, Config, Connection, Rule
 
 
 def declared(yaml_config: Config, buses: Mapping[str, Bus], connections: Mapping[str, Connection],
-             api_destinations: Mapping[str, ApiDestination]) -> Config:
+             api_destinations: Mapping[str, ApiDestination],
+             archives: Mapping[str, Archive] | None = None) -> Config:
     """YAML's Config with the API's buses, connections and API destinations added; YAML's rules only.
 
     YAML wins a name clash (the API refuses to create one, but YAML may add it later). Pass the
@@ -21,7 +22,8 @@ def declared(yaml_config: Config, buses: Mapping[str, Bus], connections: Mapping
     then counts as declared."""
     return Config(buses={**buses, **yaml_config.buses}, rules=yaml_config.rules, functions=yaml_config.functions,
                   connections={**connections, **yaml_config.connections},
-                  api_destinations={**api_destinations, **yaml_config.api_destinations})
+                  api_destinations={**api_destinations, **yaml_config.api_destinations},
+                  archives={**(archives or {}), **yaml_config.archives})
 
 
 def merge(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule]) -> Config:
@@ -32,7 +34,8 @@ def merge(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule]) -> Con
     rules.update(yaml_config.rules)
     rules = {k: r for k, r in rules.items() if r.bus in yaml_config.buses}
     return Config(buses=yaml_config.buses, rules=rules, functions=yaml_config.functions,
-                  connections=yaml_config.connections, api_destinations=yaml_config.api_destinations)
+                  connections=yaml_config.connections, api_destinations=yaml_config.api_destinations,
+                  archives=yaml_config.archives)
 
 
 def merged_rule(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule | None],

@@ -34,6 +34,9 @@ API_RULES_SKIPPED = Counter("busway_api_rules_skipped_total", "Stored API rules 
 SCHEDULE_FIRINGS = Counter("busway_schedule_firings_total", "Scheduled events emitted, by rule.", ["bus", "rule"])
 SCHEDULE_MISSES = Counter("busway_schedule_misses_total", "Scheduled times skipped (catch-up policy), by rule.", ["bus", "rule"])
 SCHEDULE_LATENESS = Histogram("busway_schedule_lateness_seconds", "Scheduled time to enqueue.", ["bus", "rule"], buckets=LATENCY_BUCKETS)
+ARCHIVED_EVENTS = Counter("busway_archived_events_total", "Events written to an archive, by archive (replayed events are not archived again).", ["archive"])
+REPLAYED_EVENTS = Counter("busway_replayed_events_total", "Archived events a replay has sent to its bus's rules again, by archive.", ["archive"])
+REPLAY_LAG = Gauge("busway_replay_lag_seconds", "A running replay's EventEndTime minus the time of the last event it replayed (0 when done; the series goes when it ends).", ["replay"], multiprocess_mode="max")
 
 # Worker
 INVOCATIONS = Counter("busway_invocations_total", "Handler invocations started (Lambda Invocations).", ["function", "target"])

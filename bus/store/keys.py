@@ -82,7 +82,32 @@ def api_rule_field(bus: str, name: str) -> str:
 API_BUSES = f"{PREFIX}:api:buses"  # hash: bus name -> Bus JSON
 API_CONNECTIONS = f"{PREFIX}:api:connections"  # hash: name -> Connection JSON (secrets sealed only)
 API_DESTINATIONS = f"{PREFIX}:api:destinations"  # hash: name -> ApiDestination JSON
-API_RESOURCES_VERSION = f"{PREFIX}:api:resources:version"  # bumped by every change of the three
+API_ARCHIVES = f"{PREFIX}:api:archives"  # hash: name -> Archive JSON
+API_RESOURCES_VERSION = f"{PREFIX}:api:resources:version"  # bumped by every change of the four
+
+
+# --- archives (bus/store/archives.py) and replays (bus/store/replays.py) ---------------------
+
+def archive_events_key(archive: str) -> str:
+    """Sorted set of an archive's events: member = the event's JSON as delivered (unique: it holds
+    the event id), score = the event's `time` in epoch ms. Written by ENQUEUE with the deliveries."""
+    return f"{PREFIX}:archive:{{{archive}}}:events"
+
+
+def archive_bytes_key(archive: str) -> str:
+    """String: the sum of the lengths of the members of archive_events_key (SizeBytes), kept by the
+    same scripts that add and trim them."""
+    return f"{PREFIX}:archive:{{{archive}}}:bytes"
+
+
+API_REPLAYS = f"{PREFIX}:api:replays"  # hash: replay name -> Replay JSON (definition, state, checkpoint)
+REPLAY_LEADER_KEY = f"{PREFIX}:replay:leader"  # the broker running replays: its fencing token, with a TTL
+REPLAY_FENCE_KEY = f"{PREFIX}:replay:fence"  # INCR'd for every new tenure of replay leadership
+
+# --- tags and bus policies --------------------------------------------------------------------
+API_TAGS = f"{PREFIX}:api:tags"  # hash: resource ARN -> {key: value} JSON (TagResource and the create calls)
+API_POLICIES = f"{PREFIX}:api:policies"  # hash: bus name -> its resource policy (AWS policy JSON)
+API_POLICIES_VERSION = f"{PREFIX}:api:policies:version"  # bumped by every policy change; brokers poll it
 
 
 # --- the scheduler ---------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from bus.store.deadletters import DeadLetter, dlq_names, encode_dead_letter, trim_min_id
 from bus.store.deliveries import Delivery, TargetRecord, decode_record, encode_delivery, encode_record
 from bus.store.keys import (
-    FIELD, GROUP, INBOX, REGISTRY, WORKERS, as_str, concurrency_key, delayed_key, dlq_key, rate_key,
-    stream_key,
+    FIELD, GROUP, INBOX, REGISTRY, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
+    delayed_key, dlq_key, rate_key, stream_key,
 )
 from bus.store.scripts import ENQUEUE, Scripts, run_script
 
@@ -37,6 +37,14 @@ class RateTurn(NamedTuple):
 
     granted: bool
     wait: float
+
+
+class Archived(NamedTuple):
+    """One event to keep in one archive, written by Queue.enqueue with the request's deliveries."""
+
+    archive: str
+    score_ms: int  # the event's `time`, epoch ms: replays and retention go by it
+    event: bytes  # the event's JSON, exactly as its deliveries carry it
 
 
 class RateTurns(NamedTuple):
@@ -144,12 +152,18 @@ class Queue:
 
     # --- deliveries in ------------------------------------------------------------------------
 
-    async def enqueue(self, deliveries: list[Delivery]) -> None:
-        """XADD every delivery in one atomic script call: all of a request's deliveries land, or none."""
-        if not deliveries:
+    async def enqueue(self, deliveries: list[Delivery], archived: Iterable[Archived] = ()) -> None:
+        """XADD every delivery and ZADD every archived event in one atomic script call: all of a
+        request's deliveries and archive entries land, or none."""
+        archived = list(archived)
+        if not deliveries and not archived:
             return
-        await run_script(self.redis, ENQUEUE, [stream_key(d.target_key) for d in deliveries],
-                         [FIELD, *map(encode_delivery, deliveries)])
+        keys = [stream_key(d.target_key) for d in deliveries]
+        args: list[Any] = [FIELD, len(deliveries), *map(encode_delivery, deliveries)]
+        for item in archived:
+            keys += (archive_events_key(item.archive), archive_bytes_key(item.archive))
+            args += (item.score_ms, item.event)
+        await run_script(self.redis, ENQUEUE, keys, args)
 
     # --- taking work --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Buses, connections and API destinations created through the AWS API, kept in Redis for every broker.
+"""Buses, connections, API destinations and archives created through the AWS API, kept in Redis for every broker.
 
 Like the API rules (bus.store.apirules): YAML declares its own, the API adds more; each change
 bumps one version number and every broker reloads when it sees a new one. A connection is
@@ -15,8 +15,9 @@ from typing import Literal
 import msgspec
 import redis.asyncio as aioredis
 
-from bus.config.model import ApiDestination, Bus, Connection
+from bus.config.model import ApiDestination, Archive, Bus, Connection
 from bus.store.keys import (
+    API_ARCHIVES,
     API_BUSES,
     API_CONNECTIONS,
     API_DESTINATIONS,
@@ -27,14 +28,15 @@ from bus.store.scripts import API_RESOURCE_DELETE, API_RESOURCE_SAVE, run_script
 
 log = logging.getLogger("bus.store")
 
-Kind = Literal["bus", "connection", "api_destination"]
-Resource = Bus | Connection | ApiDestination
+Kind = Literal["bus", "connection", "api_destination", "archive"]
+Resource = Bus | Connection | ApiDestination | Archive
 
-_HASH: dict[str, str] = {"bus": API_BUSES, "connection": API_CONNECTIONS, "api_destination": API_DESTINATIONS}
-_TYPE: dict[str, type] = {"bus": Bus, "connection": Connection, "api_destination": ApiDestination}
+_HASH: dict[str, str] = {"bus": API_BUSES, "connection": API_CONNECTIONS, "api_destination": API_DESTINATIONS,
+                         "archive": API_ARCHIVES}
+_TYPE: dict[str, type] = {"bus": Bus, "connection": Connection, "api_destination": ApiDestination, "archive": Archive}
 # What must not use a resource for it to be deleted: (hash of the users, the Lua script's check).
 _USERS: dict[str, tuple[str, str]] = {"bus": (API_RULES, "bus"), "connection": (API_DESTINATIONS, "connection"),
-                                      "api_destination": (API_DESTINATIONS, "")}
+                                      "api_destination": (API_DESTINATIONS, ""), "archive": (API_ARCHIVES, "")}
 
 
 class Resources(msgspec.Struct, frozen=True):
@@ -43,6 +45,7 @@ class Resources(msgspec.Struct, frozen=True):
     buses: dict[str, Bus] = {}
     connections: dict[str, Connection] = {}
     api_destinations: dict[str, ApiDestination] = {}
+    archives: dict[str, Archive] = {}
 
 
 class Exists(Exception):
@@ -65,8 +68,11 @@ class InUse(Exception):
     """Delete: an API destination uses the connection, or an API rule is on the bus."""
 
 
+_KIND_OF: dict[type, Kind] = {Bus: "bus", Connection: "connection", ApiDestination: "api_destination", Archive: "archive"}
+
+
 def _kind_of(value: Resource) -> Kind:
-    return "bus" if isinstance(value, Bus) else "connection" if isinstance(value, Connection) else "api_destination"
+    return _KIND_OF[type(value)]
 
 
 async def version(redis: aioredis.Redis) -> int:
@@ -82,7 +88,8 @@ async def load(redis: aioredis.Redis) -> Resources:
             pipe.hgetall(_HASH[kind])
         raw = await pipe.execute()
     found = {kind: _decode_all(kind, values) for kind, values in zip(_HASH, raw)}
-    return Resources(buses=found["bus"], connections=found["connection"], api_destinations=found["api_destination"])
+    return Resources(buses=found["bus"], connections=found["connection"], api_destinations=found["api_destination"],
+                     archives=found["archive"])
 
 
 def _decode_all(kind: str, values: dict) -> dict:
