@@ -7,7 +7,7 @@ order and time format cannot drift apart.
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bus.identity import Identity
@@ -36,6 +36,17 @@ def format_time(epoch: float) -> str:
     return _format_second(int(epoch // 1))
 
 
+def time_ms(event_time: str) -> int:
+    """An event's `time` (RFC 3339, as format_time writes it or a client gave it) in epoch ms:
+    the score archives keep events by."""
+    return _parse_time(event_time)
+
+
+@functools.lru_cache(maxsize=64)  # as for _format_second: most events of a second share one
+def _parse_time(event_time: str) -> int:
+    return int(datetime.fromisoformat(event_time).timestamp() * 1000)
+
+
 @functools.lru_cache(maxsize=64)  # every event of a request, and most of a busy second, share one
 def _format_second(second: int) -> str:
-    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

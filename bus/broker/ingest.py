@@ -1,7 +1,8 @@
 """PutEvents: validate entries, match them, and store their deliveries before answering.
 
 The durability contract lives here: an entry gets an EventId only after every delivery it
-produced is in Redis (one Lua call, bus.store.queue.Queue.enqueue, for the whole request). If Redis
+produced, and its copy in every archive of its bus that matches it (matching a rule or not), is
+in Redis (one Lua call, bus.store.queue.Queue.enqueue, for the whole request). If Redis
 fails, the whole request fails with a retryable InternalException; since Redis runs the
 script atomically, a client retry cannot half-duplicate a request.
 """
@@ -10,18 +11,28 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
 
-from bus.broker.envelope import Entry, EntryError, Origin, RequestError, build_envelope, bus_name, check_request
+from bus.broker.envelope import (
+    Entry,
+    EntryError,
+    Origin,
+    RequestError,
+    build_envelope,
+    bus_name,
+    check_request,
+)
 from bus.broker.router import Router
+from bus.events import time_ms
 from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.deliveries import Delivery, new_delivery
-from bus.store.queue import Queue
+from bus.store.queue import Archived, Queue
 
 log = logging.getLogger("bus.ingest")
 _encode = msgspec.json.Encoder().encode
@@ -50,6 +61,7 @@ class Ingestor:
         received = time.time()
         results: list[dict[str, Any]] = []
         deliveries: list[Delivery] = []
+        archived: list[Archived] = []
         counts: dict[tuple, int] = {}  # metric children -> increment, applied once per request
         for entry in entries:
             try:
@@ -59,10 +71,10 @@ class Ingestor:
                 results.append({"ErrorCode": err.code, "ErrorMessage": err.message})
                 self.tracer.event(_bus_label(entry, router), None, error=f"{err.code}: {err.message}")
                 continue
-            deliveries.extend(self._deliveries(router, bus, event, received, counts))
+            deliveries.extend(self._deliveries(router, bus, event, received, counts, archived=archived))
             results.append({"EventId": event["id"]})
             _count(counts, metrics.EVENTS_INGESTED, bus)
-        await self._store(deliveries)
+        await self._store(deliveries, archived)
         _apply(counts)
         return results
 
@@ -70,11 +82,12 @@ class Ingestor:
         """Route an already-built event (a destination record, or an event a bus target forwards
         after crossing `hops` buses); return the number of deliveries."""
         counts: dict[tuple, int] = {}
+        archived: list[Archived] = []
         deliveries = self._deliveries(self._router(), bus, event, received, counts,
-                                      via="bus" if hops else "destination", hops=hops)
+                                      via="bus" if hops else "destination", hops=hops, archived=archived)
         if hops:  # a bus target's event is ingested by this bus, as a PutEvents to it would be
             _count(counts, metrics.EVENTS_INGESTED, bus)
-        await self._store(deliveries)
+        await self._store(deliveries, archived)
         _apply(counts)
         return len(deliveries)
 
@@ -88,14 +101,26 @@ class Ingestor:
         return bus, build_envelope(entry, origin, received)
 
     def _deliveries(self, router: Router, bus: str, event: dict[str, Any], received: float,
-                    counts: dict[tuple, int], via: str = "put_events", hops: int = 0) -> list[Delivery]:
+                    counts: dict[tuple, int], via: str = "put_events", hops: int = 0,
+                    archived: list[Archived] | None = None) -> list[Delivery]:
+        """The event's deliveries; its archive copies are appended to `archived` (a replayed
+        event, which carries replay-name, is never archived again)."""
         routes = router.route(bus, event)
         if self.tracer.enabled:
             self.tracer.event(bus, event, rules=[r for r, _ in routes],
                               targets=[r.key for _, records in routes for r in records], source=via)
+        raw = None
+        if archived is not None and router.has_archives(bus) and "replay-name" not in event:
+            names = router.archives_for(bus, event)
+            if names:
+                raw = _encode(event)
+                score = time_ms(event["time"])
+                archived.extend(Archived(name, score, raw) for name in names)
+                for name in names:
+                    _count(counts, metrics.ARCHIVED_EVENTS, name)
         if not routes:
             return []
-        raw = _encode(event)
+        raw = raw or _encode(event)
         _count(counts, metrics.MATCHED_EVENTS, bus)
         out = []
         for rule, records in routes:
@@ -105,11 +130,11 @@ class Ingestor:
                 out.append(new_delivery(raw, record, received, hops=hops))
         return out
 
-    async def _store(self, deliveries: list[Delivery]) -> None:
+    async def _store(self, deliveries: list[Delivery], archived: list[Archived] = ()) -> None:
         try:
-            await self._queue.enqueue(deliveries)
+            await self._queue.enqueue(deliveries, archived)
         except (RedisError, OSError) as exc:
-            log.error("could not store %d deliveries: %s", len(deliveries), exc)
+            log.error("could not store %d deliveries (%d archive copies): %s", len(deliveries), len(archived), exc)
             raise RequestError(
                 "InternalException",
                 "Events could not be stored, so none of this request was accepted. Retry the request.",
