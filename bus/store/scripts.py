@@ -60,6 +60,14 @@ RATE_TAKE = lua("rate_take")
 # Buses, connections and API destinations made through the AWS API (bus.store.resources)
 API_RESOURCE_SAVE = lua("api_resource_save")
 API_RESOURCE_DELETE = lua("api_resource_delete")
+# Archives (bus.store.archives): retention trimming with the byte count kept
+ARCHIVE_TRIM = lua("archive_trim")
+# Replays (bus.store.replays): a fenced step (deliveries + checkpoint) and a state change
+REPLAY_STEP = lua("replay_step")
+REPLAY_SAVE = lua("replay_save")
+# Bus policies and tags (bus.store.policies, bus.store.tags)
+POLICY_SAVE = lua("policy_save")
+TAGS_SAVE = lua("tags_save")
 
 Call = tuple[Lua, Sequence[Any], Sequence[Any]]  # (script, keys, args)
 

@@ -1,0 +1,2 @@
+-- (being written by its owner)
+return 0
