@@ -11,7 +11,7 @@ from aiohttp import web
 from bus.auth.credentials import Credentials, load_credentials
 from bus.auth.middleware import auth_middleware
 from bus.broker import (
-    awsarchives, awsbuses, awsconnections, awspermissions, awsreplays, awsrules, awstags,
+    awsarchives, awsbuses, awsconnections, awsdestinations, awspermissions, awsreplays, awsrules, awstags,
 )
 from bus.broker.cloudevents import post_cloudevents
 from bus.broker.retention import trim_archives
@@ -31,9 +31,9 @@ from bus.store.connect import connect
 
 log = logging.getLogger("bus.broker")
 
-MAX_BODY = Limits.max_body
+MAX_BODY = Limits.max_body  # beyond AWS's 1 MB entry limit, so oversize requests get AWS's error
 # How long a killed replay leader blocks the others (the tests shorten it).
-REPLAY_LOCK_TTL = float(os.environ.get("BUS_REPLAY_LOCK_TTL", "10"))  # beyond AWS's 1 MB entry limit, so oversize requests get AWS's error
+REPLAY_LOCK_TTL = float(os.environ.get("BUS_REPLAY_LOCK_TTL", "10"))
 
 
 AWS_OPERATIONS = {
@@ -42,6 +42,7 @@ AWS_OPERATIONS = {
     **awsrules.OPERATIONS,
     **awsbuses.OPERATIONS,
     **awsconnections.OPERATIONS,
+    **awsdestinations.OPERATIONS,
     **awsarchives.OPERATIONS,
     **awsreplays.OPERATIONS,
     **awstags.OPERATIONS,

@@ -1,10 +1,11 @@
-"""The AWS connection and API destination operations (Create, Describe, List, Update, Delete
-of each, and DeauthorizeConnection), answered in AWS's shapes.
+"""The AWS connection operations (Create, Describe, List, Update, Delete, and
+DeauthorizeConnection), answered in AWS's shapes, and the helpers bus.broker.awsdestinations
+shares with them.
 
 A secret given here (ApiKeyValue, Password, ClientSecret) is sealed with BUS_SECRETS_KEY
 (bus.secrets) before anything is stored, and never answered, logged or put in an error message:
-Describe and List show only the non-secret parts, as AWS does. Connections and API destinations
-declared in YAML are read-only here (ManagedRuleException, as for YAML rules).
+Describe and List show only the non-secret parts, as AWS does. Connections declared in YAML are
+read-only here (ManagedRuleException, as for YAML rules).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -22,7 +24,6 @@ from bus.broker.awsapi import takes
 from bus.broker.awsrules import _page, _Paged, _Request
 from bus.broker.envelope import Origin, RequestError
 from bus.config.model import (
-    ApiDestination,
     ApiKeyAuth,
     Authorization,
     BasicAuth,
@@ -30,14 +31,12 @@ from bus.config.model import (
     HttpParameters,
     OAuthClientCredentials,
 )
-from bus.config.validate import Problem, validate_api_destination, validate_connection
+from bus.config.validate import Problem, validate_connection
 from bus.store import resources
 
 # AWS's quotas: 3,000 connections and 3,000 API destinations per account and Region.
 MAX_API_CONNECTIONS = int(os.environ.get("BUS_MAX_API_CONNECTIONS", "3000"))
-MAX_API_DESTINATIONS = int(os.environ.get("BUS_MAX_API_DESTINATIONS", "3000"))
 MAX_DESCRIPTION = 512
-DEFAULT_RATE = 300
 # AWS's ConnectionState values; busway's connections are only ever AUTHORIZED or DEAUTHORIZED.
 CONNECTION_STATES = ("CREATING", "UPDATING", "DELETING", "AUTHORIZED", "DEAUTHORIZED", "AUTHORIZING",
                      "DEAUTHORIZING", "ACTIVE", "FAILED_CONNECTIVITY")
@@ -111,21 +110,6 @@ class ConnectionRequest(_Request):
 class ListConnectionsRequest(_Paged):
     name_prefix: str | None = None
     connection_state: str | None = None
-
-
-class DestinationRequest(_Request):
-    """CreateApiDestination, UpdateApiDestination, DescribeApiDestination, DeleteApiDestination."""
-    name: str | None = None
-    description: str | None = None
-    connection_arn: str | None = None
-    invocation_endpoint: str | None = None
-    http_method: str | None = None
-    invocation_rate_limit_per_second: int | None = None
-
-
-class ListDestinationsRequest(_Paged):
-    name_prefix: str | None = None
-    connection_arn: str | None = None
 
 
 def _broker(request: web.Request):
@@ -350,17 +334,27 @@ def _auth_view(c: Connection) -> dict[str, Any]:
 
 # --- connections -----------------------------------------------------------------------------
 
+def _found(declared: Mapping[str, Any], name: Any, what: str) -> Any:
+    """The resource `name` of one kind (YAML's and the API's), or AWS's ResourceNotFoundException."""
+    value = declared.get(name) if isinstance(name, str) else None
+    if value is None:
+        raise RequestError("ResourceNotFoundException", f"{what} '{name}' does not exist.")
+    return value
+
+
+def _not_yaml(yaml: Mapping[str, Any], name: str, what: str) -> None:
+    """YAML's resources are changed in their files, not through the API."""
+    if name in yaml:
+        raise RequestError("ManagedRuleException", f"{what} {name} is declared in YAML; change it in the rules files.")
+
+
 def _connection(broker, name: Any) -> Connection:
-    c = broker.declared.connections.get(name)
-    if c is None:
-        raise RequestError("ResourceNotFoundException", f"Connection '{name}' does not exist.")
-    return c
+    return _found(broker.declared.connections, name, "Connection")
 
 
 def _api_connection(broker, name: Any) -> Connection:
     c = _connection(broker, name)
-    if name in broker.yaml_config.connections:
-        raise RequestError("ManagedRuleException", f"Connection {name} is declared in YAML; change it in the rules files.")
+    _not_yaml(broker.yaml_config.connections, c.name, "Connection")
     return c
 
 
@@ -476,128 +470,8 @@ async def delete_connection(request: web.Request, body: dict, origin: Origin) ->
     return _connection_summary(broker, origin, c, state="DELETING")  # AWS answers the state it is going into
 
 
-# --- API destinations --------------------------------------------------------------------------
-
-def _destination_view(broker, origin: Origin, d: ApiDestination, full: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {"ApiDestinationArn": identity.api_destination_arn(origin, d.name, d.uuid),
-                           "ApiDestinationState": "ACTIVE", **_times(broker, d.created, d.modified)}
-    if full:
-        c = broker.declared.connections.get(d.connection)
-        out.update(Name=d.name, InvocationEndpoint=d.endpoint, HttpMethod=d.method,
-                   InvocationRateLimitPerSecond=d.invocation_rate_limit_per_second)
-        if c is not None:
-            out["ConnectionArn"] = identity.connection_arn(origin, c.name, c.uuid)
-        if d.description:
-            out["Description"] = d.description
-    return out
-
-
-def _connection_named_by(broker, arn: Any) -> Connection:
-    m = _CONNECTION_ARN.match(arn) if isinstance(arn, str) else None
-    if m is None:
-        raise _invalid("ConnectionArn", "Provided Arn is not in correct format.")
-    c = broker.declared.connections.get(m.group(1))
-    if c is None or c.uuid != m.group(2):
-        raise RequestError("ResourceNotFoundException", f"Connection '{m.group(1)}' does not exist.")
-    return c
-
-
-def _destination(broker, name: Any) -> ApiDestination:
-    d = broker.declared.api_destinations.get(name)
-    if d is None:
-        raise RequestError("ResourceNotFoundException", f"API destination '{name}' does not exist.")
-    return d
-
-
-def _check_destination(broker, d: ApiDestination) -> None:
-    _first_problem(validate_api_destination(d, broker.declared.connections))
-
-
-@takes(DestinationRequest)
-async def create_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: DestinationRequest = _read(body, DestinationRequest)
-    name = _check_name(req.name)
-    _check_description(req.description)
-    await broker.reload_resources()
-    connection = _connection_named_by(broker, _need("ConnectionArn", req.connection_arn))
-    if name in broker.declared.api_destinations:
-        raise RequestError("ResourceAlreadyExistsException", f"API destination {name} already exists.")
-    now = time.time()
-    d = ApiDestination(name=name, connection=connection.name, uuid=str(uuid.uuid4()), created=now, modified=now,
-                       endpoint=_need("InvocationEndpoint", req.invocation_endpoint),
-                       method=_need("HttpMethod", req.http_method), description=req.description or "",
-                       invocation_rate_limit_per_second=(DEFAULT_RATE if req.invocation_rate_limit_per_second is None
-                                                         else req.invocation_rate_limit_per_second))
-    _check_destination(broker, d)
-    try:
-        await _store(broker, lambda: resources.create(broker.redis, d, cap=MAX_API_DESTINATIONS))
-    except resources.Exists:
-        raise RequestError("ResourceAlreadyExistsException", f"API destination {name} already exists.") from None
-    except resources.OverQuota:
-        raise RequestError("LimitExceededException", f"The requested resource exceeds the maximum number allowed: "
-                                                     f"at most {MAX_API_DESTINATIONS} API destinations.") from None
-    return _destination_view(broker, origin, d, full=False)
-
-
-@takes(DestinationRequest)
-async def describe_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    return _destination_view(broker, origin, _destination(broker, body.get("Name")))
-
-
-@takes(ListDestinationsRequest)
-async def list_api_destinations(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    prefix = body.get("NamePrefix") or ""
-    via = _connection_named_by(broker, body["ConnectionArn"]).name if body.get("ConnectionArn") else None
-    items = [_destination_view(broker, origin, d) for d in sorted(broker.declared.api_destinations.values(), key=lambda d: d.name)
-             if d.name.startswith(prefix) and via in (None, d.connection)]
-    return _page(items, body, "ApiDestinations")
-
-
-@takes(DestinationRequest)
-async def update_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: DestinationRequest = _read(body, DestinationRequest)
-    _check_description(req.description)
-    await broker.reload_resources()
-    old = _destination(broker, req.name)
-    if old.name in broker.yaml_config.api_destinations:
-        raise RequestError("ManagedRuleException", f"API destination {old.name} is declared in YAML; change it in the rules files.")
-    changes: dict[str, Any] = {"modified": time.time()}
-    if req.connection_arn is not None:
-        changes["connection"] = _connection_named_by(broker, req.connection_arn).name
-    for member, field in (("invocation_endpoint", "endpoint"), ("http_method", "method"), ("description", "description"),
-                          ("invocation_rate_limit_per_second", "invocation_rate_limit_per_second")):
-        if getattr(req, member) is not None:
-            changes[field] = getattr(req, member)
-    new = msgspec.structs.replace(old, **changes)
-    _check_destination(broker, new)
-    await _store(broker, lambda: resources.update(broker.redis, old, new))
-    return _destination_view(broker, origin, new, full=False)
-
-
-@takes(DestinationRequest)
-async def delete_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
-    """Targets that still name it fail their deliveries (to their DLQ) until it is back, as on AWS."""
-    broker = _broker(request)
-    await broker.reload_resources()
-    d = _destination(broker, body.get("Name"))
-    if d.name in broker.yaml_config.api_destinations:
-        raise RequestError("ManagedRuleException", f"API destination {d.name} is declared in YAML; change it in the rules files.")
-    try:
-        await _store(broker, lambda: resources.delete(broker.redis, "api_destination", d.name))
-    except resources.NotFound:
-        raise RequestError("ResourceNotFoundException", f"API destination '{d.name}' does not exist.") from None
-    return {}
-
-
 OPERATIONS = {
     "CreateConnection": create_connection, "DescribeConnection": describe_connection,
     "ListConnections": list_connections, "UpdateConnection": update_connection,
     "DeleteConnection": delete_connection, "DeauthorizeConnection": deauthorize_connection,
-    "CreateApiDestination": create_api_destination, "DescribeApiDestination": describe_api_destination,
-    "ListApiDestinations": list_api_destinations, "UpdateApiDestination": update_api_destination,
-    "DeleteApiDestination": delete_api_destination,
 }
