@@ -55,22 +55,11 @@ class Path:
 
     def get(self, doc: Any, default: Any) -> Any:
         """A variable's value: the match of a definite path, the list of matches of a wildcard
-        path; `default` when nothing matches. Inlined walk: this runs per variable per event."""
+        path; `default` when nothing matches."""
         if not self.definite:
             return self.find(doc) or default
-        node = doc
-        for step in self.steps:
-            if type(step) is str:
-                if type(node) is not dict:
-                    return default
-                node = node.get(step, _NOTHING)
-                if node is _NOTHING:
-                    return default
-            elif type(node) is list and step < len(node):
-                node = node[step]
-            else:
-                return default
-        return node
+        node = _walk(doc, self.steps)
+        return default if node is _NOTHING else node
 
     def __repr__(self) -> str:
         return f"Path({self.text!r})"
