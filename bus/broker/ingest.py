@@ -105,19 +105,21 @@ class Ingestor:
                     archived: list[Archived] | None = None) -> list[Delivery]:
         """The event's deliveries; its archive copies are appended to `archived` (a replayed
         event, which carries replay-name, is never archived again)."""
-        routes = router.route(bus, event)
+        names: list[str] = []
+        if archived is not None and router.has_archives(bus) and "replay-name" not in event:
+            routes, names = router.route_and_archives(bus, event)
+        else:
+            routes = router.route(bus, event)
         if self.tracer.enabled:
             self.tracer.event(bus, event, rules=[r for r, _ in routes],
                               targets=[r.key for _, records in routes for r in records], source=via)
         raw = None
-        if archived is not None and router.has_archives(bus) and "replay-name" not in event:
-            names = router.archives_for(bus, event)
-            if names:
-                raw = _encode(event)
-                score = time_ms(event["time"])
-                archived.extend(Archived(name, score, raw) for name in names)
-                for name in names:
-                    _count(counts, metrics.ARCHIVED_EVENTS, name)
+        if names:
+            raw = _encode(event)
+            score = time_ms(event["time"])
+            archived.extend(Archived(name, score, raw) for name in names)
+            for name in names:
+                _count(counts, metrics.ARCHIVED_EVENTS, name)
         if not routes:
             return []
         raw = raw or _encode(event)

@@ -15,6 +15,8 @@ from bus.config.model import Archive, Config, Rule
 from bus.patterns import Matcher
 from bus.store.deliveries import TargetRecord, target_records
 
+ARCHIVE_MARK = "@"  # no rule name starts with it (bus.config.model.RULE_NAME): an archive's Matcher entry
+
 
 class Router:
     def __init__(self, config: Config):
@@ -29,7 +31,9 @@ class Router:
             self._targets[(bus, name)] = target_records(self.config, rule)
             if _matches_events(rule):
                 self._matchers[bus].add(name, rule.event_pattern)
-        self._archive_matchers: dict[str, Matcher] = {}  # bus -> Matcher of its archives with a pattern
+        # An archive with a pattern is an entry of its bus's Matcher, marked, so that one walk of an
+        # event finds its rules and its archives (a Matcher of their own walked each event twice).
+        self._pattern_archives: dict[str, list[str]] = {}  # bus -> its marked archive entries
         self._keep_all: dict[str, list[str]] = {}  # bus -> its archives with no pattern (keep every event)
         self.set_archives(config.archives)
 
@@ -38,21 +42,39 @@ class Router:
 
     def route(self, bus: str, event: dict[str, Any]) -> list[tuple[str, list[TargetRecord]]]:
         """(rule name, its targets) for every enabled pattern rule of `bus` the event matches."""
-        return [(name, self._targets[(bus, name)]) for name in self._matchers[bus].matches(event)]
+        names = self._matchers[bus].matches(event)
+        if bus in self._pattern_archives:
+            names = [name for name in names if name[0] != ARCHIVE_MARK]
+        return [(name, self._targets[(bus, name)]) for name in names]
+
+    def route_and_archives(self, bus: str, event: dict[str, Any]) -> tuple[list[tuple[str, list[TargetRecord]]], list[str]]:
+        """route(bus, event), and the archives of `bus` that keep the event, from one walk."""
+        names = self._matchers[bus].matches(event)
+        keep = self._keep_all.get(bus, [])
+        if bus not in self._pattern_archives:
+            return [(name, self._targets[(bus, name)]) for name in names], keep
+        routes, archives = [], list(keep)
+        for name in names:
+            if name[0] == ARCHIVE_MARK:
+                archives.append(name[1:])
+            else:
+                routes.append((name, self._targets[(bus, name)]))
+        return routes, archives
 
     def archives_for(self, bus: str, event: dict[str, Any]) -> list[str]:
-        """The archives of `bus` that keep `event` (cheap when the bus has none)."""
-        keep = self._keep_all.get(bus, [])
-        matcher = self._archive_matchers.get(bus)
-        return [*keep, *matcher.matches(event)] if matcher is not None else keep
+        """The archives of `bus` that keep `event`."""
+        return self.route_and_archives(bus, event)[1] if self.has_archives(bus) else []
 
     def has_archives(self, bus: str) -> bool:
-        return bus in self._keep_all or bus in self._archive_matchers
+        return bus in self._keep_all or bus in self._pattern_archives
 
     def set_archives(self, archives: dict[str, Archive]) -> None:
         """Replace the archives (validated: their patterns compile); those on unknown buses are
-        kept in the Config but match nothing."""
-        matchers: dict[str, Matcher] = {}
+        kept in the Config but keep nothing."""
+        for bus, marked in self._pattern_archives.items():
+            for entry in marked:
+                self._matchers[bus].remove(entry)
+        pattern_archives: dict[str, list[str]] = {}
         keep_all: dict[str, list[str]] = {}
         for archive in sorted(archives.values(), key=lambda a: a.name):
             if archive.bus not in self._matchers:
@@ -60,9 +82,11 @@ class Router:
             if archive.event_pattern is None:
                 keep_all.setdefault(archive.bus, []).append(archive.name)
             else:
-                matchers.setdefault(archive.bus, Matcher()).add(archive.name, archive.event_pattern)
+                entry = ARCHIVE_MARK + archive.name
+                self._matchers[archive.bus].add(entry, archive.event_pattern)
+                pattern_archives.setdefault(archive.bus, []).append(entry)
         self.config.archives = dict(archives)
-        self._archive_matchers, self._keep_all = matchers, keep_all
+        self._pattern_archives, self._keep_all = pattern_archives, keep_all
 
     def targets_of(self, bus: str, rule: str) -> list[TargetRecord]:
         return self._targets.get((bus, rule), [])

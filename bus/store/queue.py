@@ -160,9 +160,12 @@ class Queue:
             return
         keys = [stream_key(d.target_key) for d in deliveries]
         args: list[Any] = [FIELD, len(deliveries), *map(encode_delivery, deliveries)]
-        for item in archived:
-            keys += (archive_events_key(item.archive), archive_bytes_key(item.archive))
-            args += (item.score_ms, item.event)
+        by_archive: dict[str, list[Any]] = {}
+        for item in archived:  # one ZADD per archive, not per event
+            by_archive.setdefault(item.archive, []).extend((item.score_ms, item.event))
+        for archive, pairs in by_archive.items():
+            keys += (archive_events_key(archive), archive_bytes_key(archive))
+            args += (len(pairs) // 2, *pairs)
         await run_script(self.redis, ENQUEUE, keys, args)
 
     # --- taking work --------------------------------------------------------------------------

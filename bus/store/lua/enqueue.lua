@@ -1,10 +1,11 @@
 -- Store a request's deliveries and archive its events, all in one atomic call (one reply to parse,
 -- where MULTI/EXEC costs a reply per command): an event answered with an EventId is in every
 -- matching archive, or nothing of the request was written.
--- KEYS: the streams of the deliveries, in order; then, for each archived event, its archive's
+-- KEYS: the streams of the deliveries, in order; then, for each archive the request writes to, its
 -- events sorted set and bytes counter (bus/store/keys.py archive_events_key, archive_bytes_key).
 -- ARGV[1] = field, ARGV[2] = n (the number of deliveries), ARGV[3..n+2] = their payloads, then per
--- archived event: score (its time, epoch ms), member (its JSON). Returns the deliveries' entry ids.
+-- archive: c (how many of its events follow), then c pairs of score (the event's time, epoch ms)
+-- and member (its JSON). Returns the deliveries' entry ids.
 local n = tonumber(ARGV[2])
 local ids = {}
 for i = 1, n do
@@ -12,10 +13,20 @@ for i = 1, n do
 end
 local a = n + 3
 for k = n + 1, #KEYS - 1, 2 do
-  -- A member already there (the same event archived twice) must not count its bytes twice.
-  if redis.call('ZADD', KEYS[k], ARGV[a], ARGV[a + 1]) == 1 then
-    redis.call('INCRBY', KEYS[k + 1], string.len(ARGV[a + 1]))
+  local c = tonumber(ARGV[a])
+  local zadd, members, bytes = {}, {}, 0
+  for j = 1, c do
+    local score, member = ARGV[a + 2 * j - 1], ARGV[a + 2 * j]
+    zadd[2 * j - 1], zadd[2 * j] = score, member
+    members[j] = member
   end
-  a = a + 2
+  -- A member already there (the same event archived twice) must not count its bytes twice.
+  local known = redis.call('ZMSCORE', KEYS[k], unpack(members))
+  for j = 1, c do
+    if not known[j] then bytes = bytes + string.len(members[j]) end
+  end
+  redis.call('ZADD', KEYS[k], unpack(zadd))
+  if bytes > 0 then redis.call('INCRBY', KEYS[k + 1], bytes) end
+  a = a + 1 + 2 * c
 end
 return ids
