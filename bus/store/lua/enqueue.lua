@@ -12,20 +12,25 @@ for i = 1, n do
   ids[i] = redis.call('XADD', KEYS[i], '*', ARGV[1], ARGV[i + 2])
 end
 local a = n + 3
+local CHUNK = 500  -- members per ZMSCORE/ZADD: unpack() has a limit (a bulk load may carry thousands)
 for k = n + 1, #KEYS - 1, 2 do
   local c = tonumber(ARGV[a])
-  local zadd, members, bytes = {}, {}, 0
-  for j = 1, c do
-    local score, member = ARGV[a + 2 * j - 1], ARGV[a + 2 * j]
-    zadd[2 * j - 1], zadd[2 * j] = score, member
-    members[j] = member
+  local bytes = 0
+  for first = 1, c, CHUNK do
+    local last = math.min(c, first + CHUNK - 1)
+    local zadd, members = {}, {}
+    for j = first, last do
+      local score, member = ARGV[a + 2 * j - 1], ARGV[a + 2 * j]
+      zadd[#zadd + 1], zadd[#zadd + 2] = score, member
+      members[#members + 1] = member
+    end
+    -- A member already there (the same event archived twice) must not count its bytes twice.
+    local known = redis.call('ZMSCORE', KEYS[k], unpack(members))
+    for i = 1, #members do
+      if not known[i] then bytes = bytes + string.len(members[i]) end
+    end
+    redis.call('ZADD', KEYS[k], unpack(zadd))
   end
-  -- A member already there (the same event archived twice) must not count its bytes twice.
-  local known = redis.call('ZMSCORE', KEYS[k], unpack(members))
-  for j = 1, c do
-    if not known[j] then bytes = bytes + string.len(members[j]) end
-  end
-  redis.call('ZADD', KEYS[k], unpack(zadd))
   if bytes > 0 then redis.call('INCRBY', KEYS[k + 1], bytes) end
   a = a + 1 + 2 * c
 end
