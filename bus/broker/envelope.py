@@ -99,6 +99,7 @@ class Entry:
     bus: Any = None
     size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None  # the event's id when the sender gives one (CloudEvents in); None: a fresh id
 
 
 Origin = Identity  # who a request speaks for: the account, and the region it signed for (bus.identity)
@@ -161,7 +162,10 @@ def build_envelope(e: Entry, origin: Origin, received: float) -> dict[str, Any]:
     # several faults is blamed for the same one. Absent Time and Resources skip a call each.
     time = format_time(received) if e.time is None else _event_time(e.time, received)
     resources = [] if e.resources is None else _resources(e.resources)
-    return new_event(origin, source, detail_type, time, resources, _detail(e.detail))
+    event = new_event(origin, source, detail_type, time, resources, _detail(e.detail))
+    if e.id is not None:  # a CloudEvent keeps its producer's id: it is what the producer dedups by
+        event["id"] = e.id  # same key, same place in the envelope
+    return event
 
 
 def _require(value: Any, name: str) -> None:
