@@ -68,6 +68,14 @@ def rule_arn(who: Identity, bus: str, name: str) -> str:
     return f"arn:aws:events:{who.region}:{who.account}:rule/{path}"
 
 
+def archive_arn(who: Identity, name: str) -> str:
+    return f"arn:aws:events:{who.region}:{who.account}:archive/{name}"
+
+
+def replay_arn(who: Identity, name: str) -> str:
+    return f"arn:aws:events:{who.region}:{who.account}:replay/{name}"
+
+
 def function_arn(who: Identity, function: str) -> str:
     return f"arn:aws:lambda:{who.region}:{who.account}:function:{function}"
 

@@ -143,7 +143,8 @@ native_bodies = st.one_of(objects(NATIVE_MEMBERS).map(encode), st.lists(objects(
 
 
 @FUZZ
-@given(path=st.sampled_from(["/events", "/test-event-pattern", "/dlq/redrive", "/dlq/purge"]), body=native_bodies)
+@given(path=st.sampled_from(["/events", "/test-event-pattern", "/dlq/redrive", "/dlq/purge", "/cloudevents",
+                             "/cloudevents/default"]), body=native_bodies)
 def test_no_native_route_answers_5xx_for_any_body(broker, path, body):
     status, text = send(broker.url + path, body, {"Content-Type": "application/json"})
     assert status < 500, (path, body, text)

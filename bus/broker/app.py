@@ -64,7 +64,7 @@ def make_app(broker: Broker, credentials: Credentials | None = None, limits: Lim
     app.router.add_post("/events", post_events)
     app.router.add_post("/test-event-pattern", post_test_event_pattern)
     app.router.add_post("/cloudevents", post_cloudevents)
-    app.router.add_post("/cloudevents/{bus}", post_cloudevents)
+    app.router.add_post("/cloudevents/{bus:.+}", post_cloudevents)  # a bus ARN has "/"
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/dlq", get_dlq)

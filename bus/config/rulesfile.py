@@ -16,9 +16,11 @@ import yaml
 
 from bus.config.model import (
     BUS_NAME, DEFAULT_BUS, FUNCTION_REF, TARGET_KINDS,
-    ApiDestination, Bus, Config, Connection, FunctionSettings, Rule, RulesFile, Target, stable_uuid, with_kind,
+    ApiDestination, Archive, Bus, Config, Connection, FunctionSettings, Rule, RulesFile, Target, stable_uuid, with_kind,
 )
-from bus.config.validate import MAX_TARGETS_PER_RULE, validate_api_destination, validate_connection, validate_rule
+from bus.config.validate import (
+    MAX_TARGETS_PER_RULE, validate_api_destination, validate_archive, validate_connection, validate_rule,
+)
 
 __all__ = ["ConfigError", "LoadError", "MAX_TARGETS_PER_RULE", "load_config", "rule_files"]
 
@@ -178,6 +180,8 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
     functions: dict[str, FunctionSettings] = {}
     connections: dict[str, Connection] = {}
     destinations: dict[str, ApiDestination] = {}
+    archives: dict[str, Archive] = {}
+    pending_archives: list[tuple[_Doc, Path_, Archive]] = []
     pending_rules: list[tuple[_Doc, Path_, Rule]] = []
     pending_destinations: list[tuple[_Doc, Path_, ApiDestination]] = []
     for doc in docs:
@@ -206,6 +210,10 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
             destination = _convert_named(doc, raw, ApiDestination, ("api_destinations", i), errors)
             if destination is not None:
                 pending_destinations.append((doc, ("api_destinations", i), destination))
+        for i, raw in enumerate(top.archives):
+            archive = _convert_archive(doc, raw, ("archives", i), errors)
+            if archive is not None:
+                pending_archives.append((doc, ("archives", i), archive))
         for i, raw in enumerate(top.rules):
             rule = _convert_rule(doc, raw, ("rules", i), errors)
             if rule is not None:
@@ -213,6 +221,9 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
     for doc, path, destination in pending_destinations:  # a destination may name a connection of another file
         errors.extend(doc.error(path + p.path, p.message) for p in validate_api_destination(destination, connections))
         _keep_once(doc, path, destinations, destination, "API destination", errors)
+    for doc, path, archive in pending_archives:  # an archive may be on a bus of another file
+        errors.extend(doc.error(path + p.path, p.message) for p in validate_archive(archive, buses))
+        _keep_once(doc, path, archives, archive, "archive", errors)
     for doc, path, rule in pending_rules:  # after every file: a rule may name a bus declared in another
         errors.extend(doc.error(path + p.path, p.message, p.key) for p in validate_rule(rule, buses, destinations))
         key = (rule.bus, rule.name)
@@ -220,7 +231,7 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
             errors.append(doc.error(path + ("name",), f"rule {rule.name!r} is declared twice on bus {rule.bus!r}"))
         rules[key] = rule
     return Config(buses=buses, rules=rules, functions=functions, connections=connections,
-                  api_destinations=destinations), errors
+                  api_destinations=destinations, archives=archives), errors
 
 
 # Set by busway, never written in YAML (the API shows them).
@@ -238,6 +249,15 @@ def _convert_named(doc: _Doc, raw: Any, typ: type, path: Path_, errors: list[Loa
     if value is None:
         return None
     return msgspec.structs.replace(value, uuid=stable_uuid(typ, value.name))
+
+
+def _convert_archive(doc: _Doc, raw: Any, path: Path_, errors: list[LoadError]) -> Archive | None:
+    if isinstance(raw, dict):
+        for key in ("created", "modified"):
+            if key in raw:
+                errors.append(doc.error(path + (key,), f"'{key}' is set by busway, not in YAML"))
+                return None
+    return _convert(doc, raw, Archive, path, errors)
 
 
 def _keep_once(doc: _Doc, path: Path_, into: dict, value: Any, what: str, errors: list[LoadError]) -> None:

@@ -14,11 +14,13 @@ from typing import Literal
 import msgspec
 
 from bus.config.model import (
+    ARCHIVE_NAME,
     FUNCTION_REF,
     HTTP_METHODS,
     RULE_NAME,
     TARGET_ID,
     ApiDestination,
+    Archive,
     BusTarget,
     Connection,
     FunctionTarget,
@@ -38,6 +40,8 @@ Check = Literal[
     # connections and API destinations
     "connection_name", "authorization", "api_destination_name", "endpoint", "method", "rate_limit",
     "connection",
+    # archives
+    "archive_name", "retention_days", "description",
 ]
 PathPart = str | int
 
@@ -84,6 +88,28 @@ def validate_rule(rule: Rule, buses: Collection[str], destinations: Collection[s
         seen.add(target.id)
         out.extend(msgspec.structs.replace(p, path=("targets", i) + p.path, target=i)
                    for p in validate_target(target, buses, destinations))
+    return out
+
+
+MAX_ARCHIVE_DESCRIPTION = 512  # AWS's ArchiveDescription
+
+
+def validate_archive(a: Archive, buses: Collection[str]) -> list[Problem]:
+    """An archive's problems (YAML and CreateArchive/UpdateArchive); paths start at the archive."""
+    out: list[Problem] = []
+    if not isinstance(a.name, str) or not ARCHIVE_NAME.match(a.name):
+        out.append(Problem("archive_name", ("name",), f"invalid archive name {a.name!r} (1-48 of A-Z a-z 0-9 . - _)"))
+    if a.bus not in buses:
+        out.append(Problem("bus", ("bus",), _undeclared(a.bus, buses)))
+    if a.event_pattern is not None:
+        try:
+            compile_pattern(a.event_pattern)
+        except PatternError as exc:
+            out.append(Problem("event_pattern", ("event_pattern",), str(exc)))
+    if a.retention_days < 0:
+        out.append(Problem("retention_days", ("retention_days",), "retention_days must be 0 (forever) or more"))
+    if len(a.description) > MAX_ARCHIVE_DESCRIPTION:
+        out.append(Problem("description", ("description",), f"at most {MAX_ARCHIVE_DESCRIPTION} characters"))
     return out
 
 
