@@ -188,3 +188,17 @@ def test_a_second_broker_archives_into_an_archive_made_on_the_first(client, stac
     assert _archived_ids(r, "all") == ids
     stack.port = first
     wait_for(lambda: client.describe_archive(ArchiveName="all")["EventCount"] == 1, what="count")
+
+
+def test_bus_archive_list_and_show_read_the_archives_and_their_counts(client, stack):
+    client.create_archive(ArchiveName="api-one", EventSourceArn=SHOP, RetentionDays=3)
+    _put(client, "orders", 2)
+    listing = stack.bus("archive", "list", "--rules", str(stack.rules_dir))
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].startswith("api-one  bus=shop  events=2  bytes=") and "retention=3d" in lines[0]
+    assert lines[1].startswith("yaml-archive  bus=shop  events=2")  # it keeps every event of shop too
+    shown = stack.bus("archive", "show", "api-one")
+    assert json.loads(shown.stdout)["EventCount"] == 2
+    missing = stack.bus("archive", "show", "nope")
+    assert missing.returncode == 1 and "no archive nope" in missing.stderr

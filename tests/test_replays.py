@@ -222,3 +222,21 @@ def test_cli_starts_shows_and_refuses_to_cancel_a_finished_replay(stack, redis_u
     assert "c1  COMPLETED" in stack.bus("replay", "status").stdout
     cancel = stack.bus("replay", "cancel", "c1")
     assert cancel.returncode == 2 and "is COMPLETED" in cancel.stderr
+
+
+def test_an_archive_made_through_boto3_is_replayed_and_replayed_events_are_not_archived_again(
+        stack, redis_url, events_client):
+    stack.env.update({"BUS_ACCOUNT": ACCOUNT, "BUS_REGION": REGION})
+    stack.write_rules(RULES)
+    client = events_client(stack.start_broker().url)
+    stack.start_worker()
+    client.create_archive(ArchiveName="arch", EventSourceArn=BUS_ARN)
+    base = int(time.time()) - 3600
+    inside, _ = put_window(client, base, 4)
+    stack.wait_records(12)
+    assert client.describe_archive(ArchiveName="arch")["EventCount"] == 6
+    start(client, "via-boto3", base, 4, FilterArns=[PICKY_ARN])
+    wait_state(client, "via-boto3", "COMPLETED")
+    recs = wait_for(lambda: len(got := replayed(stack, "via-boto3")) >= 4 and got, what="4 replayed calls")
+    assert sorted(r["event"]["id"] for r in recs) == sorted(inside)
+    assert client.describe_archive(ArchiveName="arch")["EventCount"] == 6
