@@ -172,6 +172,12 @@ def test_bad_members_are_validation_errors(client, args):
     assert _code(err) == "ValidationException"
 
 
+def test_list_archives_with_an_unknown_state_is_a_validation_error(client):
+    with pytest.raises(ClientError) as err:
+        client.list_archives(State="invalid")
+    assert _code(err) == "ValidationException"
+
+
 def test_a_negative_retention_is_a_validation_error(client, stack):
     # botocore refuses it before sending; another client may not
     status, body = aws(stack.url, "CreateArchive", {"ArchiveName": "a", "EventSourceArn": SHOP, "RetentionDays": -1})

@@ -167,6 +167,7 @@ def error(call) -> tuple[str, str]:
 
 def test_start_replay_errors_are_awss(stack, redis_url, events_client):
     setup(stack, redis_url)
+    stack.write_rules("buses:\n  - name: other\n", "buses.yaml")
     client = events_client(stack.start_broker().url)
     base = int(time.time()) - 3600
     start(client, "taken", base, 10)
@@ -183,6 +184,10 @@ def test_start_replay_errors_are_awss(stack, redis_url, events_client):
         ReplayName="x", EventSourceArn=ARCHIVE_ARN, EventStartTime=base, EventEndTime=base + 10,
         Destination={"Arn": BUS_ARN.replace("/default", "/other")})) == (
         "ValidationException", "Parameter Destination.Arn is not valid. Reason: Cross event bus replay is not permitted.")
+    assert error(lambda: client.start_replay(
+        ReplayName="x", EventSourceArn=ARCHIVE_ARN, EventStartTime=base, EventEndTime=base + 10,
+        Destination={"Arn": BUS_ARN.replace("/default", "/nope")})) == (
+        "ResourceNotFoundException", "Event bus nope does not exist.")
     assert error(lambda: start(client, "x", base, 10, FilterArns=[PICKY_ARN.replace("picky", "nope")])) == (
         "ResourceNotFoundException", "Rule nope does not exist on EventBus default.")
     assert error(lambda: client.describe_replay(ReplayName="x")) == (

@@ -27,6 +27,7 @@ from bus.store import resources
 
 MAX_API_ARCHIVES = int(os.environ.get("BUS_MAX_API_ARCHIVES", "200"))  # AWS's default quota is 200 per Region
 STATE = "ENABLED"  # an archive keeps events from the moment it exists: never CREATING or UPDATING
+STATES = ("ENABLED", "DISABLED", "CREATING", "UPDATING", "CREATE_FAILED", "UPDATE_FAILED")  # AWS's ArchiveState
 
 
 class ArchiveRequest(_Request):
@@ -173,6 +174,10 @@ async def list_archives(request: web.Request, body: dict, origin: Origin) -> dic
     if sum(x is not None for x in (req.name_prefix, req.event_source_arn, req.state)) > 1:
         raise RequestError("ValidationException", "At most one filter is allowed for ListArchives. "
                                                   "Use either : State, EventSourceArn, or NamePrefix.")
+    if req.state is not None and req.state not in STATES:
+        raise RequestError("ValidationException", f"1 validation error detected: Value '{req.state}' at 'state' failed "
+                                                  f"to satisfy constraint: Member must satisfy enum value set: "
+                                                  f"[{', '.join(STATES)}]")
     await broker.reload_resources()
     bus = _bus_of(broker, req.event_source_arn) if req.event_source_arn is not None else None
     chosen = sorted((a for a in broker.declared.archives.values()

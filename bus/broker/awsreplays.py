@@ -175,14 +175,17 @@ async def start_replay(request: web.Request, body: dict, origin: Origin) -> dict
         raise _invalid("EventSourceArn", "Must contain an archive ARN.")
     await broker.reload_resources()
     await broker.reload_api_rules()
-    archive = broker.declared.archives.get(archive_name)
-    if archive is None:
-        raise _invalid("EventSourceArn", f"Archive {archive_name} does not exist.")
+    # The destination first, then the archive: the order AWS (as moto records it) checks them in.
     destination = body.get("Destination") or {}
     target = destination.get("Arn")
     target_bus = identity.bus_name(target) if isinstance(target, str) else None
     if target_bus is None:
         raise _invalid("Destination.Arn", "Must contain an event bus ARN.")
+    if target_bus not in broker.declared.buses:
+        raise RequestError("ResourceNotFoundException", f"Event bus {target_bus} does not exist.")
+    archive = broker.declared.archives.get(archive_name)
+    if archive is None:
+        raise _invalid("EventSourceArn", f"Archive {archive_name} does not exist.")
     if target_bus != archive.bus:
         raise _invalid("Destination.Arn", "Cross event bus replay is not permitted.")
     rules = _filter_rules(broker, archive.bus, destination.get("FilterArns"))
