@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from bus.broker.live import Broker
-from bus.broker.retention import DAY_MS, cutoff_ms, trim_once
+from bus.broker.retention import DAY_MS, cutoff_ms, gone, trim_once
 from bus.config.model import Archive, empty_config
 from bus.store import archives, resources
 from bus.store.keys import archive_bytes_key, archive_events_key
@@ -54,7 +54,7 @@ def test_retention_counts_days_from_the_event_time():
     assert cutoff_ms(Archive(name="a", retention_days=2), 1000.0) == 1_000_000 - 2 * DAY_MS
 
 
-def test_a_retention_pass_trims_each_archive_by_its_retention_and_drops_undeclared_ones(redis_url, r):
+def test_a_retention_pass_trims_each_archive_by_its_retention_and_drops_deleted_ones(redis_url, r):
     now_ms = int(time.time() * 1000)
     old, recent = now_ms - 3 * DAY_MS, now_ms - 1000
     for name in ("week", "day", "forever", "deleted"):
@@ -65,13 +65,29 @@ def test_a_retention_pass_trims_each_archive_by_its_retention_and_drops_undeclar
             await resources.create(redis, a)
         broker = Broker(redis, None, empty_config())
         await broker.start()
-        return await trim_once(broker)
+        return await trim_once(broker, known={"deleted"})  # a pass before saw it declared
 
     assert with_client(redis_url, run) == 1
     assert r.zcard(archive_events_key("week")) == 2
     assert [s for _, s in r.zrange(archive_events_key("day"), 0, -1, withscores=True)] == [float(recent)]
     assert r.zcard(archive_events_key("forever")) == 2
     assert not r.exists(archive_events_key("deleted"))
+
+
+def test_a_retention_pass_keeps_the_events_of_an_archive_this_broker_never_knew(redis_url, r):
+    _fill(redis_url, "newer-yaml", [1, 2])  # another broker's YAML archive, in rules newer than ours
+
+    async def run(redis):
+        broker = Broker(redis, None, empty_config())
+        await broker.start()
+        return await trim_once(broker, known=set())
+
+    with_client(redis_url, run)
+    assert r.zcard(archive_events_key("newer-yaml")) == 2
+
+
+def test_an_archive_known_before_and_declared_no_more_is_gone():
+    assert gone(stored={"a", "b", "c"}, declared={"a"}, known={"a", "b"}) == {"b"}
 
 
 def test_a_page_reads_a_window_from_an_offset(redis_url):
