@@ -1,12 +1,13 @@
 """The aiohttp middleware: authenticate every request (SigV4, or a bearer token on the native
-API), check the policy for its action, and hand the principal's bus check to ingest.
+API), check the policy for its action, and hand the principal's bus check (its `buses:` and the
+bus policies of PutPermission) to ingest: PutEvents, POST /events and POST /cloudevents alike.
 
 /metrics and /healthz stay open: Prometheus and the orchestrators' probes carry no keys.
 """
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -42,7 +43,7 @@ def auth_middleware(credentials: Credentials):
             # The body is needed for its hash; answer as the routes do for an oversize request.
             return error_response("ValidationException", "Total size of the entries in the request is over the limit.")
         request["principal"] = principal
-        token = bus_denial.set(policy.bus_denial(principal, origin_of(request)))
+        token = bus_denial.set(policy.bus_denial(principal, origin_of(request), _policies(request)))
         try:
             return await handler(request)
         finally:
@@ -69,12 +70,19 @@ async def _principal(request: web.Request, credentials: Credentials) -> Principa
         p = credentials.by_access_key(key_id)
         return p.secret_access_key if p else None
 
-    headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers.keys()}
+    headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
     signed = sigv4.verify(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
                           headers, body, secret_for)
     principal = credentials.by_access_key(signed.access_key_id)
     assert principal is not None  # verify() found its secret
     return principal
+
+
+def _policies(request: web.Request) -> policy.PolicyLookup | None:
+    """The broker's bus policies (bus.broker.policies), checked per PutEvents entry."""
+    broker = request.app.get("broker")
+    held = getattr(broker, "policies", None)
+    return held.get if held is not None else None
 
 
 def _action(request: web.Request) -> str | None:

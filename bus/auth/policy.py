@@ -1,18 +1,27 @@
 """Who may do what: the action a request asks for, and whether its principal may do it.
 
 Deny by default: an action is open to every authenticated principal only if it is listed in
-OPEN_ACTIONS (PutEvents - checked per entry against the principal's buses - and reads of rules,
+OPEN_ACTIONS (PutEvents - checked per entry against the principal's buses, or the bus's resource
+policy when it has one (bus_denial) - and reads of rules,
 targets and buses); everything else (rule and target changes, the dead-letter queues, any AWS
 operation added later) needs `admin: true`. Dead-letter reads are admin-only because a dead
 letter holds an event of any bus, which a principal limited to some buses should not read.
+
+PutEvents to a bus that has a resource policy (PutPermission) is decided by that policy
+instead of the principal's `buses:` (bus_denial; the documents are bus.auth.buspolicy's).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from bus import identity
+from bus.auth import buspolicy
 from bus.auth.credentials import Principal
 from bus.auth.errors import ACCESS_DENIED, AuthError
 
 AWS_TARGET_PREFIX = "AWSEvents."
+PolicyLookup = Callable[[str], "dict[str, Any] | None"]  # a bus -> its resource policy (bus.broker.policies)
 
 OPEN_ACTIONS = frozenset({
     "PutEvents", "TestEventPattern",
@@ -54,14 +63,32 @@ def check(principal: Principal, action: str) -> None:
                                    f"events:{action} because it is not an admin principal")
 
 
-def bus_denial(principal: Principal, who: identity.Identity):
-    """The per-entry PutEvents check bus.broker.ingest calls: a bus name -> None or why not."""
+def bus_denial(principal: Principal, who: identity.Identity, policies: PolicyLookup | None = None):
+    """The per-entry PutEvents check bus.broker.ingest calls: a bus name -> None or why not.
+
+    `policies` looks up a bus's resource policy (bus.broker.policies). A bus without one: the
+    principal's `buses:` list decides, as before policies. A bus with one: an explicit Deny
+    refuses anyone, admins too; else an Allow naming the principal admits it, and so does being
+    an admin; the `buses:` list is not consulted (the policy is the bus's whole say)."""
+    caller = buspolicy.Caller(principal.name, principal.access_key_id, identity.account())
+
     def denied(bus: str) -> str | None:
-        if principal.may_put_to(bus):
+        doc = policies(bus) if policies is not None else None
+        if doc is None:
+            return None if principal.may_put_to(bus) else _denied(principal, who, bus, "")
+        verdict = buspolicy.verdict(doc, caller, bus)
+        if verdict == "deny":
+            return _denied(principal, who, bus, " with an explicit deny in a resource-based policy")
+        if verdict == "allow" or principal.admin:
             return None
-        return (f"User: {user_arn(principal)} is not authorized to perform: events:PutEvents on resource: "
-                f"{identity.event_bus_arn(who, bus)}")
+        return _denied(principal, who, bus, " because no resource-based policy allows the events:PutEvents action")
     return denied
+
+
+def _denied(principal: Principal, who: identity.Identity, bus: str, why: str) -> str:
+    """AWS's AccessDeniedException message, with AWS's reason when a resource policy decided."""
+    return (f"User: {user_arn(principal)} is not authorized to perform: events:PutEvents on resource: "
+            f"{identity.event_bus_arn(who, bus)}{why}")
 
 
 def user_arn(principal: Principal) -> str:

@@ -5,6 +5,11 @@ Buses declared in YAML (the default bus among them) are read-only here (ManagedR
 as for YAML rules): change them in their file. The default bus cannot be deleted, and a bus
 that still has rules cannot either (AWS: "EventBus can't be deleted since it has rules.").
 Deleting a bus that does not exist succeeds, as on AWS.
+
+CreateEventBus keeps its Tags (bus.broker.awstags' limits); DescribeEventBus shows the bus's
+resource policy (PutPermission) as `Policy`, read from Redis so it is never a poll behind;
+DeleteEventBus forgets the bus's tags and policy. UpdateEventBus has no Policy member in AWS's
+API (botocore's model), so here neither: PutPermission and RemovePermission change it.
 """
 from __future__ import annotations
 
@@ -16,17 +21,18 @@ import msgspec
 from aiohttp import web
 
 from bus import identity
+from bus.broker import awstags
 from bus.broker.awsapi import takes
-from bus.broker.awsrules import _page, _Paged, _Request
+from bus.broker.awsrules import TagMember, _page, _Paged, _Request
 from bus.broker.envelope import Origin, RequestError, bus_name
 from bus.config.model import BUS_NAME, DEFAULT_BUS, Bus
-from bus.store import resources
+from bus.store import policies, resources, tags
 
 # AWS's default quota of event buses (100 per account and Region); here: buses made through the API.
 MAX_API_BUSES = int(os.environ.get("BUS_MAX_API_BUSES", "100"))
 MAX_DESCRIPTION = 512
 # Members of AWS's bus operations busway has no use for; refused by name rather than dropped.
-_UNSUPPORTED = ("EventSourceName", "KmsKeyIdentifier", "DeadLetterConfig", "LogConfig", "Tags")
+_UNSUPPORTED = ("EventSourceName", "KmsKeyIdentifier", "DeadLetterConfig", "LogConfig")
 
 
 class ListEventBusesRequest(_Paged):
@@ -37,6 +43,7 @@ class BusRequest(_Request):
     """DescribeEventBus, CreateEventBus, UpdateEventBus, DeleteEventBus."""
     name: str | None = None
     description: str | None = None
+    tags: list[TagMember] | None = None
 
 
 def _broker(request: web.Request):
@@ -65,7 +72,11 @@ async def list_event_buses(request: web.Request, body: dict, origin: Origin) -> 
 @takes(BusRequest)
 async def describe_event_bus(request: web.Request, body: dict, origin: Origin) -> dict:
     broker = _broker(request)
-    return _view(broker, origin, _find(broker, bus_name(body.get("Name"))))
+    out = _view(broker, origin, _find(broker, bus_name(body.get("Name"))))
+    policy = await policies.get(broker.redis, out["Name"])
+    if policy is not None:
+        out["Policy"] = policy
+    return out
 
 
 def _find(broker, name: str) -> Bus:
@@ -75,8 +86,8 @@ def _find(broker, name: str) -> Bus:
     return bus
 
 
-def _check_request(body: dict) -> None:
-    unsupported = [m for m in _UNSUPPORTED if body.get(m) is not None]
+def _check_request(body: dict, unsupported_too: tuple[str, ...] = ("Tags",)) -> None:
+    unsupported = [m for m in (*_UNSUPPORTED, *unsupported_too) if body.get(m) is not None]
     if unsupported:
         raise RequestError("ValidationException", f"Parameter {unsupported[0]} is not supported by busway.")
     description = body.get("Description")
@@ -95,7 +106,8 @@ async def create_event_bus(request: web.Request, body: dict, origin: Origin) -> 
     # A custom bus's name has no "/" (AWS keeps those for partner buses, which busway has not).
     if not isinstance(name, str) or not BUS_NAME.match(name) or "/" in name:
         raise RequestError("ValidationException", f"Parameter Name is not valid: {name!r}.")
-    _check_request(body)
+    _check_request(body, unsupported_too=())
+    given_tags = awstags.check_tags(body.get("Tags"))
     await broker.reload_resources()
     if name in broker.declared.buses:
         raise RequestError("ResourceAlreadyExistsException", f"Event bus {name} already exists.")
@@ -109,6 +121,11 @@ async def create_event_bus(request: web.Request, body: dict, origin: Origin) -> 
         raise RequestError("LimitExceededException", f"The requested resource exceeds the maximum number allowed: "
                                                      f"at most {MAX_API_BUSES} event buses through the API.") from None
     out = {"EventBusArn": identity.event_bus_arn(origin, name)}
+    # After the bus exists (a refused create leaves no tags behind); a new bus starts with only its
+    # own, even if a bus of its name was deleted by a busway that did not forget tags.
+    await tags.forget(broker.redis, out["EventBusArn"])
+    if given_tags:
+        await tags.tag(broker.redis, out["EventBusArn"], given_tags, limit=awstags.MAX_TAGS)
     if bus.description:
         out["Description"] = bus.description
     return out
@@ -160,6 +177,9 @@ async def delete_event_bus(request: web.Request, body: dict, origin: Origin) -> 
         pass  # another broker deleted it first
     except resources.InUse:
         raise has_rules from None
+    await tags.forget(broker.redis, identity.event_bus_arn(origin, name))
+    await policies.forget(broker.redis, name)
+    await broker.policies.reload()
     return {}
 
 
