@@ -20,17 +20,23 @@ OPERATIONS = ["PutEvents", "TestEventPattern", "ListEventBuses", "DescribeEventB
               "DeleteRule", "ListRuleNamesByTarget", "CreateEventBus", "UpdateEventBus", "DeleteEventBus",
               "CreateConnection", "DescribeConnection", "ListConnections", "UpdateConnection", "DeleteConnection",
               "DeauthorizeConnection", "CreateApiDestination", "DescribeApiDestination", "ListApiDestinations",
-              "UpdateApiDestination", "DeleteApiDestination", "NoSuchOperation"]
+              "UpdateApiDestination", "DeleteApiDestination", "CreateArchive", "DescribeArchive", "ListArchives",
+              "UpdateArchive", "DeleteArchive", "StartReplay", "DescribeReplay", "ListReplays", "CancelReplay",
+              "TagResource", "UntagResource", "ListTagsForResource", "PutPermission", "RemovePermission",
+              "NoSuchOperation"]
 MEMBERS = ["Name", "EventBusName", "NamePrefix", "NextToken", "Limit", "Rule", "Targets", "Ids", "Force",
            "Description", "State", "EventPattern", "ScheduleExpression", "Entries", "Event", "RoleArn",
            "TargetArn", "Tags", "AuthorizationType", "AuthParameters", "ConnectionArn", "InvocationEndpoint",
-           "HttpMethod", "InvocationRateLimitPerSecond"]
+           "HttpMethod", "InvocationRateLimitPerSecond", "ArchiveName", "EventSourceArn", "RetentionDays",
+           "ReplayName", "EventStartTime", "EventEndTime", "Destination", "ResourceARN", "TagKeys", "Action",
+           "Principal", "StatementId", "Condition", "Policy", "RemoveAllPermissions"]
 TARGET_MEMBERS = ["Id", "Arn", "RetryPolicy", "DeadLetterConfig", "Input", "InputPath", "InputTransformer",
                   "HttpParameters", "RoleArn"]
 NESTED_MEMBERS = ["MaximumRetryAttempts", "MaximumEventAgeInSeconds", "Arn", "InputPathsMap", "InputTemplate",
                   "PathParameterValues", "HeaderParameters", "QueryStringParameters", "ApiKeyAuthParameters",
                   "BasicAuthParameters", "OAuthParameters", "InvocationHttpParameters", "ApiKeyName", "ApiKeyValue",
-                  "Username", "Password", "ClientParameters", "ClientID", "ClientSecret", "AuthorizationEndpoint"]
+                  "Username", "Password", "ClientParameters", "ClientID", "ClientSecret", "AuthorizationEndpoint",
+                  "FilterArns", "Key", "Value", "Type"]
 ENTRY_MEMBERS = ["Source", "DetailType", "Detail", "Resources", "Time", "EventBusName", "TraceHeader"]
 NATIVE_MEMBERS = ["source", "detail-type", "detail", "resources", "time", "bus", "pattern", "event", "target", "ids"]
 
@@ -50,6 +56,8 @@ plausible = st.sampled_from([
     "probe.record", "arn:aws:lambda:us-east-1:000000000000:function:probe.record", "arn:aws:sqs:us-east-1:0:q",
     '{"id": "1", "source": "x", "detail-type": "t", "account": "1", "region": "r", "time": "2024-01-01T00:00:00Z"}',
     "arn:aws:events:us-east-1:000000000000:event-bus/shop", "arn:aws:events:us-east-1:0:api-destination/d/1",
+    "arn:aws:events:us-east-1:000000000000:archive/a", "arn:aws:events:us-east-1:000000000000:rule/from-yaml",
+    "events:PutEvents", "*", "123456789012", 1700000000, "a",
     "arn:aws:events:us-east-1:0:connection/c/1", "API_KEY", "BASIC", "OAUTH_CLIENT_CREDENTIALS", "https://x/y/*",
     "http://127.0.0.1:9/", "POST", "CONNECT", "$.detail", "$..x", '{"a": <x>}', "<aws.events.event>",
     "2024-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", 0, 1, 100, 101, 186, 1e308, -1e18, 2**64, 10**400, True, [], {},

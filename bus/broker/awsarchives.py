@@ -9,6 +9,7 @@ read from Redis at the call, so they are exact where AWS's lag.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -23,7 +24,7 @@ from bus.broker.envelope import Origin, RequestError
 from bus.config.model import Archive
 from bus.config.validate import Problem, validate_archive
 from bus.store import archives as stored
-from bus.store import resources
+from bus.store import resources, tags
 
 MAX_API_ARCHIVES = int(os.environ.get("BUS_MAX_API_ARCHIVES", "200"))  # AWS's default quota is 200 per Region
 STATE = "ENABLED"  # an archive keeps events from the moment it exists: never CREATING or UPDATING
@@ -70,7 +71,7 @@ def _description(broker, origin: Origin, a: Archive, counts: tuple[int, int]) ->
     if a.description:
         out["Description"] = a.description
     if a.event_pattern is not None:
-        out["EventPattern"] = msgspec.json.encode(a.event_pattern).decode()
+        out["EventPattern"] = json.dumps(a.event_pattern)  # as DescribeRule writes a rule's
     return out
 
 
@@ -226,6 +227,7 @@ async def delete_archive(request: web.Request, body: dict, origin: Origin) -> di
     except resources.NotFound:
         raise RequestError("ResourceNotFoundException", f"Archive {archive.name} does not exist.") from None
     await stored.drop(broker.redis, archive.name)
+    await tags.forget(broker.redis, identity.archive_arn(origin, archive.name))  # a new one of its name starts bare
     return {}
 
 

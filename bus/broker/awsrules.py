@@ -34,7 +34,7 @@ from bus.config.validate import (
     validate_target,
 )
 from bus.patterns import PatternError, compile_pattern
-from bus.store import apirules
+from bus.store import apirules, tags
 
 # AWS's default quota of rules per bus; API rules only (YAML's are the operator's own). Read once:
 # a value that is not a number stops the broker at start, not a PutRule later.
@@ -227,7 +227,8 @@ async def put_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     # AWS: PutRule replaces the rule whole, but its Tags count only when it creates the rule (an
     # update ignores them: TagResource changes them). A rule may have a pattern and a schedule.
     rule = Rule(name=name, bus=bus, description=body.get("Description") or "", state=state,
-                event_pattern=_pattern(body.get("EventPattern")), schedule=body.get("ScheduleExpression"),
+                event_pattern=_pattern(body.get("EventPattern") or None),  # "" is no pattern (moto and SDKs send it)
+                schedule=body.get("ScheduleExpression") or None,
                 role_arn=body.get("RoleArn"), tags=old.tags if old else _tags(body.get("Tags")),
                 targets=old.targets if old else [])
     _raise_first(validate_rule(rule, buses), rule)
@@ -384,6 +385,7 @@ async def delete_rule(request: web.Request, body: dict, origin: Origin) -> dict:
     if rule.targets and not body.get("Force"):
         raise RequestError("ValidationException", "Rule can't be deleted since it has targets.")
     await _store(request, None, rule.bus, rule.name)
+    await tags.forget(_broker(request).redis, identity.rule_arn(origin, rule.bus, rule.name))  # TagResource's
     return {}
 
 
