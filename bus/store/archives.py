@@ -13,11 +13,10 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from bus.store.keys import PREFIX, archive_bytes_key, archive_events_key, as_str
+from bus.store.keys import ARCHIVE_EVENTS_PATTERN, archive_bytes_key, archive_events_key, archive_of_events_key
 from bus.store.scripts import ARCHIVE_TRIM, run_script
 
 TRIM_CHUNK = 1000  # events per trim call: Redis stays responsive while a long retention is cut back
-EVENTS_PATTERN = f"{PREFIX}:archive:{{*}}:events"  # SCAN MATCH of every archive's events
 
 
 async def stats(redis: aioredis.Redis, names: Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -49,8 +48,7 @@ async def drop(redis: aioredis.Redis, name: str) -> None:
 
 async def stored_names(redis: aioredis.Redis) -> set[str]:
     """The names of every archive that has events in Redis."""
-    start, end = len(f"{PREFIX}:archive:{{"), -len("}:events")
-    return {as_str(key)[start:end] async for key in redis.scan_iter(match=EVENTS_PATTERN, count=500)}
+    return {archive_of_events_key(key) async for key in redis.scan_iter(match=ARCHIVE_EVENTS_PATTERN, count=500)}
 
 
 async def page(redis: aioredis.Redis, name: str, start_ms: int, end_ms: int, offset: int, count: int

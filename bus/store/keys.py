@@ -94,6 +94,14 @@ def archive_events_key(archive: str) -> str:
     return f"{PREFIX}:archive:{{{archive}}}:events"
 
 
+ARCHIVE_EVENTS_PATTERN = f"{PREFIX}:archive:{{*}}:events"  # SCAN MATCH of every archive's events
+
+
+def archive_of_events_key(key: bytes | str) -> str:
+    """The archive name inside an archive_events_key."""
+    return as_str(key)[len(f"{PREFIX}:archive:{{"):-len("}:events")]
+
+
 def archive_bytes_key(archive: str) -> str:
     """String: the sum of the lengths of the members of archive_events_key (SizeBytes), kept by the
     same scripts that add and trim them."""
