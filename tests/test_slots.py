@@ -105,8 +105,10 @@ def test_calls_of_a_fast_function_queue_in_one_busy_slot_and_each_gets_its_reply
         replies = await asyncio.gather(*[pool.run_ticket(t) for t in tickets])
         return queued, {t.slot for t in tickets}, replies, pool.queued
     queued, slots, replies, queued_after = run(tmp_path, body)
-    assert (queued, len(slots), queued_after) == (4, 1, 0)
-    assert all(r.ok for r in replies) and len({r.result for r in replies}) == 1
+    # How deep a slot's queue may be follows nap's measured duration (QUEUE_WAIT_SECONDS worth):
+    # all four behind the first on a quick machine, fewer on a slow one; never a slot per call.
+    assert queued >= 1 and queued + len(slots) == 5 and queued_after == 0, (queued, slots, queued_after)
+    assert all(r.ok for r in replies) and len({r.result for r in replies}) == len(slots)
 
 
 def test_a_function_never_seen_does_not_queue_behind_a_busy_slot(tmp_path):
