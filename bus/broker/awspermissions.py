@@ -105,7 +105,7 @@ def _statement(body: dict, bus_arn: str) -> dict[str, Any]:
         if value is None:
             raise _invalid(f"Parameter {member} is required (or give Policy).")
     if action != buspolicy.PUT_EVENTS:
-        raise _invalid(f"Parameter Action is not valid: it must be {buspolicy.PUT_EVENTS}.")
+        raise _invalid(f"Provided value in parameter 'action' is not supported (only {buspolicy.PUT_EVENTS}).")
     if not _STATEMENT_ID.match(sid):
         raise _invalid("Parameter StatementId is not valid: 1 to 64 of a-z A-Z 0-9 - _.")
     if not _PRINCIPAL.match(principal):

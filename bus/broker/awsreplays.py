@@ -220,7 +220,9 @@ async def list_replays(request: web.Request, body: dict, origin: Origin) -> dict
         raise RequestError("ValidationException", "At most one filter is allowed for ListReplays. "
                                                   "Use either : State, EventSourceArn, or NamePrefix.")
     if state is not None and state not in STATES:
-        raise _invalid("State", f"Must be one of {', '.join(STATES)}.")
+        raise RequestError("ValidationException", f"1 validation error detected: Value '{state}' at 'state' failed "
+                                                  f"to satisfy constraint: Member must satisfy enum value set: "
+                                                  f"[{', '.join(STATES)}]")
     archive_name = None
     if source is not None:
         archive_name = archive_of(source)

@@ -94,8 +94,16 @@ async def _resource(request: web.Request, body: dict, origin: Origin) -> Tagged:
     m = _RESOURCE.match(parts.resource) if parts and parts.service == "events" else None
     found = _find(broker, origin, m.group(1), m.group(2)) if m else None
     if found is None:
-        raise RequestError("ResourceNotFoundException", f"Resource {arn} does not exist.")
+        raise RequestError("ResourceNotFoundException", _not_found(arn, m))
     return found
+
+
+def _not_found(arn: str, m) -> str:
+    """AWS's words: a rule is named with its bus; anything else by its ARN."""
+    if m is not None and m.group(1) == "rule":
+        bus, _, name = m.group(2).rpartition("/")
+        return f"Rule {name} does not exist on EventBus {bus or DEFAULT_BUS}."
+    return f"Resource {arn} does not exist."
 
 
 def _find(broker, origin: Origin, kind: str, rest: str) -> Tagged | None:
