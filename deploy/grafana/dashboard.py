@@ -177,15 +177,6 @@ ROWS = [
          [(rate("busway_schedule_firings_total", "bus, rule", BUS), "fired {{bus}}/{{rule}}"),
           (rate("busway_schedule_misses_total", "bus, rule", BUS), "missed {{bus}}/{{rule}}")]),
     ]),
-    ("Archives and replays", [
-        ("Events archived and replayed / s", "reqps", "Archived: copies written at ingest, per archive. Replayed: "
-         "archived events a replay sent to its bus's rules again.",
-         [("sum by (archive) (rate(busway_archived_events_total[$__rate_interval]))", "archived {{archive}}"),
-          ("sum by (archive) (rate(busway_replayed_events_total[$__rate_interval]))", "replayed {{archive}}")]),
-        ("Replay lag", "s", "A running replay's EventEndTime minus the time of the last event it sent; the series "
-         "ends with the replay.",
-         [("max by (replay) (busway_replay_lag_seconds)", "{{replay}}")]),
-    ]),
     ("Workers", [
         ("Concurrent executions per function", "short", "Lambda ConcurrentExecutions, summed over worker processes.",
          [(f"sum by (function) (busway_concurrent_executions{{{FUNCTION}}})", "{{function}}")]),
