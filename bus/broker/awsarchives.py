@@ -19,6 +19,7 @@ from aiohttp import web
 
 from bus import identity
 from bus.broker.awsapi import takes
+from bus.broker.awsresources import broker_of, not_yaml, read
 from bus.broker.awsrules import _page, _Paged, _pattern, _Request
 from bus.broker.envelope import Origin, RequestError
 from bus.config.model import Archive
@@ -45,14 +46,6 @@ class ListArchivesRequest(_Paged):
     name_prefix: str | None = None
     event_source_arn: str | None = None
     state: str | None = None
-
-
-def _broker(request: web.Request):
-    return request.app["broker"]
-
-
-def _read(body: dict, shape: type) -> Any:
-    return msgspec.convert(body, shape)  # `takes` has checked it converts
 
 
 def _created(broker, a: Archive) -> float:
@@ -89,8 +82,7 @@ def _found(broker, name: Any) -> Archive:
 
 def _api_archive(broker, name: Any) -> Archive:
     archive = _found(broker, name)
-    if archive.name in broker.yaml_config.archives:
-        raise RequestError("ManagedRuleException", f"Archive {archive.name} is declared in YAML; change it in the rules files.")
+    not_yaml(broker.yaml_config.archives, archive.name, "Archive")
     return archive
 
 
@@ -135,8 +127,8 @@ async def _counts(broker, names: list[str]) -> dict[str, tuple[int, int]]:
 
 @takes(ArchiveRequest)
 async def create_archive(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: ArchiveRequest = _read(body, ArchiveRequest)
+    broker = broker_of(request)
+    req: ArchiveRequest = read(body, ArchiveRequest)
     _refuse(req)
     await broker.reload_resources()
     name = req.archive_name
@@ -161,7 +153,7 @@ async def create_archive(request: web.Request, body: dict, origin: Origin) -> di
 
 @takes(ArchiveRequest)
 async def describe_archive(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
+    broker = broker_of(request)
     await broker.reload_resources()
     archive = _found(broker, body.get("ArchiveName"))
     counts = await _counts(broker, [archive.name])
@@ -170,8 +162,8 @@ async def describe_archive(request: web.Request, body: dict, origin: Origin) -> 
 
 @takes(ListArchivesRequest)
 async def list_archives(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: ListArchivesRequest = _read(body, ListArchivesRequest)
+    broker = broker_of(request)
+    req: ListArchivesRequest = read(body, ListArchivesRequest)
     if sum(x is not None for x in (req.name_prefix, req.event_source_arn, req.state)) > 1:
         raise RequestError("ValidationException", "At most one filter is allowed for ListArchives. "
                                                   "Use either : State, EventSourceArn, or NamePrefix.")
@@ -192,8 +184,8 @@ async def list_archives(request: web.Request, body: dict, origin: Origin) -> dic
 
 @takes(ArchiveRequest)
 async def update_archive(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: ArchiveRequest = _read(body, ArchiveRequest)
+    broker = broker_of(request)
+    req: ArchiveRequest = read(body, ArchiveRequest)
     _refuse(req)
     await broker.reload_resources()
     old = _api_archive(broker, req.archive_name)
@@ -219,7 +211,7 @@ async def update_archive(request: web.Request, body: dict, origin: Origin) -> di
 async def delete_archive(request: web.Request, body: dict, origin: Origin) -> dict:
     """Deletes its events too. A broker that has not seen the delete yet (within its 1 s poll) may
     still add some: retention (bus.broker.retention) drops the events of archives that do not exist."""
-    broker = _broker(request)
+    broker = broker_of(request)
     await broker.reload_resources()
     archive = _api_archive(broker, body.get("ArchiveName"))
     try:

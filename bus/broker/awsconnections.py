@@ -13,7 +13,6 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -22,6 +21,7 @@ from aiohttp import web
 from bus import identity, secrets
 from bus.broker.awsapi import takes
 from bus.broker.awsrules import _page, _Paged, _Request
+from bus.broker.awsresources import broker_of, found, invalid, need, not_yaml, read, store, times
 from bus.broker.envelope import Origin, RequestError
 from bus.config.model import (
     ApiKeyAuth,
@@ -112,23 +112,15 @@ class ListConnectionsRequest(_Paged):
     connection_state: str | None = None
 
 
-def _broker(request: web.Request):
-    return request.app["broker"]
-
-
-def _invalid(member: str, why: str = "") -> RequestError:
-    return RequestError("ValidationException", f"Parameter {member} is not valid." + (f" Reason: {why}" if why else ""))
-
-
 def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise _invalid("Name", "1 to 64 of A-Z a-z 0-9 . - _")
+        raise invalid("Name", "1 to 64 of A-Z a-z 0-9 . - _")
     return name
 
 
 def _check_description(text: str | None) -> None:
     if text is not None and len(text) > MAX_DESCRIPTION:
-        raise _invalid("Description", f"at most {MAX_DESCRIPTION} characters")
+        raise invalid("Description", f"at most {MAX_DESCRIPTION} characters")
 
 
 # bus.config.validate's checks -> the AWS member each is about.
@@ -141,15 +133,7 @@ def _first_problem(problems: list[Problem]) -> None:
     """AWS answers one error: the first, in AWS's words (the member) with validate's reason."""
     if problems:
         p = problems[0]
-        raise _invalid(_MEMBER.get(p.check, p.check), p.message)
-
-
-async def _store(broker, write) -> None:
-    """One write through the broker (in force here when this returns), its refusals in AWS's words."""
-    try:
-        await broker.change_resources(write)
-    except resources.Conflict:
-        raise RequestError("ConcurrentModificationException", "The resource was changed meanwhile; try again.") from None
+        raise invalid(_MEMBER.get(p.check, p.check), p.message)
 
 
 # --- the secret-bearing parts --------------------------------------------------------------
@@ -159,7 +143,7 @@ def _seal(member: str, secret: str | None) -> str | None:
     if secret is None:
         return None
     if not 1 <= len(secret) <= 512 or _CONTROL.search(secret):
-        raise _invalid(member, "1 to 512 characters, no control characters")
+        raise invalid(member, "1 to 512 characters, no control characters")
     try:
         return secrets.seal(secret)
     except secrets.SecretsUnavailable as exc:
@@ -168,7 +152,7 @@ def _seal(member: str, secret: str | None) -> str | None:
 
 def _plain(member: str, value: str | None) -> str | None:
     if value is not None and (not 1 <= len(value) <= 512 or _CONTROL.search(value)):
-        raise _invalid(member, "1 to 512 characters, no control characters")
+        raise invalid(member, "1 to 512 characters, no control characters")
     return value
 
 
@@ -178,16 +162,16 @@ def _http_parameters(member: str, given: HttpParametersMember | None) -> HttpPar
     if given is None:
         return None
     if given.body_parameters:
-        raise _invalid(f"{member}.BodyParameters", "busway does not send body parameters")
+        raise invalid(f"{member}.BodyParameters", "busway does not send body parameters")
     out: dict[str, dict[str, str]] = {}
     for name, items in (("HeaderParameters", given.header_parameters), ("QueryStringParameters", given.query_string_parameters)):
         values: dict[str, str] = {}
         for item in items or []:
             where = f"{member}.{name}"
             if item.is_value_secret:
-                raise _invalid(where, "busway keeps no secret parameters (IsValueSecret); put the secret in the authorization")
+                raise invalid(where, "busway keeps no secret parameters (IsValueSecret); put the secret in the authorization")
             if not item.key or (name == "HeaderParameters" and not _HEADER_KEY.match(item.key)) or _CONTROL.search(item.key):
-                raise _invalid(where, "each needs a Key (a header name for headers)")
+                raise invalid(where, "each needs a Key (a header name for headers)")
             values[item.key] = _plain(where, item.value) if item.value else ""
         out[name] = values
     return HttpParameters(header_parameters=out.get("HeaderParameters", {}),
@@ -203,11 +187,11 @@ def _authorization(kind: str | None, params: AuthParametersMember, old: Authoriz
     only the members it gives (a secret left out is kept, sealed as it was); a new kind needs all."""
     kind = kind or (_auth_kind(old) if old else None)
     if kind not in _AUTH:
-        raise _invalid("AuthorizationType", f"one of {', '.join(_AUTH)}")
+        raise invalid("AuthorizationType", f"one of {', '.join(_AUTH)}")
     member, attr, field = _AUTH[kind]
     others = [m for k, (m, a, _) in _AUTH.items() if k != kind and getattr(params, a) is not None]
     if others:  # AWS: exactly one kind of authorization
-        raise _invalid("AuthParameters", f"{others[0]} does not go with AuthorizationType {kind}")
+        raise invalid("AuthParameters", f"{others[0]} does not go with AuthorizationType {kind}")
     kept = getattr(old, field) if old is not None else None  # same kind: what the update leaves as it was
     if kept is None and getattr(params, attr) is None:
         raise RequestError("ValidationException", f"Parameter AuthParameters.{member} is required for AuthorizationType {kind}.")
@@ -220,19 +204,13 @@ def _authorization(kind: str | None, params: AuthParametersMember, old: Authoriz
     return Authorization(**{field: auth})
 
 
-def _need(member: str, value: Any) -> Any:
-    if value is None:
-        raise RequestError("ValidationException", f"Parameter {member} is required.")
-    return value
-
-
 def _api_key(p: ApiKeyMember | None, kept: ApiKeyAuth | None) -> ApiKeyAuth:
     p = p or ApiKeyMember()
     header = p.api_key_name if p.api_key_name is not None else (kept.header if kept else None)
     sealed = _seal("ApiKeyValue", p.api_key_value) or (kept.value_sealed if kept else None)
     if kept is None:
-        _need("ApiKeyAuthParameters.ApiKeyValue", sealed)
-    return ApiKeyAuth(header=_plain("ApiKeyName", _need("ApiKeyAuthParameters.ApiKeyName", header)), value_sealed=sealed)
+        need("ApiKeyAuthParameters.ApiKeyValue", sealed)
+    return ApiKeyAuth(header=_plain("ApiKeyName", need("ApiKeyAuthParameters.ApiKeyName", header)), value_sealed=sealed)
 
 
 def _basic(p: BasicMember | None, kept: BasicAuth | None) -> BasicAuth:
@@ -240,10 +218,10 @@ def _basic(p: BasicMember | None, kept: BasicAuth | None) -> BasicAuth:
     username = p.username if p.username is not None else (kept.username if kept else None)
     sealed = _seal("Password", p.password) or (kept.password_sealed if kept else None)
     if kept is None:
-        _need("BasicAuthParameters.Password", sealed)
-    username = _plain("Username", _need("BasicAuthParameters.Username", username))
+        need("BasicAuthParameters.Password", sealed)
+    username = _plain("Username", need("BasicAuthParameters.Username", username))
     if ":" in username:  # Basic puts "username:password" together: a colon would move the split
-        raise _invalid("Username", "no ':'")
+        raise invalid("Username", "no ':'")
     return BasicAuth(username=username, password_sealed=sealed)
 
 
@@ -253,14 +231,14 @@ def _oauth(p: OAuthMember | None, kept: OAuthClientCredentials | None) -> OAuthC
     client_id = client.client_id if client.client_id is not None else (kept.client_id if kept else None)
     sealed = _seal("ClientSecret", client.client_secret) or (kept.client_secret_sealed if kept else None)
     if kept is None:
-        _need("OAuthParameters.ClientParameters.ClientSecret", sealed)
+        need("OAuthParameters.ClientParameters.ClientSecret", sealed)
     method = p.http_method or (kept.http_method if kept else None)
-    if _need("OAuthParameters.HttpMethod", method) not in ("GET", "POST", "PUT"):
-        raise _invalid("OAuthParameters.HttpMethod", "one of GET, POST, PUT")
+    if need("OAuthParameters.HttpMethod", method) not in ("GET", "POST", "PUT"):
+        raise invalid("OAuthParameters.HttpMethod", "one of GET, POST, PUT")
     extra = _http_parameters("OAuthParameters.OAuthHttpParameters", p.oauth_http_parameters)
     return OAuthClientCredentials(
-        token_url=_need("OAuthParameters.AuthorizationEndpoint", p.authorization_endpoint or (kept.token_url if kept else None)),
-        client_id=_plain("ClientID", _need("OAuthParameters.ClientParameters.ClientID", client_id)),
+        token_url=need("OAuthParameters.AuthorizationEndpoint", p.authorization_endpoint or (kept.token_url if kept else None)),
+        client_id=_plain("ClientID", need("OAuthParameters.ClientParameters.ClientID", client_id)),
         client_secret_sealed=sealed, http_method=method,
         oauth_http_parameters=extra if p.oauth_http_parameters is not None else (kept.oauth_http_parameters if kept else None))
 
@@ -272,17 +250,12 @@ def _has_secret(a: Authorization) -> bool:
 
 def _refuse_unsupported(req: ConnectionRequest) -> None:
     if req.kms_key_identifier is not None:
-        raise _invalid("KmsKeyIdentifier", "busway seals secrets with BUS_SECRETS_KEY")
+        raise invalid("KmsKeyIdentifier", "busway seals secrets with BUS_SECRETS_KEY")
     if req.invocation_connectivity_parameters is not None or (req.auth_parameters and req.auth_parameters.connectivity_parameters):
-        raise _invalid("InvocationConnectivityParameters", "busway's workers reach endpoints directly")
+        raise invalid("InvocationConnectivityParameters", "busway's workers reach endpoints directly")
 
 
 # --- how AWS shows a connection ----------------------------------------------------------------
-
-def _times(broker, created: float, modified: float) -> dict[str, float]:
-    created = created or broker.started  # a YAML resource: as old as the broker, as far as the API knows
-    return {"CreationTime": created, "LastModifiedTime": modified or created}
-
 
 def _state(c: Connection) -> str:
     return "DEAUTHORIZED" if c.deauthorized else "AUTHORIZED"
@@ -290,7 +263,7 @@ def _state(c: Connection) -> str:
 
 def _connection_summary(broker, origin: Origin, c: Connection, state: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"ConnectionArn": identity.connection_arn(origin, c.name, c.uuid),
-                           "ConnectionState": state or _state(c), **_times(broker, c.created, c.modified)}
+                           "ConnectionState": state or _state(c), **times(broker, c.created, c.modified)}
     if not c.deauthorized:
         # busway keeps no separate authorization time: its secrets were last set with the last change
         out["LastAuthorizedTime"] = out["LastModifiedTime"]
@@ -334,53 +307,35 @@ def _auth_view(c: Connection) -> dict[str, Any]:
 
 # --- connections -----------------------------------------------------------------------------
 
-def _found(declared: Mapping[str, Any], name: Any, what: str) -> Any:
-    """The resource `name` of one kind (YAML's and the API's), or AWS's ResourceNotFoundException."""
-    value = declared.get(name) if isinstance(name, str) else None
-    if value is None:
-        raise RequestError("ResourceNotFoundException", f"{what} '{name}' does not exist.")
-    return value
-
-
-def _not_yaml(yaml: Mapping[str, Any], name: str, what: str) -> None:
-    """YAML's resources are changed in their files, not through the API."""
-    if name in yaml:
-        raise RequestError("ManagedRuleException", f"{what} {name} is declared in YAML; change it in the rules files.")
-
-
 def _connection(broker, name: Any) -> Connection:
-    return _found(broker.declared.connections, name, "Connection")
+    return found(broker.declared.connections, name, "Connection")
 
 
 def _api_connection(broker, name: Any) -> Connection:
     c = _connection(broker, name)
-    _not_yaml(broker.yaml_config.connections, c.name, "Connection")
+    not_yaml(broker.yaml_config.connections, c.name, "Connection")
     return c
-
-
-def _read(body: dict, shape: type) -> Any:
-    return msgspec.convert(body, shape)  # `takes` has checked it converts
 
 
 @takes(ConnectionRequest)
 async def create_connection(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: ConnectionRequest = _read(body, ConnectionRequest)
+    broker = broker_of(request)
+    req: ConnectionRequest = read(body, ConnectionRequest)
     name = _check_name(req.name)
     _check_description(req.description)
     _refuse_unsupported(req)
-    params = _need("AuthParameters", req.auth_parameters)
+    params = need("AuthParameters", req.auth_parameters)
     await broker.reload_resources()
     if name in broker.declared.connections:
         raise RequestError("ResourceAlreadyExistsException", f"Connection {name} already exists.")
     now = time.time()
     # Built (and its secret sealed) before anything is stored: a missing BUS_SECRETS_KEY stores nothing.
     c = Connection(name=name, description=req.description or "", uuid=str(uuid.uuid4()), created=now, modified=now,
-                   authorization=_authorization(_need("AuthorizationType", req.authorization_type), params, None),
+                   authorization=_authorization(need("AuthorizationType", req.authorization_type), params, None),
                    invocation_http_parameters=_http_parameters("InvocationHttpParameters", params.invocation_http_parameters))
     _first_problem(validate_connection(c))
     try:
-        await _store(broker, lambda: resources.create(broker.redis, c, cap=MAX_API_CONNECTIONS))
+        await store(broker, lambda: resources.create(broker.redis, c, cap=MAX_API_CONNECTIONS))
     except resources.Exists:
         raise RequestError("ResourceAlreadyExistsException", f"Connection {name} already exists.") from None
     except resources.OverQuota:
@@ -391,7 +346,7 @@ async def create_connection(request: web.Request, body: dict, origin: Origin) ->
 
 @takes(ConnectionRequest)
 async def describe_connection(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
+    broker = broker_of(request)
     c = _connection(broker, body.get("Name"))
     out = {**_connection_item(broker, origin, c), "AuthParameters": _auth_view(c)}
     if c.description:
@@ -403,10 +358,10 @@ async def describe_connection(request: web.Request, body: dict, origin: Origin) 
 
 @takes(ListConnectionsRequest)
 async def list_connections(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
+    broker = broker_of(request)
     prefix, state = body.get("NamePrefix") or "", body.get("ConnectionState")
     if state is not None and state not in CONNECTION_STATES:
-        raise _invalid("ConnectionState", f"one of {', '.join(CONNECTION_STATES)}")
+        raise invalid("ConnectionState", f"one of {', '.join(CONNECTION_STATES)}")
     items = [_connection_item(broker, origin, c) for c in sorted(broker.declared.connections.values(), key=lambda c: c.name)
              if c.name.startswith(prefix) and (state is None or _state(c) == state)]
     return _page(items, body, "Connections")
@@ -414,8 +369,8 @@ async def list_connections(request: web.Request, body: dict, origin: Origin) -> 
 
 @takes(ConnectionRequest)
 async def update_connection(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: ConnectionRequest = _read(body, ConnectionRequest)
+    broker = broker_of(request)
+    req: ConnectionRequest = read(body, ConnectionRequest)
     _check_description(req.description)
     _refuse_unsupported(req)
     await broker.reload_resources()
@@ -430,14 +385,14 @@ async def update_connection(request: web.Request, body: dict, origin: Origin) ->
                                     _http_parameters("InvocationHttpParameters", params.invocation_http_parameters)))
     if not new.deauthorized:  # a deauthorized one has no secret until an update gives it one
         _first_problem(validate_connection(new))
-    await _store(broker, lambda: resources.update(broker.redis, old, new))
+    await store(broker, lambda: resources.update(broker.redis, old, new))
     return _connection_summary(broker, origin, new)
 
 
 @takes(ConnectionRequest)
 async def deauthorize_connection(request: web.Request, body: dict, origin: Origin) -> dict:
     """AWS: removes the authorization's secret; requests fail until an update gives it a new one."""
-    broker = _broker(request)
+    broker = broker_of(request)
     await broker.reload_resources()
     old = _api_connection(broker, body.get("Name"))
     a = old.authorization
@@ -447,13 +402,13 @@ async def deauthorize_connection(request: web.Request, body: dict, origin: Origi
         oauth_client_credentials=a.oauth_client_credentials and msgspec.structs.replace(
             a.oauth_client_credentials, client_secret_sealed=None))
     new = msgspec.structs.replace(old, authorization=cleared, deauthorized=True, modified=time.time())
-    await _store(broker, lambda: resources.update(broker.redis, old, new))
+    await store(broker, lambda: resources.update(broker.redis, old, new))
     return _connection_summary(broker, origin, new)
 
 
 @takes(ConnectionRequest)
 async def delete_connection(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
+    broker = broker_of(request)
     await broker.reload_resources()
     c = _api_connection(broker, body.get("Name"))
     users = sorted(d.name for d in broker.declared.api_destinations.values() if d.connection == c.name)
@@ -462,7 +417,7 @@ async def delete_connection(request: web.Request, body: dict, origin: Origin) ->
     if users:
         raise in_use
     try:
-        await _store(broker, lambda: resources.delete(broker.redis, "connection", c.name))
+        await store(broker, lambda: resources.delete(broker.redis, "connection", c.name))
     except resources.NotFound:
         raise RequestError("ResourceNotFoundException", f"Connection '{c.name}' does not exist.") from None
     except resources.InUse:

@@ -15,10 +15,8 @@ from aiohttp import web
 
 from bus import identity
 from bus.broker.awsapi import takes
-from bus.broker.awsconnections import (
-    _CONNECTION_ARN, _broker, _check_description, _check_name, _first_problem, _found, _invalid, _need,
-    _not_yaml, _read, _store, _times,
-)
+from bus.broker.awsconnections import _CONNECTION_ARN, _check_description, _check_name, _first_problem
+from bus.broker.awsresources import broker_of, found, invalid, need, not_yaml, read, store, times
 from bus.broker.awsrules import _page, _Paged, _Request
 from bus.broker.envelope import Origin, RequestError
 from bus.config.model import ApiDestination, Connection
@@ -50,7 +48,7 @@ class ListDestinationsRequest(_Paged):
 
 def _destination_view(broker, origin: Origin, d: ApiDestination, full: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"ApiDestinationArn": identity.api_destination_arn(origin, d.name, d.uuid),
-                           "ApiDestinationState": "ACTIVE", **_times(broker, d.created, d.modified)}
+                           "ApiDestinationState": "ACTIVE", **times(broker, d.created, d.modified)}
     if full:
         c = broker.declared.connections.get(d.connection)
         out.update(Name=d.name, InvocationEndpoint=d.endpoint, HttpMethod=d.method,
@@ -65,7 +63,7 @@ def _destination_view(broker, origin: Origin, d: ApiDestination, full: bool = Tr
 def _connection_named_by(broker, arn: Any) -> Connection:
     m = _CONNECTION_ARN.match(arn) if isinstance(arn, str) else None
     if m is None:
-        raise _invalid("ConnectionArn", "Provided Arn is not in correct format.")
+        raise invalid("ConnectionArn", "Provided Arn is not in correct format.")
     c = broker.declared.connections.get(m.group(1))
     if c is None or c.uuid != m.group(2):
         raise RequestError("ResourceNotFoundException", f"Connection '{m.group(1)}' does not exist.")
@@ -73,7 +71,7 @@ def _connection_named_by(broker, arn: Any) -> Connection:
 
 
 def _destination(broker, name: Any) -> ApiDestination:
-    return _found(broker.declared.api_destinations, name, "API destination")
+    return found(broker.declared.api_destinations, name, "API destination")
 
 
 def _check_destination(broker, d: ApiDestination) -> None:
@@ -82,23 +80,23 @@ def _check_destination(broker, d: ApiDestination) -> None:
 
 @takes(DestinationRequest)
 async def create_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: DestinationRequest = _read(body, DestinationRequest)
+    broker = broker_of(request)
+    req: DestinationRequest = read(body, DestinationRequest)
     name = _check_name(req.name)
     _check_description(req.description)
     await broker.reload_resources()
-    connection = _connection_named_by(broker, _need("ConnectionArn", req.connection_arn))
+    connection = _connection_named_by(broker, need("ConnectionArn", req.connection_arn))
     if name in broker.declared.api_destinations:
         raise RequestError("ResourceAlreadyExistsException", f"API destination {name} already exists.")
     now = time.time()
     d = ApiDestination(name=name, connection=connection.name, uuid=str(uuid.uuid4()), created=now, modified=now,
-                       endpoint=_need("InvocationEndpoint", req.invocation_endpoint),
-                       method=_need("HttpMethod", req.http_method), description=req.description or "",
+                       endpoint=need("InvocationEndpoint", req.invocation_endpoint),
+                       method=need("HttpMethod", req.http_method), description=req.description or "",
                        invocation_rate_limit_per_second=(DEFAULT_RATE if req.invocation_rate_limit_per_second is None
                                                          else req.invocation_rate_limit_per_second))
     _check_destination(broker, d)
     try:
-        await _store(broker, lambda: resources.create(broker.redis, d, cap=MAX_API_DESTINATIONS))
+        await store(broker, lambda: resources.create(broker.redis, d, cap=MAX_API_DESTINATIONS))
     except resources.Exists:
         raise RequestError("ResourceAlreadyExistsException", f"API destination {name} already exists.") from None
     except resources.OverQuota:
@@ -109,13 +107,13 @@ async def create_api_destination(request: web.Request, body: dict, origin: Origi
 
 @takes(DestinationRequest)
 async def describe_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
+    broker = broker_of(request)
     return _destination_view(broker, origin, _destination(broker, body.get("Name")))
 
 
 @takes(ListDestinationsRequest)
 async def list_api_destinations(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
+    broker = broker_of(request)
     prefix = body.get("NamePrefix") or ""
     via = _connection_named_by(broker, body["ConnectionArn"]).name if body.get("ConnectionArn") else None
     items = [_destination_view(broker, origin, d) for d in sorted(broker.declared.api_destinations.values(), key=lambda d: d.name)
@@ -125,12 +123,12 @@ async def list_api_destinations(request: web.Request, body: dict, origin: Origin
 
 @takes(DestinationRequest)
 async def update_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
-    broker = _broker(request)
-    req: DestinationRequest = _read(body, DestinationRequest)
+    broker = broker_of(request)
+    req: DestinationRequest = read(body, DestinationRequest)
     _check_description(req.description)
     await broker.reload_resources()
     old = _destination(broker, req.name)
-    _not_yaml(broker.yaml_config.api_destinations, old.name, "API destination")
+    not_yaml(broker.yaml_config.api_destinations, old.name, "API destination")
     changes: dict[str, Any] = {"modified": time.time()}
     if req.connection_arn is not None:
         changes["connection"] = _connection_named_by(broker, req.connection_arn).name
@@ -140,19 +138,19 @@ async def update_api_destination(request: web.Request, body: dict, origin: Origi
             changes[field] = getattr(req, member)
     new = msgspec.structs.replace(old, **changes)
     _check_destination(broker, new)
-    await _store(broker, lambda: resources.update(broker.redis, old, new))
+    await store(broker, lambda: resources.update(broker.redis, old, new))
     return _destination_view(broker, origin, new, full=False)
 
 
 @takes(DestinationRequest)
 async def delete_api_destination(request: web.Request, body: dict, origin: Origin) -> dict:
     """Targets that still name it fail their deliveries (to their DLQ) until it is back, as on AWS."""
-    broker = _broker(request)
+    broker = broker_of(request)
     await broker.reload_resources()
     d = _destination(broker, body.get("Name"))
-    _not_yaml(broker.yaml_config.api_destinations, d.name, "API destination")
+    not_yaml(broker.yaml_config.api_destinations, d.name, "API destination")
     try:
-        await _store(broker, lambda: resources.delete(broker.redis, "api_destination", d.name))
+        await store(broker, lambda: resources.delete(broker.redis, "api_destination", d.name))
     except resources.NotFound:
         raise RequestError("ResourceNotFoundException", f"API destination '{d.name}' does not exist.") from None
     return {}
