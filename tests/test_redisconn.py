@@ -19,14 +19,19 @@ COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(map(str, c))[:40])
+def _id(command) -> str:
+    """A test id that is the same in every process (a memoryview's repr holds its address)."""
+    return " ".join("<memoryview>" if isinstance(c, memoryview) else str(c) for c in command)[:40]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=_id)
 def test_packed_bytes_equal_redis_py_packing(command):
     ours = b"".join(HiredisPackingConnection().pack_command(*command))
     theirs = b"".join(bytes(chunk) for chunk in Connection().pack_command(*command))
     assert ours == theirs
 
 
-@pytest.mark.parametrize("bad", [None, True, object()])
+@pytest.mark.parametrize("bad", [None, True, object()], ids=["None", "True", "object"])
 def test_arguments_redis_py_rejects_are_rejected(bad):
     with pytest.raises(DataError):
         HiredisPackingConnection().pack_command("SET", "k", bad)

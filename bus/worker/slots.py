@@ -235,8 +235,9 @@ class Ticket:
 
 
 class SlotPool:
-    def __init__(self, loader: FunctionLoader):
+    def __init__(self, loader: FunctionLoader, queue_wait: float = QUEUE_WAIT_SECONDS):
         self.loader = loader  # handed to the slots, which load handlers; the pool never does
+        self.queue_wait = queue_wait  # a queued call's expected wait: with the mean, how deep a slot's queue may be
         self.queued = 0  # calls sent to a slot whose turn has not begun
         self._idle: list[Slot] = []
         self._lent: set[Slot] = set()
@@ -251,7 +252,7 @@ class SlotPool:
         mean = self._recent.get(ref)
         if mean is None or self._async.get(ref) is not False:  # never seen, maybe slow; or not a sync function
             return 1
-        return max(1, min(MAX_DEPTH, int(QUEUE_WAIT_SECONDS / max(mean, 1e-6))))
+        return max(1, min(MAX_DEPTH, int(self.queue_wait / max(mean, 1e-6))))
 
     def _queue_slot(self, ref: str) -> Slot | None:
         """The busy slot a call of `ref` would queue in now, if any: the one with the most calls
