@@ -6,6 +6,7 @@ with the version digit set to 4 and the variant digit to one of 8, 9, a, b (RFC 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 _VARIANT = "89ab89ab89ab89ab"
@@ -14,4 +15,12 @@ _VARIANT = "89ab89ab89ab89ab"
 def new_id() -> str:
     """A random UUID in its canonical form, as str(uuid.uuid4()) gives."""
     h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+
+
+def derived_id(name: str, n: int) -> str:
+    """A UUID-shaped id made from `name` and `n`, the same every time: the EventId of the n-th
+    entry of a request its client names `name`, so that its retries answer the ids it would have
+    got (a version-4-shaped string, as EventBridge's ids look)."""
+    h = hashlib.blake2b(f"{n}/{name}".encode(), digest_size=16).hexdigest()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"

@@ -28,17 +28,53 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A 3-primary, 3-replica Redis Cluster of our own (started once per test process, if needed)."""
+    from bus.local.cluster import LocalCluster
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+def pytest_generate_tests(metafunc):
+    """A test marked `cluster` runs twice: on one Redis and on the Redis Cluster."""
+    if metafunc.definition.get_closest_marker("cluster") and "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["redis", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_url(redis_server) -> str:
-    client = redis_lib.Redis.from_url(redis_server.url)
+def backend(request) -> str:
+    return getattr(request, "param", "redis")
+
+
+def sync_client(url: str):
+    """A plain (blocking) client for `url`: redis-py's cluster client for redis+cluster://."""
+    if url.startswith("redis+cluster://"):
+        host, port = url.removeprefix("redis+cluster://").split(",")[0].split(":")
+        return redis_lib.RedisCluster(host=host, port=int(port))
+    return redis_lib.Redis.from_url(url)
+
+
+@pytest.fixture
+def redis_url(backend, request) -> str:
+    if backend == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        for port in cluster.primary_ports():
+            client = redis_lib.Redis(port=port)
+            client.flushall()
+            client.close()
+        return cluster.url
+    server = request.getfixturevalue("redis_server")
+    client = redis_lib.Redis.from_url(server.url)
     client.flushall()
     client.close()
-    return redis_server.url
+    return server.url
 
 
 @pytest.fixture
 def r(redis_url):
-    client = redis_lib.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     yield client
     client.close()
 
@@ -47,10 +83,10 @@ def with_client(redis_url: str, body: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run `body(client)` with a fresh asyncio Redis client, closed afterwards; its result."""
     import asyncio
 
-    import redis.asyncio as aioredis
+    from bus.store.connect import connect
 
     async def main() -> Any:
-        client = aioredis.from_url(redis_url)
+        client = connect(redis_url)
         try:
             return await body(client)
         finally:

@@ -1,4 +1,5 @@
 """Delivery you can trust: retries, dead letters, redrive, timeouts, concurrency, destinations."""
+import pytest
 import json
 import time
 
@@ -36,6 +37,7 @@ def start(stack, text: str, workers: int = 1, **kw):
     return [stack.start_worker(**kw) for _ in range(workers)]
 
 
+@pytest.mark.cluster
 def test_handler_failing_twice_then_succeeding_runs_three_times_and_succeeds_once(stack, r):
     start(stack, rules("probe.flaky", retries=5))
     post(stack.url + "/events", event())
@@ -49,6 +51,7 @@ def test_handler_failing_twice_then_succeeding_runs_three_times_and_succeeds_onc
     assert stack.bus("dlq", "list").stdout == ""
 
 
+@pytest.mark.cluster
 def test_always_failing_handler_with_two_retries_leaves_one_dead_letter(stack):
     start(stack, rules("probe.fail", retries=2, extra_target="dead_letter: true"))
     _, body = post(stack.url + "/events", event(x=1))
@@ -67,6 +70,7 @@ def test_always_failing_handler_with_two_retries_leaves_one_dead_letter(stack):
     assert letter["first_enqueued"] <= letter["failed_at"]
 
 
+@pytest.mark.cluster
 def test_redrive_puts_a_dead_letter_back_with_attempts_reset(stack):
     start(stack, rules("probe.fail", retries=0, extra_target="dead_letter: true"))
     post(stack.url + "/events", event())
@@ -173,6 +177,7 @@ def test_reserved_concurrency_two_never_runs_more_than_two_at_once(stack, r):
     assert most == 2, f"at most 2 at once, saw {most}"
 
 
+@pytest.mark.cluster
 def test_on_success_and_on_failure_destinations_receive_invocation_records(stack):
     text = f"""
 buses:
@@ -215,6 +220,7 @@ def _port() -> int:
     return free_port()
 
 
+@pytest.mark.cluster
 def test_targets_can_share_a_named_dead_letter_queue(stack):
     stack.write_rules(f"""
 rules:

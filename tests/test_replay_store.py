@@ -19,6 +19,7 @@ from bus.store import replays
 from bus.store.keys import (
     API_REPLAYS,
     FIELD,
+    REPLAY_FENCE_KEY,
     REPLAY_LEADER_KEY,
     stream_key,
     target_key,
@@ -65,7 +66,7 @@ def test_an_eleventh_active_replay_is_refused_but_finished_ones_do_not_count(red
 
 
 async def _lead(redis) -> str:
-    lease = Lease(redis, 10, REPLAY_LEADER_KEY, "busway:replay:fence")
+    lease = Lease(redis, 10, REPLAY_LEADER_KEY, REPLAY_FENCE_KEY)
     assert await lease.hold()
     return lease.token
 

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from bus.config.model import Archive
 from bus.store import resources
-from bus.store.keys import REPLAY_LEADER_KEY
+from bus.store.keys import API_REPLAYS, REPLAY_LEADER_KEY
 from tests.conftest import wait_for, with_client
 
 RULES = """
@@ -125,7 +125,7 @@ def test_cancel_stops_a_running_replay(stack, redis_url, events_client):
     wait_for(lambda: state(client, "slow").get("EventLastReplayedTime"), what="a first replayed event")
     assert client.cancel_replay(ReplayName="slow")["State"] == "CANCELLING"
     wait_state(client, "slow", "CANCELLED")
-    replayed_count = json.loads(redis_lib.Redis.from_url(redis_url).hget("busway:api:replays", "slow"))["replayed"]
+    replayed_count = json.loads(redis_lib.Redis.from_url(redis_url).hget(API_REPLAYS, "slow"))["replayed"]
     assert 1 <= replayed_count < 20
     wait_for(lambda: len(replayed(stack, "slow")) >= replayed_count, what="the replayed calls")
     with pytest.raises(ClientError) as err:

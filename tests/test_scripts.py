@@ -62,7 +62,7 @@ def test_no_python_module_holds_lua_or_calls_redis_scripts_another_way():
 
 def test_a_script_redis_forgot_is_sent_again_by_body(redis_url, r):
     r.script_flush()
-    ids = with_client(redis_url, lambda c: scripts.run_script(c, scripts.ENQUEUE, ["s1", "s2"], [FIELD, 2, b"a", b"b"]))
+    ids = with_client(redis_url, lambda c: scripts.run_script(c, scripts.ENQUEUE, ["-", "s1", "s2"], [0, FIELD, 2, b"a", b"b"]))
     assert len(ids) == 2 and r.xlen("s1") == r.xlen("s2") == 1
     assert r.script_exists(scripts.ENQUEUE.sha) == [True], "the next call goes by SHA again"
 
@@ -74,7 +74,7 @@ def test_a_pipeline_resends_only_the_calls_redis_answered_noscript(redis_url, r)
 
     async def both(client):
         return await scripts.run_pipelined(client, [
-            (scripts.ENQUEUE, ["s1"], [FIELD, 1, b"a"]),
+            (scripts.ENQUEUE, ["-", "s1"], [0, FIELD, 1, b"a"]),
             (scripts.MOVE_DUE, ["due", "s2"], [10, 100, FIELD]),  # forgotten: goes again by body
         ])
     enqueued, moved = with_client(redis_url, both)
@@ -86,7 +86,7 @@ def test_a_pipeline_resends_only_the_calls_redis_answered_noscript(redis_url, r)
 def test_a_pipelined_call_that_fails_gives_its_error_as_its_result(redis_url, r):
     r.set("not-a-stream", "x")
     results = with_client(redis_url, lambda c: scripts.run_pipelined(c, [
-        (scripts.ENQUEUE, ["not-a-stream"], [FIELD, 1, b"a"]), (scripts.ENQUEUE, ["s1"], [FIELD, 1, b"b"])]))
+        (scripts.ENQUEUE, ["-", "not-a-stream"], [0, FIELD, 1, b"a"]), (scripts.ENQUEUE, ["-", "s1"], [0, FIELD, 1, b"b"])]))
     assert isinstance(results[0], Exception) and "WRONGTYPE" in str(results[0])
     assert len(results[1]) == 1
 

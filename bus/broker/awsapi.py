@@ -24,6 +24,24 @@ _AWS_ENTRY_KEYS = {"Source", "DetailType", "Detail", "Resources", "Time", "Event
 Operation = Callable[[web.Request, dict[str, Any], Origin], Awaitable[dict[str, Any]]]
 
 
+# What names one logical request across its retries: botocore (boto3, the aws CLI) sends a fresh
+# amz-sdk-invocation-id per call and the same one on each retry of it; other clients may send an
+# Idempotency-Key. On Redis Cluster it names the request's writes (bus.store.once).
+REQUEST_ID_HEADERS = ("amz-sdk-invocation-id", "Idempotency-Key")
+MAX_REQUEST_ID = 128
+
+
+def request_key(request: web.Request) -> str | None:
+    """The client's name for this request, scoped to the caller (another caller's same id is
+    another request); None when the client gives none, or one too long to keep."""
+    for header in REQUEST_ID_HEADERS:
+        value = request.headers.get(header)
+        if value and len(value) <= MAX_REQUEST_ID:
+            principal = request.get("principal")
+            return f"{principal.access_key_id if principal else '-'}/{value}"
+    return None
+
+
 def origin_of(request: web.Request) -> Origin:
     """Account from BUS_ACCOUNT; region from the SigV4 credential scope, else BUS_REGION."""
     m = _CREDENTIAL.search(request.headers.get("Authorization", ""))

@@ -28,7 +28,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bus.broker.awsapi import decode_request, origin_of
+from bus.broker.awsapi import decode_request, origin_of, request_key
 from bus.broker.envelope import (
     MAX_ENTRIES,
     MAX_REQUEST_BYTES,
@@ -93,7 +93,7 @@ async def _ingest(request: web.Request, parsed: list[ParsedEntry]) -> list[dict[
     """PutEvents on the entries that parsed; the others keep their place with their error."""
     entries = [p for p in parsed if isinstance(p, Entry)]
     broker = request.app["broker"]
-    accepted = iter(await broker.ingestor.put_events(entries, origin_of(request)) if entries else ())
+    accepted = iter(await broker.ingestor.put_events(entries, origin_of(request), request=request_key(request)) if entries else ())
     results = []
     for p in parsed:
         if isinstance(p, Entry):

@@ -29,6 +29,7 @@ from bus.broker.envelope import (
 )
 from bus.broker.router import Router
 from bus.events import time_ms
+from bus.ids import derived_id
 from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.deliveries import Delivery, new_delivery
@@ -51,10 +52,13 @@ class Ingestor:
         self.tracer = tracer or Tracer(queue.redis)
 
     async def put_events(self, entries: list[Entry], origin: Origin,
-                         deny: BusDenial | None = None) -> list[dict[str, Any]]:
+                         deny: BusDenial | None = None, request: str | None = None) -> list[dict[str, Any]]:
         """One result per entry, in order: {"EventId"} or {"ErrorCode", "ErrorMessage"}.
 
-        `deny` (default: the request's bus_denial) fails the entries for buses it refuses alone."""
+        `deny` (default: the request's bus_denial) fails the entries for buses it refuses alone.
+        `request`: the client's id of this request, the same on its retries (routes.request_key).
+        On Redis Cluster a retry then writes no slot twice and gets the same EventIds: they are
+        made from it (bus.ids.derived_id) instead of at random."""
         check_request(entries)
         deny = deny or bus_denial.get()
         router = self._router()
@@ -63,9 +67,12 @@ class Ingestor:
         deliveries: list[Delivery] = []
         archived: list[Archived] = []
         counts: dict[tuple, int] = {}  # metric children -> increment, applied once per request
-        for entry in entries:
+        derive = request is not None and self._queue.cluster
+        for n, entry in enumerate(entries):
             try:
                 bus, event = self._accept(router, entry, origin, received, deny)
+                if derive and entry.id is None:
+                    event["id"] = derived_id(request, n)
             except EntryError as err:
                 metrics.EVENTS_REJECTED.labels(_bus_label(entry, router), err.code).inc()
                 results.append({"ErrorCode": err.code, "ErrorMessage": err.message})
@@ -74,7 +81,7 @@ class Ingestor:
             deliveries.extend(self._deliveries(router, bus, event, received, counts, archived=archived))
             results.append({"EventId": event["id"]})
             _count(counts, metrics.EVENTS_INGESTED, bus)
-        await self._store(deliveries, archived)
+        await self._store(deliveries, archived, request)
         _apply(counts)
         return results
 
@@ -132,9 +139,9 @@ class Ingestor:
                 out.append(new_delivery(raw, record, received, hops=hops))
         return out
 
-    async def _store(self, deliveries: list[Delivery], archived: list[Archived] = ()) -> None:
+    async def _store(self, deliveries: list[Delivery], archived: list[Archived] = (), request: str | None = None) -> None:
         try:
-            await self._queue.enqueue(deliveries, archived)
+            await self._queue.enqueue(deliveries, archived, step=None if request is None else f"put/{request}")
         except (RedisError, OSError) as exc:
             log.error("could not store %d deliveries (%d archive copies): %s", len(deliveries), len(archived), exc)
             raise RequestError(

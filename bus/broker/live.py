@@ -33,6 +33,7 @@ from bus.config.rulesfile import ConfigError, load_config, rule_files
 from bus.config.validate import validate_rule
 from bus.observe import metrics
 from bus.store import apirules, resources
+from bus.store.migrate import rename_legacy_keys
 from bus.store.queue import Queue
 
 log = logging.getLogger("bus.broker")
@@ -67,6 +68,7 @@ class Broker:
 
     async def start(self) -> None:
         async with self._changing:
+            await rename_legacy_keys(self.redis)  # an older version's key names, before any read
             await self.policies.reload()
             await self._load_resources()  # first: API rules may be on API buses
             await self._load_api_rules()

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from bus.broker.awsapi import aws_entries, decode_request, dispatch, error_response, json_response, origin_of
+from bus.broker.awsapi import aws_entries, decode_request, dispatch, error_response, json_response, origin_of, request_key
 from bus.broker.envelope import MAX_JSON_DEPTH, Entry, Origin, RequestError, TooDeep, decode_json
 from bus.broker.live import Broker
 from bus.broker.testpattern import event_matches_pattern
@@ -38,7 +38,7 @@ async def post_events(request: web.Request) -> web.Response:
     try:
         body = await _read_body(request)
         metrics.PUT_EVENTS_SIZE.labels("native").observe(len(body))
-        results = await broker.ingestor.put_events(native_entries(body), origin_of(request))
+        results = await broker.ingestor.put_events(native_entries(body), origin_of(request), request=request_key(request))
     except RequestError as err:
         metrics.PUT_EVENTS_REQUESTS.labels("native", "failed").inc()
         return error_response(err.type, err.message, err.status)
@@ -84,7 +84,7 @@ async def op_put_events(request: web.Request, body: dict[str, Any], origin: Orig
     started = time.perf_counter()
     metrics.PUT_EVENTS_SIZE.labels("aws").observe(request.content_length or 0)
     try:
-        results = await broker.ingestor.put_events(aws_entries(body), origin)
+        results = await broker.ingestor.put_events(aws_entries(body), origin, request=request_key(request))
     except RequestError:
         metrics.PUT_EVENTS_REQUESTS.labels("aws", "failed").inc()
         raise

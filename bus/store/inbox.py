@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 
 from bus.store.deadletters import DeadLetter, encode_dead_letter, trim_min_id
 from bus.store.keys import FIELD, INBOX, INBOX_DLQ, INBOX_GROUP, as_str, dlq_key
-from bus.store.scripts import INBOX_DEAD_LETTER, run_script
+from bus.store.scripts import FINISH, INBOX_DEAD_LETTER, run_script
 
 
 class Inbox:
@@ -33,10 +33,7 @@ class Inbox:
         return [(as_str(entry_id), fields) for entry_id, fields in entries]
 
     async def done(self, entry_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(INBOX, INBOX_GROUP, entry_id)
-            pipe.xdel(INBOX, entry_id)
-            await pipe.execute()
+        await run_script(self.redis, FINISH, [INBOX], [INBOX_GROUP, entry_id, 0])  # XACK + XDEL, one call
 
     async def dead_letter(self, entry_id: str, letter: DeadLetter) -> None:
         """Ack and delete the item and keep `letter` in the `inbox` DLQ, atomically."""

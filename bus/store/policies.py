@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from bus.store.connect import snapshot_pipeline
 from bus.store.keys import API_POLICIES, API_POLICIES_VERSION
 from bus.store.scripts import POLICY_SAVE, run_script
 
@@ -33,7 +34,7 @@ async def get(redis: aioredis.Redis, bus: str) -> str | None:
 
 async def load(redis: aioredis.Redis) -> tuple[int, dict[str, str]]:
     """(version, every bus's policy), read together so the version is the policies'."""
-    async with redis.pipeline(transaction=True) as pipe:
+    async with snapshot_pipeline(redis) as pipe:
         pipe.get(API_POLICIES_VERSION)
         pipe.hgetall(API_POLICIES)
         raw_version, raw = await pipe.execute()

@@ -8,6 +8,7 @@ heartbeat and prune consumers.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -17,12 +18,15 @@ from typing import Any, NamedTuple
 import msgspec
 import redis.asyncio as aioredis
 
+from bus.ids import new_id
+from bus.store.connect import is_cluster
 from bus.store.deadletters import DeadLetter, dlq_names, encode_dead_letter, trim_min_id
 from bus.store.deliveries import Delivery, TargetRecord, decode_record, encode_delivery, encode_record
 from bus.store.keys import (
     FIELD, GROUP, INBOX, REGISTRY, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
-    delayed_key, dlq_key, rate_key, stream_key,
+    delayed_key, dlq_key, key_slot, once_key, rate_key, stream_key,
 )
+from bus.store.once import write_once
 from bus.store.scripts import ENQUEUE, Scripts, run_script
 
 log = logging.getLogger("bus.store")
@@ -30,6 +34,8 @@ log = logging.getLogger("bus.store")
 GIVE_BACK_IDLE_MS = 24 * 3600 * 1000  # past every worker's lease: reclaimable at once
 DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000  # only consumers with nothing pending are removed
 HEARTBEAT_TTL_SECONDS = 60
+# Redis Cluster (see docs/architecture.md, "On Redis Cluster"):
+POLL_FIRST_SECONDS, POLL_MAX_SECONDS = 0.001, 0.02  # a worker's reads of streams on several slots, idle
 
 
 class RateTurn(NamedTuple):
@@ -116,7 +122,9 @@ def _script_args(record: TargetRecord, follow_up: FollowUp) -> tuple[str, str, A
 class Queue:
     def __init__(self, redis: aioredis.Redis):
         self.redis = redis
-        self._scripts = Scripts(redis)
+        self.cluster = is_cluster(redis)  # then writes and reads go slot by slot
+        self._scripts = Scripts(redis, cluster=self.cluster)
+        self._read_turn = 0
 
     # --- the target registry (brokers publish, workers read) --------------------------------
 
@@ -152,28 +160,92 @@ class Queue:
 
     # --- deliveries in ------------------------------------------------------------------------
 
-    async def enqueue(self, deliveries: list[Delivery], archived: Iterable[Archived] = ()) -> None:
+    async def enqueue(self, deliveries: list[Delivery], archived: Iterable[Archived] = (),
+                      step: str | None = None) -> None:
         """XADD every delivery and ZADD every archived event in one atomic script call: all of a
-        request's deliveries and archive entries land, or none."""
+        request's deliveries and archive entries land, or none.
+
+        On Redis Cluster, one call per slot the keys fall on; when there are several, bus.store.once
+        writes them as step `step` (a request id: a client's retry with the same one writes no slot
+        twice), so a partial failure ends in every delivery stored once, or in an error."""
         archived = list(archived)
         if not deliveries and not archived:
             return
-        keys = [stream_key(d.target_key) for d in deliveries]
-        args: list[Any] = [FIELD, len(deliveries), *map(encode_delivery, deliveries)]
+        calls = self._enqueue_calls(deliveries, archived)
+        if len(calls) == 1:
+            [(slot, (keys, args))] = calls.items()  # one atomic call: no marker needed (TTL 0)
+            await run_script(self.redis, ENQUEUE, [once_key(slot, "-"), *keys], [0, *args])
+            return
+        await write_once(self.redis, calls, step or new_id())
+
+    def _enqueue_calls(self, deliveries: list[Delivery], archived: list[Archived]) -> dict[int, tuple[list, list]]:
+        """ENQUEUE's (keys, args) without the marker, one per slot (one in all on one Redis)."""
+        slot_of = key_slot if self.cluster else _one_slot
+        streams: dict[int, list[Delivery]] = {}
+        for d in deliveries:
+            streams.setdefault(slot_of(stream_key(d.target_key)), []).append(d)
         by_archive: dict[str, list[Any]] = {}
         for item in archived:  # one ZADD per archive, not per event
             by_archive.setdefault(item.archive, []).extend((item.score_ms, item.event))
-        for archive, pairs in by_archive.items():
-            keys += (archive_events_key(archive), archive_bytes_key(archive))
-            args += (len(pairs) // 2, *pairs)
-        await run_script(self.redis, ENQUEUE, keys, args)
+        archives: dict[int, list[str]] = {}
+        for archive in by_archive:
+            archives.setdefault(slot_of(archive_events_key(archive)), []).append(archive)
+        calls = {}
+        for slot in {*streams, *archives}:
+            mine = streams.get(slot, [])
+            keys = [stream_key(d.target_key) for d in mine]
+            args: list[Any] = [FIELD, len(mine), *map(encode_delivery, mine)]
+            for archive in archives.get(slot, ()):
+                pairs = by_archive[archive]
+                keys += (archive_events_key(archive), archive_bytes_key(archive))
+                args += (len(pairs) // 2, *pairs)
+            calls[slot] = (keys, args)
+        return calls
 
     # --- taking work --------------------------------------------------------------------------
 
     async def read(self, consumer: str, streams: Iterable[str], count: int, block_ms: int) -> list[Taken]:
+        """Up to `count` new entries of `streams` for `consumer`, waiting up to `block_ms` for one.
+
+        On Redis Cluster one XREADGROUP cannot span slots: streams are read one slot at a time,
+        every slot's read in one pipeline (a round trip per node), and when that finds nothing the
+        reads are repeated every few ms (POLL_MAX_SECONDS at most) until `block_ms` is over; with
+        all streams on one slot, it blocks as on one Redis."""
+        streams = list(streams)
+        if not self.cluster:
+            return await self._read(consumer, streams, count, block_ms)
+        groups: dict[int, list[str]] = {}
+        for stream in streams:
+            groups.setdefault(key_slot(stream), []).append(stream)
+        if len(groups) <= 1:
+            return await self._read(consumer, streams, count, block_ms)
+        deadline = time.monotonic() + block_ms / 1000
+        pause = POLL_FIRST_SECONDS
+        while True:
+            taken = await self._read_slots(consumer, list(groups.values()), count)
+            if taken or time.monotonic() >= deadline:
+                return taken
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(POLL_MAX_SECONDS, pause * 2)
+
+    async def _read(self, consumer: str, streams: list[str], count: int, block_ms: int) -> list[Taken]:
         replies = await self.redis.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
         return [Taken(as_str(stream), entry_id, fields, 1)
                 for stream, entries in replies or [] for entry_id, fields in entries]
+
+    async def _read_slots(self, consumer: str, groups: list[list[str]], count: int) -> list[Taken]:
+        """One non-blocking read per slot, pipelined, starting at a different slot each time so
+        that a small `count` does not always serve the same streams first."""
+        self._read_turn = (self._read_turn + 1) % len(groups)
+        groups = groups[self._read_turn:] + groups[:self._read_turn]
+        per = max(1, count // len(groups))
+        groups = groups[:max(1, count // per)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.xreadgroup(GROUP, consumer, {s: ">" for s in group}, count=per)
+            replies = await pipe.execute()
+        return [Taken(as_str(stream), entry_id, fields, 1)
+                for reply in replies for stream, entries in reply or [] for entry_id, fields in entries]
 
     async def claim(self, consumer: str, stream: str, idle_ms: int, count: int) -> list[Taken]:
         """Take over entries of `stream` idle longer than `idle_ms` (their worker died or hung)."""
@@ -296,6 +368,10 @@ class Queue:
                 name = as_str(c["name"])
                 if c["pending"] == 0 and c["idle"] > DEAD_CONSUMER_IDLE_MS and name != consumer:
                     await self.redis.xgroup_delconsumer(stream, GROUP, name)
+
+
+def _one_slot(key: str) -> int:
+    return 0  # one Redis: every key in one call
 
 
 def _entry_time(entry_id: bytes) -> float:

@@ -12,13 +12,16 @@ member bytes) too. The next page is ZRANGEBYSCORE score_ms (end LIMIT done n.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Literal, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
 
+from bus.store.connect import is_cluster
 from bus.store.keys import API_REPLAYS, FIELD, REPLAY_LEADER_KEY
+from bus.store.once import stream_calls, write_once
 from bus.store.scripts import REPLAY_SAVE, REPLAY_STEP, run_script
 
 log = logging.getLogger("bus.replay")
@@ -151,6 +154,12 @@ async def step(redis: aioredis.Redis, token: str, read: Stored, new: Replay,
     and state), only if the lease holds `token` and the replay is still `read`. NotLeader or
     Changed otherwise, with nothing written."""
     raw = encode(new)
+    if is_cluster(redis) and deliveries:
+        # The streams lie on other slots: write them first, each slot's part once, as a step named
+        # by the checkpoint it starts from (the next leader redoing it writes nothing twice); then
+        # the fenced checkpoint alone.
+        await write_once(redis, stream_calls(deliveries), f"replay/{new.name}/{_sha(read.raw)}")
+        deliveries = ()
     names = [REPLAY_LEADER_KEY, API_REPLAYS] + [stream for stream, _ in deliveries]
     args = [token, new.name, read.raw, raw, FIELD] + [body for _, body in deliveries]
     got = await run_script(redis, REPLAY_STEP, names, args)
@@ -159,3 +168,8 @@ async def step(redis: aioredis.Redis, token: str, read: Stored, new: Replay,
     if got != 1:
         raise Changed(new.name)
     return Stored(raw, new)
+
+
+def _sha(raw: bytes) -> str:
+    """A short name for the replay record a step starts from (its checkpoint and state)."""
+    return hashlib.sha1(raw).hexdigest()[:16]

@@ -16,6 +16,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bus.config.model import ApiDestination, Archive, Bus, Connection
+from bus.store.connect import snapshot_pipeline
 from bus.store.keys import (
     API_ARCHIVES,
     API_BUSES,
@@ -83,7 +84,7 @@ async def load(redis: aioredis.Redis) -> Resources:
     """Every stored resource that decodes; one that does not is logged and skipped (one bad
     value must not stop a broker or hide the others). Its text is never logged: it may hold a
     sealed secret, and sealed is still not for logs."""
-    async with redis.pipeline(transaction=True) as pipe:
+    async with snapshot_pipeline(redis) as pipe:
         for kind in _HASH:
             pipe.hgetall(_HASH[kind])
         raw = await pipe.execute()

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from bus.store.keys import GROUP
+from bus.observe import metrics
+from bus.store.keys import GROUP, key_slot
 
 
 class Lua(NamedTuple):
@@ -100,10 +101,12 @@ async def run_pipelined(redis: aioredis.Redis, calls: Sequence[Call]) -> list[An
 async def _pipeline(redis: aioredis.Redis, calls: Sequence[Call], by_body: bool) -> list[Any]:
     async with redis.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
+            # execute_command: redis-py's cluster pipeline refuses its own evalsha() method, but
+            # routes the command by its first key like any other.
             if by_body:
-                pipe.eval(script.body, len(keys), *keys, *args)
+                pipe.execute_command("EVAL", script.body, len(keys), *keys, *args)
             else:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return await pipe.execute(raise_on_error=False)
 
 
@@ -140,9 +143,10 @@ class FinishBatcher:
     half the FINISH calls per delivery, for 1 ms more before the ack (handlers never wait on it).
     """
 
-    def __init__(self, script: Script, group: str = GROUP):
+    def __init__(self, script: Script, group: str = GROUP, cluster: bool = False):
         self.script = script
         self.group = group
+        self.cluster = cluster  # follow-ups on another slot than their stream are written first
         self._pending: list[tuple[str, Any, list[FollowUp], asyncio.Future]] = []
         self._flushes: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
@@ -162,6 +166,8 @@ class FinishBatcher:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        if self.cluster:
+            batch = await self._write_remote_follow_ups(batch)
         by_stream: dict[str, list] = {}
         for item in batch:
             by_stream.setdefault(item[0], []).append(item)
@@ -182,6 +188,37 @@ class FinishBatcher:
                 else:
                     future.set_result(bool(acked))
 
+    async def _write_remote_follow_ups(self, batch: list) -> list:
+        """Redis Cluster: write the follow-ups whose keys lie on another slot than their stream (a
+        shared DLQ, the inbox) before the FINISH that acks the entry, which keeps the rest. A crash in
+        between leaves the entry pending: it is attempted again (at least once, never lost). If
+        another worker finished the entry first, what was written here is a counted duplicate."""
+        remote: list[tuple[int, FollowUp]] = []
+        kept = []
+        for n, (stream, entry_id, follow_ups, future) in enumerate(batch):
+            slot = key_slot(stream)
+            local = [f for f in follow_ups if key_slot(f[1]) == slot]
+            remote += [(n, f) for f in follow_ups if key_slot(f[1]) != slot]
+            kept.append((stream, entry_id, local, future))
+        if not remote:
+            return kept
+        try:
+            async with self.script.redis.pipeline(transaction=False) as pipe:
+                for _, (op, key, a, b) in remote:
+                    if op == "Z":
+                        pipe.zadd(key, {b: a})
+                    else:
+                        pipe.xadd(key, {a: b})
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            results = [exc] * len(remote)
+        failed = {n: r for (n, _), r in zip(remote, results) if isinstance(r, Exception)}
+        for n, exc in failed.items():  # not finished: the entry stays pending and is attempted again
+            kept[n][3].set_exception(exc)
+        for n in {n for n, _ in remote} - failed.keys():
+            kept[n][3].add_done_callback(_count_duplicate)
+        return [item for n, item in enumerate(kept) if n not in failed]
+
     def _call(self, stream: str, items: list) -> tuple[list, list]:
         keys: list[Any] = [stream]
         args: list[Any] = [self.group]
@@ -193,11 +230,16 @@ class FinishBatcher:
         return keys, args
 
 
+def _count_duplicate(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is None and future.result() is False:
+        metrics.CROSS_SLOT_DUPLICATES.labels("follow_up").inc()
+
+
 class Scripts:
     """The delivery scripts bound to one client, as the worker's queue calls them."""
 
-    def __init__(self, redis: aioredis.Redis):
-        self.finish = FinishBatcher(Script(redis, FINISH), group=GROUP)
+    def __init__(self, redis: aioredis.Redis, cluster: bool = False):
+        self.finish = FinishBatcher(Script(redis, FINISH), group=GROUP, cluster=cluster)
         self.renew = Script(redis, RENEW)
         self.move_due = Script(redis, MOVE_DUE)
         self.acquire = Script(redis, ACQUIRE)
