@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _durability_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--durability", choices=["acked", "replicated"], default=os.environ.get("BUS_DURABILITY", "acked"),
+                   help="when PutEvents answers: acked (default) once Redis acknowledged the write; "
+                        "replicated once a replica has it too (WAIT 1; env BUS_DURABILITY)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bus", description="busway: an EventBridge-like event bus on Redis.")
     p.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("BUS_LOG_FORMAT", "text"))
@@ -39,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--fsync", choices=["always", "everysec"], default="always",
                     help="Redis appendfsync for the private Redis (default: always)")
     _redis_option(up, default=None)
+    _durability_option(up)
     _auth_options(up)
     up.set_defaults(func=cmd_up)
 
@@ -47,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--host", default="127.0.0.1")
     _redis_option(serve)
+    _durability_option(serve)
     _auth_options(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -152,6 +160,7 @@ def cmd_up(args) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
+    os.environ["BUS_DURABILITY"] = args.durability  # the broker bus up starts inherits it
     return up(args.rules, args.functions, args.port, args.data_dir, args.redis,
               host=args.host, fsync=args.fsync, log_format=args.log_format,
               credentials=args.credentials, insecure_no_auth=args.insecure_no_auth)
@@ -166,7 +175,8 @@ def cmd_serve(args) -> int:
     url = _need_redis(args)
     try:
         return _run_until_signal(lambda stop: _serve_until(stop, serve(url, args.rules, args.host, args.port,
-                                                                       credentials_path=args.credentials)))
+                                                                       credentials_path=args.credentials,
+                                                                       durability=args.durability)))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -53,6 +53,7 @@ def test_unknown_rule_is_resource_not_found(client):
     assert "Rule nope does not exist on EventBus default." in str(err.value)
 
 
+@pytest.mark.cluster
 def test_put_rule_and_put_targets_take_effect_without_restart(stack, client):
     stack.start_worker()
     arn = client.put_rule(Name="api-rule", EventPattern=json.dumps({"source": ["api"]}))["RuleArn"]
@@ -66,6 +67,7 @@ def test_put_rule_and_put_targets_take_effect_without_restart(stack, client):
     assert call["context"]["rule_name"] == "api-rule"
 
 
+@pytest.mark.cluster
 def test_disabled_rule_stops_matching_and_enabled_rule_resumes(stack, client, r):
     client.put_rule(Name="toggle", EventPattern=json.dumps({"source": ["api"]}))
     client.put_targets(Rule="toggle", Targets=[{"Id": "t", "Arn": "probe.record"}])
@@ -115,6 +117,7 @@ def test_target_arn_must_name_a_function(client):
     assert resp["FailedEntries"][0]["TargetId"] == "t"
 
 
+@pytest.mark.cluster
 def test_a_rule_put_on_one_broker_reaches_the_others(stack, client, events_client):
     first_url = stack.url
     stack.start_broker()  # a second broker on another port
@@ -125,6 +128,7 @@ def test_a_rule_put_on_one_broker_reaches_the_others(stack, client, events_clien
              what="the other broker to see the rule")
 
 
+@pytest.mark.cluster
 def test_a_schedule_rule_put_through_the_api_fires_without_restart(stack, client):
     from datetime import datetime, timedelta, timezone
     stack.start_worker()

@@ -78,7 +78,7 @@ def test_thousand_events_through_three_workers_while_one_is_killed_every_second(
     stack.write_rules(RULES % ("probe.record", 10))
     stack.start_broker()
     lease = ("--lease-seconds", "1")
-    workers = [stack.start_worker(extra=lease) for _ in range(3)]
+    workers = [_Worker(stack, lease) for _ in range(3)]
     sent: list[str] = []
 
     def producer():
@@ -91,15 +91,19 @@ def test_thousand_events_through_three_workers_while_one_is_killed_every_second(
     thread = threading.Thread(target=producer)
     thread.start()
     kills = 0
-    deadline = time.monotonic() + 60
+    # A worker is killed once it has run for a second (its log says it started): on a loaded machine
+    # a worker may take longer than that to start, and killing it before would test nothing.
+    deadline = time.monotonic() + 75  # within the suite's 120 s per test, with the drain below
     while time.monotonic() < deadline:
         if not thread.is_alive() and len({c["event"]["id"] for c in stack.records()}) >= 1000:
             break
-        time.sleep(1)
+        time.sleep(0.1)
         victim = kills % 3
-        workers[victim].kill()
-        workers[victim].wait()
-        workers[victim] = stack.start_worker(extra=lease)
+        if (up := _up_since(workers[victim])) is None or time.monotonic() - up < 1.0:
+            continue
+        workers[victim].proc.kill()
+        workers[victim].proc.wait()
+        workers[victim] = _Worker(stack, lease)
         kills += 1
     thread.join()
     handled = [c["event"]["id"] for c in stack.records()]
@@ -111,3 +115,19 @@ def test_thousand_events_through_three_workers_while_one_is_killed_every_second(
     assert set(handled) == set(sent), f"{len(set(sent) - set(handled))} events never handled"
     wait_for(lambda: r.xlen(stream_key("default/r/t1")) == 0, timeout=15, what="queue drained")
     print(f"1000 events, {kills} worker kills, {len(handled) - len(set(handled))} duplicate executions")
+
+
+class _Worker:
+    """A `bus worker` of the stack, and its log (where it says it started)."""
+
+    def __init__(self, stack, extra: tuple[str, ...]):
+        self.log = stack.root / f"worker-{len(stack.procs)}.log"  # the name Stack._spawn gives it
+        self.proc = stack.start_worker(extra=extra)
+        self.started: float | None = None
+
+
+def _up_since(worker: _Worker) -> float | None:
+    """When (monotonic) the worker was first seen started, or None while it is not yet."""
+    if worker.started is None and worker.log.exists() and " started (" in worker.log.read_text():
+        worker.started = time.monotonic()
+    return worker.started

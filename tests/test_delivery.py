@@ -1,7 +1,8 @@
 """Delivery you can trust: retries, dead letters, redrive, timeouts, concurrency, destinations."""
-import pytest
 import json
 import time
+
+import pytest
 
 from bus.store.deliveries import Delivery
 from bus.store.keys import delayed_key, stream_key

@@ -4,11 +4,12 @@ from __future__ import annotations
 import time
 
 import msgspec
+import pytest
 
 from bus.config.model import FunctionSettings, FunctionTarget, RetryPolicy
 from bus.store.deadletters import make_dead_letter
 from bus.store.deliveries import Delivery, TargetRecord, decode_delivery, new_delivery
-from bus.store.keys import FIELD, INBOX, REGISTRY, delayed_key, dlq_key
+from bus.store.keys import FIELD, INBOX, REGISTRY, delayed_key, dlq_key, stream_key
 from bus.store.queue import Queue, RetryAt, ToDeadLetters, ToInbox
 from tests.conftest import with_client
 
@@ -122,3 +123,15 @@ def test_queue_figures_count_depth_pending_delayed_and_dead_letters(redis_url):
     assert (figures.depth, figures.pending, figures.delayed) == (1, 0, 1)
     assert figures.oldest is not None and abs(figures.oldest - time.time()) < 60
     assert depths == {RECORD.key: 1}
+
+
+def test_with_durability_replicated_and_no_replica_enqueue_fails_as_not_replicated(redis_url, r):
+    from bus.store.scripts import NotReplicated
+    delivery = Delivery(id="req-1", event=b'{"id":"e1"}', bus="default", rule="r", target="t1",
+                        function="probe.record", first_enqueued=0.0, ingested=0.0, retries=0)
+
+    async def body(client):
+        with pytest.raises(NotReplicated):
+            await Queue(client, replicas=1, wait_ms=50).enqueue([delivery])  # the suite's Redis has no replica
+    with_client(redis_url, body)
+    assert r.xlen(stream_key("default/r/t1")) == 1, "written on the primary all the same: the answer says so"

@@ -11,12 +11,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import AsyncIterator, Callable
 
-import redis.asyncio as aioredis
+import pytest
 from prometheus_client import REGISTRY
 
 from bus.broker.router import Router
 from bus.config.model import Bus, Config, FunctionTarget, Rule
 from bus.scheduler.loop import Scheduler
+from bus.store.connect import connect
 from bus.store.keys import FIELD, LEADER_KEY, PROGRESS_KEY, stream_key, target_key
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -98,7 +99,7 @@ async def schedulers(redis_url: str, router: Callable[[], Router], clock: FakeCl
     """n schedulers, each with its own Redis connection, as n brokers would have."""
     kw.setdefault("lock_ttl", 5.0)
     kw.setdefault("grace", 30.0)
-    clients = [aioredis.from_url(redis_url) for _ in range(n)]
+    clients = [connect(redis_url) for _ in range(n)]
     try:
         yield [Scheduler(c, router, clock=clock, **kw) for c in clients]
     finally:
@@ -166,6 +167,7 @@ def test_scheduled_event_goes_only_to_the_schedule_rules_own_targets(redis_url, 
     assert len(events(r, rule)) == 1 and events(r, watcher) == []
 
 
+@pytest.mark.cluster
 def test_every_target_of_the_rule_gets_the_same_event(redis_url, r):
     rule = Rule(name="fan", schedule="rate(1 minute)",
                 targets=[FunctionTarget(id="a", function="probe.record"), FunctionTarget(id="b", function="probe.record")])
@@ -197,6 +199,7 @@ def test_first_sight_of_a_rule_fires_nothing_retroactively(redis_url, r):
     assert times(r, every) == [stamp(1)] and times(r, past) == []
 
 
+@pytest.mark.cluster
 def test_each_scheduled_time_fires_once_however_often_it_ticks(redis_url, r):
     rule = schedule_rule()
 
@@ -213,6 +216,7 @@ def test_each_scheduled_time_fires_once_however_often_it_ticks(redis_url, r):
     assert times(r, rule) == [stamp(m) for m in range(1, 6)]
 
 
+@pytest.mark.cluster
 def test_at_schedule_fires_once_and_stays_done_after_a_restart(redis_url, r):
     rule = schedule_rule("once", "at(2030-01-01T12:00:30)")
 
@@ -393,7 +397,7 @@ def test_run_on_the_real_clock_fires_an_at_schedule_when_it_comes(redis_url, r):
     rule = schedule_rule("soon", f"at({when:%Y-%m-%dT%H:%M:%S})")
 
     async def main():
-        client = aioredis.from_url(redis_url)
+        client = connect(redis_url)
         stop = asyncio.Event()
         task = asyncio.create_task(Scheduler(client, lambda: router_of(rule)).run(stop))
         try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
+import pytest
 
+from bus.store.connect import connect
 from bus.store.keys import FENCE_KEY, LEADER_KEY, PROGRESS_KEY
 from bus.store.schedule import NotLeader, Progress, Store
 from tests.test_scheduler import (
@@ -44,6 +45,7 @@ def test_only_one_of_two_schedulers_leads_and_fires(redis_url, r):
     assert times(r, rule) == [stamp(m) for m in range(1, 5)]
 
 
+@pytest.mark.cluster
 def test_killed_leader_is_replaced_when_its_lock_expires_and_no_time_fires_twice(redis_url, r):
     rule = schedule_rule()
 
@@ -61,6 +63,7 @@ def test_killed_leader_is_replaced_when_its_lock_expires_and_no_time_fires_twice
     assert times(r, rule) == [stamp(1), stamp(2)]
 
 
+@pytest.mark.cluster
 def test_leader_killed_right_after_its_firing_write_is_not_repeated_by_the_next(redis_url, r):
     rule = schedule_rule()
 
@@ -88,6 +91,7 @@ def test_leader_killed_right_after_its_firing_write_is_not_repeated_by_the_next(
     assert times(r, rule) == [stamp(1), stamp(2)]
 
 
+@pytest.mark.cluster
 def test_a_leader_whose_lock_was_taken_over_cannot_write(redis_url, r):
     rule = schedule_rule()
 
@@ -98,7 +102,7 @@ def test_a_leader_whose_lock_was_taken_over_cannot_write(redis_url, r):
             stale_token = a._lease.token  # a pauses here, holding a token it thinks is good
             await lock_expired(r)
             await tick_at(b, clock, 1)  # b leads now and fires 12:01
-            client = aioredis.from_url(redis_url)
+            client = connect(redis_url)
             try:
                 store = Store(client)
                 for write in (store.fire(stale_token, "default/tick", at(1), [], Progress("x", "y")),
@@ -151,6 +155,7 @@ def test_stop_hands_the_lock_over_at_once(redis_url, r):
     assert not r.exists(LEADER_KEY)
 
 
+@pytest.mark.cluster
 def test_two_running_schedulers_fire_each_time_once_when_the_leader_is_killed_mid_run(redis_url, r):
     rule = schedule_rule()
 

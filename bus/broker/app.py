@@ -74,20 +74,22 @@ def make_app(broker: Broker, credentials: Credentials | None = None, limits: Lim
 
 
 async def serve(redis_url: str, rules_path: str | None, host: str, port: int, ready: asyncio.Event | None = None,
-                credentials_path: str | None = None, limits: Limits | None = None) -> None:
+                credentials_path: str | None = None, limits: Limits | None = None, durability: str = "acked") -> None:
     """Run a broker until cancelled; `credentials_path` (a credentials YAML) turns authentication on.
-    `limits` default to Limits.from_env() (BUS_HEADER_TIMEOUT, BUS_MAX_CONNECTIONS, ...)."""
+    `limits` default to Limits.from_env() (BUS_HEADER_TIMEOUT, BUS_MAX_CONNECTIONS, ...).
+    `durability` "replicated": PutEvents answers only once a replica has the writes (WAIT 1)."""
     limits = limits or Limits.from_env()
     config = load_config(rules_path) if rules_path else empty_config()
     credentials = load_credentials(credentials_path) if credentials_path else None
     redis = connect(redis_url)
-    broker = Broker(redis, rules_path, config)
+    broker = Broker(redis, rules_path, config, replicas=1 if durability == "replicated" else 0)
     await broker.start()
     runner = LimitedRunner(make_app(broker, credentials, limits), limits, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    log.info("broker listening on http://%s:%d (%d rules)", host, port, len(config.rules))
+    log.info("broker listening on http://%s:%d (%d rules; %s, durability %s)", host, port, len(config.rules),
+             "Redis Cluster" if broker.queue.cluster else "one Redis", durability)
     log.info("limits: headers %gs, body %gs, idle keep-alive %gs, %d connections, %d-byte bodies",
              limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.max_connections,
              limits.max_body)

@@ -34,6 +34,7 @@ from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.deliveries import Delivery, new_delivery
 from bus.store.queue import Archived, Queue
+from bus.store.scripts import NotReplicated
 
 log = logging.getLogger("bus.ingest")
 _encode = msgspec.json.Encoder().encode
@@ -142,6 +143,14 @@ class Ingestor:
     async def _store(self, deliveries: list[Delivery], archived: list[Archived] = (), request: str | None = None) -> None:
         try:
             await self._queue.enqueue(deliveries, archived, step=None if request is None else f"put/{request}")
+        except NotReplicated as exc:
+            log.error("%d deliveries (%d archive copies) not confirmed by a replica: %s", len(deliveries), len(archived), exc)
+            raise RequestError(
+                "InternalException",
+                "Events were written but no replica confirmed them in time (--durability replicated), so none "
+                "of this request was accepted. Retry the request; its events may be delivered twice.",
+                status=500,
+            ) from exc
         except (RedisError, OSError) as exc:
             log.error("could not store %d deliveries (%d archive copies): %s", len(deliveries), len(archived), exc)
             raise RequestError(

@@ -45,7 +45,7 @@ class Broker:
     """Holds the live Router; rebuilds it when the YAML files change, updates it in place
     when API rules do."""
 
-    def __init__(self, redis: aioredis.Redis, rules_path: str | None, config: Config):
+    def __init__(self, redis: aioredis.Redis, rules_path: str | None, config: Config, replicas: int = 0):
         self.redis = redis
         self.rules_path = rules_path
         self.yaml_config = config
@@ -60,7 +60,7 @@ class Broker:
         # One change of the rule set at a time: an in-place change computed against the Router
         # must not interleave (at its publish await) with a rebuild or another change.
         self._changing = asyncio.Lock()
-        self.queue = Queue(redis)
+        self.queue = Queue(redis, replicas=replicas)  # replicas: --durability replicated WAITs for 1
         self.policies = BusPolicies(redis)  # bus resource policies (PutPermission), checked at ingest
         self.router = Router(config)
         self.ingestor = Ingestor(self.queue, lambda: self.router)

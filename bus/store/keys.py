@@ -76,7 +76,7 @@ def dlq_name(key: bytes | str) -> str:
 
 
 # --- destinations ----------------------------------------------------------------------------
-INBOX = f"{PREFIX}:{{inbox}}:q"  # stream of InboxItem (bus, event) awaiting routing by a broker
+INBOX = f"{PREFIX}:{{inbox}}:items"  # stream of InboxItem (bus, event) awaiting routing by a broker
 INBOX_GROUP = "brokers"
 
 # --- rules created through the AWS API -------------------------------------------------------

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from bus.observe import metrics
 from bus.store.connect import Backoff, unreachable
 from bus.store.keys import FIELD, key_slot, once_key
-from bus.store.scripts import ENQUEUE, run_pipelined
+from bus.store.scripts import ENQUEUE, NotReplicated, run_pipelined
 
 log = logging.getLogger("bus.store")
 
@@ -39,10 +39,12 @@ def stream_calls(items: Iterable[tuple[str, bytes]], slot_of: Callable[[str], in
     return {slot: ([s for s, _ in pairs], [FIELD, len(pairs), *(p for _, p in pairs)]) for slot, pairs in by_slot.items()}
 
 
-async def write_once(redis: aioredis.Redis, calls: Calls, step: str, retry_seconds: float = RETRY_SECONDS) -> int:
+async def write_once(redis: aioredis.Redis, calls: Calls, step: str, retry_seconds: float = RETRY_SECONDS,
+                     replicas: int = 0, wait_ms: int = 1000) -> int:
     """Make every slot's call of `step`, marked, until all are done; how many slots were done
     already (a repeat's). Raise the last error if some slot still fails after `retry_seconds`,
-    or at once for an error that is no outage (a wrong key type, say)."""
+    or at once for an error that is no outage (a wrong key type, say). `replicas`: WAIT for that
+    many replicas of each node written (scripts.run_pipelined); NotReplicated is raised as is."""
     ttl_ms = ONCE_TTL_SECONDS * 1000
     left = dict(calls)
     deadline = time.monotonic() + retry_seconds
@@ -51,7 +53,9 @@ async def write_once(redis: aioredis.Redis, calls: Calls, step: str, retry_secon
     while True:
         batch = [(ENQUEUE, [once_key(slot, step), *keys], [ttl_ms, *args]) for slot, (keys, args) in left.items()]
         try:
-            results = await run_pipelined(redis, batch)
+            results = await run_pipelined(redis, batch, replicas=replicas, wait_ms=wait_ms)
+        except NotReplicated:
+            raise
         except Exception as exc:  # a node's connection failed: which of its calls ran is unknown
             results = [exc] * len(batch)
         errors = []

@@ -27,13 +27,14 @@ from bus.store.keys import (
     delayed_key, dlq_key, key_slot, once_key, rate_key, stream_key,
 )
 from bus.store.once import write_once
-from bus.store.scripts import ENQUEUE, Scripts, run_script
+from bus.store.scripts import ENQUEUE, Scripts, run_pipelined, run_script
 
 log = logging.getLogger("bus.store")
 
 GIVE_BACK_IDLE_MS = 24 * 3600 * 1000  # past every worker's lease: reclaimable at once
 DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000  # only consumers with nothing pending are removed
 HEARTBEAT_TTL_SECONDS = 60
+REPLICA_WAIT_MS = 1000  # --durability replicated: how long PutEvents waits for a replica's confirmation
 # Redis Cluster (see docs/architecture.md, "On Redis Cluster"):
 POLL_FIRST_SECONDS, POLL_MAX_SECONDS = 0.001, 0.02  # a worker's reads of streams on several slots, idle
 
@@ -120,8 +121,10 @@ def _script_args(record: TargetRecord, follow_up: FollowUp) -> tuple[str, str, A
 
 
 class Queue:
-    def __init__(self, redis: aioredis.Redis):
+    def __init__(self, redis: aioredis.Redis, replicas: int = 0, wait_ms: int = REPLICA_WAIT_MS):
         self.redis = redis
+        self.replicas = replicas  # enqueue WAITs for this many replicas (--durability replicated: 1)
+        self.wait_ms = wait_ms  # ... this long at most
         self.cluster = is_cluster(redis)  # then writes and reads go slot by slot
         self._scripts = Scripts(redis, cluster=self.cluster)
         self._read_turn = 0
@@ -174,9 +177,16 @@ class Queue:
         calls = self._enqueue_calls(deliveries, archived)
         if len(calls) == 1:
             [(slot, (keys, args))] = calls.items()  # one atomic call: no marker needed (TTL 0)
-            await run_script(self.redis, ENQUEUE, [once_key(slot, "-"), *keys], [0, *args])
+            keys = [once_key(slot, "-"), *keys]
+            if not self.replicas:
+                await run_script(self.redis, ENQUEUE, keys, [0, *args])
+                return
+            [result] = await run_pipelined(self.redis, [(ENQUEUE, keys, [0, *args])], replicas=self.replicas,
+                                             wait_ms=self.wait_ms)
+            if isinstance(result, Exception):
+                raise result
             return
-        await write_once(self.redis, calls, step or new_id())
+        await write_once(self.redis, calls, step or new_id(), replicas=self.replicas, wait_ms=self.wait_ms)
 
     def _enqueue_calls(self, deliveries: list[Delivery], archived: list[Archived]) -> dict[int, tuple[list, list]]:
         """ENQUEUE's (keys, args) without the marker, one per slot (one in all on one Redis)."""

@@ -15,9 +15,10 @@ from importlib import resources
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from bus.observe import metrics
+from bus.store.connect import is_cluster
 from bus.store.keys import GROUP, key_slot
 
 
@@ -86,19 +87,30 @@ async def run_script(redis: aioredis.Redis, script: Lua | str, keys: Sequence[An
         return await redis.eval(script.body, len(keys), *keys, *args)
 
 
-async def run_pipelined(redis: aioredis.Redis, calls: Sequence[Call]) -> list[Any]:
+class NotReplicated(RedisError):
+    """WAIT found fewer replicas than asked with the writes within its timeout (--durability
+    replicated): the writes are on the primary, but not yet safe from losing it."""
+
+
+async def run_pipelined(redis: aioredis.Redis, calls: Sequence[Call], replicas: int = 0,
+                        wait_ms: int = 1000) -> list[Any]:
     """Make every call in one round trip; a call's error is its result (an Exception), a lost
     connection raises. Calls Redis answered NOSCRIPT go again by body, and only those: the
-    others have already run, and running a script twice would do its writes twice."""
-    results = await _pipeline(redis, calls, by_body=False)
+    others have already run, and running a script twice would do its writes twice.
+
+    `replicas` > 0: each node that ran calls is then sent WAIT `replicas` `wait_ms` on the same
+    connection, after them; NotReplicated if a node's replicas did not all confirm in time."""
+    results = await _pipeline(redis, calls, by_body=False, replicas=replicas, wait_ms=wait_ms)
     again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if again:
-        for i, result in zip(again, await _pipeline(redis, [calls[i] for i in again], by_body=True)):
+        redone = await _pipeline(redis, [calls[i] for i in again], by_body=True, replicas=replicas, wait_ms=wait_ms)
+        for i, result in zip(again, redone):
             results[i] = result
     return results
 
 
-async def _pipeline(redis: aioredis.Redis, calls: Sequence[Call], by_body: bool) -> list[Any]:
+async def _pipeline(redis: aioredis.Redis, calls: Sequence[Call], by_body: bool, replicas: int = 0,
+                    wait_ms: int = 1000) -> list[Any]:
     async with redis.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
             # execute_command: redis-py's cluster pipeline refuses its own evalsha() method, but
@@ -107,7 +119,31 @@ async def _pipeline(redis: aioredis.Redis, calls: Sequence[Call], by_body: bool)
                 pipe.execute_command("EVAL", script.body, len(keys), *keys, *args)
             else:
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await pipe.execute(raise_on_error=False)
+        waits = _add_waits(redis, pipe, calls, replicas, wait_ms) if replicas > 0 else 0
+        results = await pipe.execute(raise_on_error=False)
+    if waits:
+        results, acked = results[:-waits], results[-waits:]
+        short = [a for a in acked if isinstance(a, Exception) or int(a) < replicas]
+        # Calls answered NOSCRIPT wrote nothing: their redo by body WAITs again, and decides.
+        if short and not any(isinstance(r, NoScriptError) for r in results):
+            raise NotReplicated(f"WAIT {replicas} {wait_ms}: {short[0]!r} replicas confirmed the write in time")
+    return results
+
+
+def _add_waits(redis: Any, pipe: Any, calls: Sequence[Call], replicas: int, wait_ms: int) -> int:
+    """WAIT on each connection the calls went to: one on one Redis; one per node on a cluster (a
+    pipeline sends a node's commands in order on one connection, and WAIT counts that connection's
+    writes)."""
+    if not is_cluster(redis):
+        pipe.execute_command("WAIT", replicas, wait_ms)
+        return 1
+    nodes = {}
+    for _, keys, _ in calls:
+        node = redis.get_node_from_key(keys[0])
+        nodes[node.name] = node
+    for node in nodes.values():
+        pipe.execute_command("WAIT", replicas, wait_ms, target_nodes=node)
+    return len(nodes)
 
 
 class Script:

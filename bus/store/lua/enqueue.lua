@@ -12,7 +12,9 @@
 -- then c pairs of score (the event's time, epoch ms) and member (its JSON).
 -- Returns the deliveries' entry ids, or 0 if the marker says this was written already.
 local ttl = tonumber(ARGV[1])
-if ttl > 0 and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- A repeat rewrites only the marker's TTL: a write, so that a WAIT after this call (--durability
+-- replicated) waits for the replicas to have everything up to now, the first try's writes included.
+if ttl > 0 and redis.call('PEXPIRE', KEYS[1], ttl) == 1 then return 0 end
 local n = tonumber(ARGV[3])
 local ids = {}
 for i = 1, n do
