@@ -465,7 +465,11 @@ def test_calls_waiting_at_once_share_one_redis_call_and_keep_their_spacing(redis
     assert all(r.ok for r in results)
     assert script_calls == 1
     times = sorted(s["at"] for s in receiver.seen if s["path"] == "/hook")
-    assert len(times) == 4 and all(b - a >= 0.045 for a, b in zip(times, times[1:])), times
+    # Turns are 50 ms apart; what the receiver sees also holds each send's lateness (a loaded machine
+    # wakes a sender late, and the next one on time), so each gap may look shorter, never the span
+    # from the first send to the last by more than the first one's lateness.
+    assert len(times) == 4 and all(b - a >= 0.025 for a, b in zip(times, times[1:])), times
+    assert times[-1] - times[0] >= 0.13, times
 
 
 def test_calls_a_shared_take_has_no_turn_for_are_throttled_until_one_is_near(redis_url):

@@ -181,6 +181,10 @@ def compiles(pattern: dict) -> bool:
         return False
 
 
+# Hundreds of generated rule sets per test: minutes of CPU when four test processes share two
+# cores, past the suite's 120 s per test; still bounded.
+pytestmark = pytest.mark.timeout(400)
+
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

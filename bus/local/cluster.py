@@ -74,6 +74,56 @@ class LocalCluster:
             time.sleep(0.1)
         raise RuntimeError(f"cluster not ok within {timeout}s; see {self.root}/node-*/redis.log")
 
+    def wait_serving(self, timeout: float = 30.0) -> float:
+        """Until every live node says cluster_state:ok (all slots served, a dead primary's by its
+        promoted replica); the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if all(self._state_ok(n) for n in self.nodes if n.proc and n.proc.poll() is None):
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise RuntimeError(f"cluster not serving every slot within {timeout}s; see {self.root}/node-*/redis.log")
+
+    def _state_ok(self, node: RedisProcess) -> bool:
+        client = redis.Redis(port=node.port, socket_timeout=1)
+        try:
+            return client.cluster("info").get("cluster_state") == "ok"
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def wait_failed_over(self, key: str, dead: RedisProcess, timeout: float = 30.0) -> float:
+        """Until another node serves `key`'s slot (the dead primary's replica was promoted) and the
+        cluster says ok; the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                if self.owner(key) is not dead:
+                    self.wait_serving(timeout - (time.monotonic() - started))
+                    return time.monotonic() - started
+            except RuntimeError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"no replica took over {key}'s slot within {timeout}s")
+
+    def owner(self, key: str) -> RedisProcess:
+        """The node serving `key`'s slot now (asked of any live node)."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            client = redis.Redis(port=node.port, socket_timeout=1)
+            try:
+                slot = client.cluster("keyslot", key)
+                for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        return self.node(int(primary[1]))
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+        raise RuntimeError(f"no live node knows who serves {key}")
+
     def _ok(self, node: RedisProcess) -> bool:
         client = redis.Redis(port=node.port, socket_timeout=1)
         try:

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from hiredis import pack_command as _hiredis_pack  # redis[hiredis] is a dependency
 from redis.asyncio.connection import Connection
+from redis.exceptions import ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -81,7 +82,18 @@ def _cluster(url: str, **kwargs: Any) -> RedisCluster:
     # A failover takes cluster-node-timeout plus an election: keep asking the topology rather than
     # failing the call after redis-py's 3 tries (callers retry on top, with their own backoff).
     kwargs.setdefault("cluster_error_retry_attempts", 5)
-    return RedisCluster(startup_nodes=nodes, ssl=scheme.startswith("rediss"), **kwargs)
+    return _Cluster(startup_nodes=nodes, ssl=scheme.startswith("rediss"), **kwargs)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, with one fix for its 5.x asyncio pipeline (arq, a benchmark peer
+    in our venv, pins redis < 6): when a node is lost, the call that sees it closes the client,
+    which forgets its default node, while other calls' pipelines are still finishing; their
+    "was the default node involved" check then fails on None (AttributeError) after their commands
+    ran. Any known node answers that check correctly (it was not involved)."""
+
+    def get_default_node(self):
+        return self.nodes_manager.default_node or next(iter(self.nodes_manager.startup_nodes.values()), None)
 
 
 def is_cluster(redis: Any) -> bool:
@@ -99,8 +111,9 @@ def snapshot_pipeline(redis: Any):
 # --- outages: how a process notices Redis went away, waits for it, and knows it is back -------
 
 # Errors that mean "Redis did not answer", not "Redis refused": the call may be retried as is.
-# BusyLoadingError (a restarted Redis still reading its AOF) is a ConnectionError.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# BusyLoadingError (a restarted Redis still reading its AOF) is a ConnectionError; a cluster
+# failing over answers CLUSTERDOWN (MASTERDOWN is one) or TRYAGAIN for a while.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError)
 T = TypeVar("T")
 CONNECT_TIMEOUT_SECONDS = 2.0  # a host that is down (no RST) would otherwise hang each connect for minutes
 
