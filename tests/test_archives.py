@@ -57,6 +57,7 @@ def test_a_created_archive_answers_its_arn_state_and_time(client):
     assert out["CreationTime"].timestamp() > 0
 
 
+@pytest.mark.cluster
 def test_every_event_of_the_bus_is_archived_whether_or_not_a_rule_matches_it(client, r):
     client.create_archive(ArchiveName="all", EventSourceArn=SHOP)
     ids = _put(client, "orders", 2) + _put(client, "nobody-listens", 3)
@@ -80,6 +81,7 @@ def test_an_archived_event_is_stored_as_delivered_and_scored_by_its_time(client,
     assert score == 1767323045000
 
 
+@pytest.mark.cluster
 def test_describe_archive_counts_the_events_and_their_bytes(client, r):
     client.create_archive(ArchiveName="all", EventSourceArn=SHOP, EventPattern=json.dumps({"source": ["orders"]}),
                           RetentionDays=7, Description="d")
@@ -112,6 +114,7 @@ def test_update_archive_changes_the_pattern_and_retention(client, r):
     assert client.describe_archive(ArchiveName="a")["RetentionDays"] == 2
 
 
+@pytest.mark.cluster
 def test_delete_archive_deletes_its_events(client, r):
     client.create_archive(ArchiveName="a", EventSourceArn=SHOP)
     _put(client, "orders")

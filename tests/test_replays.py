@@ -11,13 +11,12 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-import redis as redis_lib
 from botocore.exceptions import ClientError
 
 from bus.config.model import Archive
 from bus.store import resources
 from bus.store.keys import API_REPLAYS, REPLAY_LEADER_KEY
-from tests.conftest import wait_for, with_client
+from tests.conftest import sync_client, wait_for, with_client
 
 RULES = """
 rules:
@@ -78,6 +77,7 @@ def wait_state(client, name: str, wanted: str, timeout: float = 20) -> dict:
     return wait_for(lambda: (d := state(client, name))["State"] == wanted and d, timeout, what=f"{name} {wanted}")
 
 
+@pytest.mark.cluster
 def test_replay_sends_exactly_the_windows_events_again_with_replay_name_and_original_id_and_time(
         stack, redis_url, events_client):
     setup(stack, redis_url)
@@ -114,6 +114,7 @@ def test_filter_arns_send_the_replay_only_to_the_rules_named(stack, redis_url, e
     assert state(client, "only-picky")["Destination"]["FilterArns"] == [PICKY_ARN]
 
 
+@pytest.mark.cluster
 def test_cancel_stops_a_running_replay(stack, redis_url, events_client):
     setup(stack, redis_url, BUS_REPLAY_RATE="2")  # one event per half second
     client = events_client(stack.start_broker().url)
@@ -125,7 +126,7 @@ def test_cancel_stops_a_running_replay(stack, redis_url, events_client):
     wait_for(lambda: state(client, "slow").get("EventLastReplayedTime"), what="a first replayed event")
     assert client.cancel_replay(ReplayName="slow")["State"] == "CANCELLING"
     wait_state(client, "slow", "CANCELLED")
-    replayed_count = json.loads(redis_lib.Redis.from_url(redis_url).hget(API_REPLAYS, "slow"))["replayed"]
+    replayed_count = json.loads(sync_client(redis_url).hget(API_REPLAYS, "slow"))["replayed"]
     assert 1 <= replayed_count < 20
     wait_for(lambda: len(replayed(stack, "slow")) >= replayed_count, what="the replayed calls")
     with pytest.raises(ClientError) as err:
@@ -133,9 +134,10 @@ def test_cancel_stops_a_running_replay(stack, redis_url, events_client):
     assert err.value.response["Error"]["Code"] == "IllegalStatusException"
 
 
+@pytest.mark.cluster
 def test_a_replay_survives_its_leaders_sigkill_with_no_event_missing_or_repeated(stack, redis_url, events_client):
     setup(stack, redis_url, BUS_REPLAY_RATE="5", BUS_REPLAY_LOCK_TTL="1")
-    r = redis_lib.Redis.from_url(redis_url)
+    r = sync_client(redis_url)
     stack.start_broker()
     leader = stack.procs[-1]
     wait_for(lambda: r.exists(REPLAY_LEADER_KEY), what="the first broker to lead replays")
