@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from hiredis import pack_command as _hiredis_pack  # redis[hiredis] is a dependency
 from redis.asyncio.connection import Connection
 from redis.exceptions import ClusterDownError, TryAgainError
@@ -51,33 +52,60 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEMES)
 
 
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+
+
 def connect(url: str, **kwargs: Any) -> aioredis.Redis:
-    """An asyncio Redis client for `url`: redis://, rediss:// or unix:// (one Redis), or
+    """An asyncio Redis client for `url`: redis://, rediss:// or unix:// (one Redis);
     redis+cluster://[user:password@]host:port[,host:port...] (rediss+cluster:// for TLS), a
     Redis Cluster known by any of its nodes: redis-py's cluster client, which follows MOVED and
-    ASK and reloads the topology after a failover."""
+    ASK and reloads the topology after a failover; or
+    redis+sentinel://[user:password@]host:port[,host:port...]/<service>[/db], the primary that
+    those Sentinels name for <service>, asked again after a failover."""
     if is_cluster_url(url):
         return _cluster(url, **kwargs)
+    if url.startswith(SENTINEL_SCHEMES):
+        return _sentinel(url, **kwargs)
     if url.startswith("redis://"):  # TLS and unix sockets keep redis-py's own connection classes
         kwargs.setdefault("connection_class", HiredisPackingConnection)
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_SECONDS)
     return aioredis.from_url(url, **kwargs)
 
 
-def _cluster(url: str, **kwargs: Any) -> RedisCluster:
+def _addresses(url: str) -> tuple[str, list[tuple[str, int]], list[str], dict[str, Any]]:
+    """(scheme, [(host, port)], the path's parts, username/password) of a multi-host URL."""
     scheme, rest = url.split("://", 1)
-    auth, _, hosts = rest.rpartition("@")
-    hosts = hosts.split("/", 1)[0]  # a cluster has only database 0
-    nodes = []
+    auth, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    addresses = []
     for address in filter(None, hosts.split(",")):
         host, _, port = address.rpartition(":")
-        nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-    if not nodes:
-        raise ValueError(f"{url}: no host:port to reach the cluster by")
+        addresses.append((host or "127.0.0.1", int(port or 6379)))
+    if not addresses:
+        raise ValueError(f"{url}: no host:port to reach Redis by")
+    creds: dict[str, Any] = {}
     if auth:
         user, _, password = auth.rpartition(":")
-        kwargs.setdefault("username", user or None)
-        kwargs.setdefault("password", password or None)
+        creds = {"username": user or None, "password": password or None}
+    return scheme, addresses, [p for p in path.split("/") if p], creds
+
+
+def _sentinel(url: str, **kwargs: Any) -> aioredis.Redis:
+    scheme, addresses, path, creds = _addresses(url)
+    if not path:
+        raise ValueError(f"{url}: name the Sentinel service: redis+sentinel://host:port/<service>")
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_SECONDS)
+    if scheme.startswith("rediss"):
+        creds["ssl"] = True
+    sentinel = Sentinel(addresses, sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}, **creds)
+    return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0, **kwargs)
+
+
+def _cluster(url: str, **kwargs: Any) -> RedisCluster:
+    scheme, addresses, _, creds = _addresses(url)  # a cluster has only database 0
+    nodes = [ClusterNode(host, port) for host, port in addresses]
+    for key, value in creds.items():
+        kwargs.setdefault(key, value)
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_SECONDS)
     # A failover takes cluster-node-timeout plus an election: keep asking the topology rather than
     # failing the call after redis-py's 3 tries (callers retry on top, with their own backoff).
