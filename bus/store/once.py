@@ -25,7 +25,7 @@ from bus.store.scripts import ENQUEUE, NotReplicated, run_pipelined
 
 log = logging.getLogger("bus.store")
 
-ONCE_TTL_SECONDS = 300  # how long a slot's part of a step stays marked done: past any SDK's retries
+ONCE_TTL_SECONDS = 120  # how long a slot's part of a step stays marked done: past botocore's 3 attempts (<= 20 s apart)
 RETRY_SECONDS = 10.0  # how long unwritten slots are tried again (a failover takes seconds)
 
 Calls = dict[int, tuple[list[Any], list[Any]]]  # slot -> ENQUEUE's keys and args without the marker
