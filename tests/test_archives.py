@@ -199,6 +199,7 @@ def test_a_second_broker_archives_into_an_archive_made_on_the_first(client, stac
     wait_for(lambda: client.describe_archive(ArchiveName="all")["EventCount"] == 1, what="count")
 
 
+@pytest.mark.cluster
 def test_bus_archive_list_and_show_read_the_archives_and_their_counts(client, stack):
     client.create_archive(ArchiveName="api-one", EventSourceArn=SHOP, RetentionDays=3)
     _put(client, "orders", 2)

@@ -211,6 +211,7 @@ def test_list_replays_filters_by_one_of_prefix_state_or_archive(stack, redis_url
     assert error(lambda: client.list_replays(NamePrefix="a", State="RUNNING"))[0] == "ValidationException"
 
 
+@pytest.mark.cluster
 def test_cli_starts_shows_and_refuses_to_cancel_a_finished_replay(stack, redis_url):
     setup(stack, redis_url)
     stack.start_broker()

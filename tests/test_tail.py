@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bus.store.keys import TAIL_ACTIVE, TRACE
 from tests.conftest import wait_for
 from tests.httpc import post
@@ -61,6 +63,7 @@ def test_tail_follow_shows_matched_rules_targets_and_outcomes(stack, r):
     assert "no rule matched" in text
 
 
+@pytest.mark.cluster
 def test_tail_filters_by_pattern(stack, r):
     stack.write_rules(RULES)
     stack.start_broker()
