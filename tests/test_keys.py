@@ -70,3 +70,19 @@ def test_a_targets_keys_share_its_hash_tag():
 def test_a_dlq_name_comes_back_out_of_its_key():
     assert keys.dlq_name(keys.dlq_key("default/r/t1").encode()) == "default/r/t1"
     assert keys.dlq_name(keys.dlq_key(keys.INBOX_DLQ)) == keys.INBOX_DLQ
+
+
+def test_the_shipped_slot_tag_table_is_the_one_build_slot_tags_computes():
+    assert keys._slot_tags() == keys.build_slot_tags()
+
+
+def test_every_slot_has_a_tag_that_hashes_to_it():
+    assert all(keys.key_slot("{%s}" % keys.slot_tag(slot)) == slot for slot in range(keys.SLOTS))
+
+
+def test_key_slot_hashes_only_a_non_empty_hash_tag():
+    from redis.crc import key_slot as redis_py_key_slot  # redis-py's own, in Python; tests/test_cluster.py asks a server
+    assert keys.key_slot("busway:{default/r/t1}:q") == keys.key_slot("default/r/t1")
+    assert keys.key_slot("{x}y{z}") == keys.key_slot("x")  # only the first tag
+    for key in ["a{}b", "x{y", "}{a}", "busway:{api}:rules", "plain", "\u00e9t\u00e9{\u2603}"]:
+        assert keys.key_slot(key) == redis_py_key_slot(key.encode()), key
