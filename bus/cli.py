@@ -160,6 +160,10 @@ def cmd_up(args) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
+    if args.durability == "replicated" and not args.redis:
+        print("bus: --durability replicated needs --redis: the private Redis of bus up has no replica, "
+              "so no event could ever be confirmed", file=sys.stderr)
+        return 2
     os.environ["BUS_DURABILITY"] = args.durability  # the broker bus up starts inherits it
     return up(args.rules, args.functions, args.port, args.data_dir, args.redis,
               host=args.host, fsync=args.fsync, log_format=args.log_format,

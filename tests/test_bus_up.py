@@ -245,3 +245,10 @@ def _up(url: str) -> bool:
         return "ok" in get_text(url + "/healthz")
     except OSError:
         return False
+
+
+def test_bus_up_refuses_durability_replicated_on_its_private_redis_which_has_no_replica(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bus", "up", "--durability", "replicated"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "needs --redis" in done.stderr
+    assert not (tmp_path / ".busway").exists(), "nothing was started"
