@@ -187,6 +187,9 @@ pytestmark = pytest.mark.timeout(400)
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# The two Matcher properties run once per engine over up to 8 (or 14) rules each: 200 examples
+# keep them to about a minute of CPU on this 2-core CI machine (300 took about two).
+MATCHER_SETTINGS = settings(PROPERTY_SETTINGS, max_examples=200)
 
 
 @PROPERTY_SETTINGS
@@ -203,7 +206,7 @@ def events_for(patterns: list[dict]):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@PROPERTY_SETTINGS
+@MATCHER_SETTINGS
 @given(patterns=st.lists(pattern_objects(), min_size=1, max_size=8), data=st.data())
 def test_matcher_agrees_with_reference_and_compiled_pattern(engine, patterns, data):
     patterns = [p for p in patterns if compiles(p)]
@@ -227,7 +230,7 @@ operations = st.lists(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@PROPERTY_SETTINGS
+@MATCHER_SETTINGS
 @given(ops=operations, data=st.data())
 def test_adding_and_removing_rules_answers_like_a_fresh_matcher(engine, ops, data):
     with using_engine(engine):
