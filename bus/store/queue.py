@@ -252,7 +252,10 @@ class Queue:
         groups = groups[:max(1, count // per)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups:
-                pipe.xreadgroup(GROUP, consumer, {s: ">" for s in group}, count=per)
+                # Named node: redis-py's cluster client would otherwise ask a node COMMAND GETKEYS for
+                # every XREADGROUP to find its key (a round trip each; a fifth of a worker's time).
+                pipe.execute_command("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per, "STREAMS", *group,
+                                     *[">"] * len(group), target_nodes=self.redis.get_node_from_key(group[0]))
             replies = await pipe.execute()
         return [Taken(as_str(stream), entry_id, fields, 1)
                 for reply in replies for stream, entries in reply or [] for entry_id, fields in entries]
