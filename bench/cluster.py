@@ -169,21 +169,6 @@ def bodies(tagged: bool) -> list[bytes]:
 
 # --- the store: one redis-server or a LocalCluster -----------------------------------------
 
-class OneNodeCluster(LocalCluster):
-    """A 1-primary cluster: `redis-cli --cluster create` (LocalCluster.start) refuses fewer than 3
-    primaries, so the one node is given every slot by CLUSTER ADDSLOTS instead."""
-
-    def start(self, timeout: float = 30.0) -> "OneNodeCluster":
-        if self.primaries != 1 or self.replicas:
-            return super().start(timeout)
-        node = self.nodes[0]
-        node.start()
-        with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5) as r:
-            r.execute_command("CLUSTER", "ADDSLOTS", *range(SLOTS))
-        self.wait_ok(timeout)
-        return self
-
-
 class Store:
     """A fresh Redis (plain) or Redis Cluster for one round of one or more set-ups."""
 
@@ -191,7 +176,7 @@ class Store:
         self.setup = setup
         if setup.cluster:
             # node timeout well above any stall a busy 2-core machine may cause: no failover mid-phase
-            self.cluster = OneNodeCluster(root, primaries=setup.primaries, replicas=setup.replicas,
+            self.cluster = LocalCluster(root, primaries=setup.primaries, replicas=setup.replicas,
                                           node_timeout_ms=5000, fsync=fsync)
             self.nodes = self.cluster.nodes
         else:

@@ -33,6 +33,7 @@ from bus.config.rulesfile import ConfigError, load_config, rule_files
 from bus.config.validate import validate_rule
 from bus.observe import metrics
 from bus.store import apirules, resources
+from bus.store.connect import unreachable
 from bus.store.migrate import rename_legacy_keys
 from bus.store.queue import Queue
 
@@ -243,8 +244,11 @@ class Broker:
                 await self.policies.reload()
                 await self.reload_resources()  # before the rules: a new API rule may be on a new API bus
                 await self.reload_api_rules()
-            except Exception:  # a watcher that dies silently would freeze the rules
-                log.exception("rules reload failed")
+            except Exception as exc:  # a watcher that dies silently would freeze the rules
+                if unreachable(exc):  # an outage or a failover: said once per try, no traceback
+                    log.warning("rules reload skipped: Redis unreachable (%s); next try in %gs", exc, interval)
+                else:
+                    log.exception("rules reload failed")
 
 
 def _http_parts(config: Config, destination: str) -> tuple:

@@ -59,6 +59,11 @@ class LocalCluster:
     def start(self, timeout: float = 30.0) -> "LocalCluster":
         for node in self.nodes:
             node.start()
+        if self.primaries == 1 and not self.replicas:  # `redis-cli --cluster create` wants 3 primaries
+            with redis.Redis(port=self.nodes[0].port, socket_timeout=5) as client:
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            self.wait_ok(timeout)
+            return self
         subprocess.run([find_redis_cli(), "--cluster", "create", *self.addresses,
                         "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        check=True, capture_output=True, timeout=timeout)
