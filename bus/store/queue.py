@@ -9,6 +9,7 @@ heartbeat and prune consumers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -174,43 +175,48 @@ class Queue:
         archived = list(archived)
         if not deliveries and not archived:
             return
+        if not self.cluster:  # the hot path: one call, no grouping by slot
+            await self._enqueue_one(_no_marker(), *self._enqueue_args(deliveries, archived))
+            return
         calls = self._enqueue_calls(deliveries, archived)
-        if len(calls) == 1:
-            [(slot, (keys, args))] = calls.items()  # one atomic call: no marker needed (TTL 0)
-            keys = [once_key(slot, "-"), *keys]
-            if not self.replicas:
-                await run_script(self.redis, ENQUEUE, keys, [0, *args])
-                return
-            [result] = await run_pipelined(self.redis, [(ENQUEUE, keys, [0, *args])], replicas=self.replicas,
-                                             wait_ms=self.wait_ms)
-            if isinstance(result, Exception):
-                raise result
+        if len(calls) == 1:  # one slot: one atomic call, no marker needed (TTL 0)
+            [(slot, (keys, args))] = calls.items()
+            await self._enqueue_one(once_key(slot, "-"), keys, args)
             return
         await write_once(self.redis, calls, step or new_id(), replicas=self.replicas, wait_ms=self.wait_ms)
 
+    async def _enqueue_one(self, marker: str, keys: list, args: list) -> None:
+        if not self.replicas:
+            await run_script(self.redis, ENQUEUE, [marker, *keys], [0, *args])
+            return
+        [result] = await run_pipelined(self.redis, [(ENQUEUE, [marker, *keys], [0, *args])], replicas=self.replicas,
+                                       wait_ms=self.wait_ms)
+        if isinstance(result, Exception):
+            raise result
+
     def _enqueue_calls(self, deliveries: list[Delivery], archived: list[Archived]) -> dict[int, tuple[list, list]]:
-        """ENQUEUE's (keys, args) without the marker, one per slot (one in all on one Redis)."""
-        slot_of = key_slot if self.cluster else _one_slot
+        """ENQUEUE's (keys, args) without the marker, one per cluster slot the keys fall on."""
         streams: dict[int, list[Delivery]] = {}
         for d in deliveries:
-            streams.setdefault(slot_of(stream_key(d.target_key)), []).append(d)
+            streams.setdefault(key_slot(stream_key(d.target_key)), []).append(d)
+        archives: dict[int, list[Archived]] = {}
+        for item in archived:
+            archives.setdefault(key_slot(archive_events_key(item.archive)), []).append(item)
+        return {slot: self._enqueue_args(streams.get(slot, []), archives.get(slot, []))
+                for slot in {*streams, *archives}}
+
+    @staticmethod
+    def _enqueue_args(deliveries: list[Delivery], archived: list[Archived]) -> tuple[list, list]:
+        """ENQUEUE's keys and args (without the marker) for these deliveries and archive copies."""
+        keys = [stream_key(d.target_key) for d in deliveries]
+        args: list[Any] = [FIELD, len(deliveries), *map(encode_delivery, deliveries)]
         by_archive: dict[str, list[Any]] = {}
         for item in archived:  # one ZADD per archive, not per event
             by_archive.setdefault(item.archive, []).extend((item.score_ms, item.event))
-        archives: dict[int, list[str]] = {}
-        for archive in by_archive:
-            archives.setdefault(slot_of(archive_events_key(archive)), []).append(archive)
-        calls = {}
-        for slot in {*streams, *archives}:
-            mine = streams.get(slot, [])
-            keys = [stream_key(d.target_key) for d in mine]
-            args: list[Any] = [FIELD, len(mine), *map(encode_delivery, mine)]
-            for archive in archives.get(slot, ()):
-                pairs = by_archive[archive]
-                keys += (archive_events_key(archive), archive_bytes_key(archive))
-                args += (len(pairs) // 2, *pairs)
-            calls[slot] = (keys, args)
-        return calls
+        for archive, pairs in by_archive.items():
+            keys += (archive_events_key(archive), archive_bytes_key(archive))
+            args += (len(pairs) // 2, *pairs)
+        return keys, args
 
     # --- taking work --------------------------------------------------------------------------
 
@@ -383,8 +389,10 @@ class Queue:
                     await self.redis.xgroup_delconsumer(stream, GROUP, name)
 
 
-def _one_slot(key: str) -> int:
-    return 0  # one Redis: every key in one call
+@functools.cache
+def _no_marker() -> str:
+    """ENQUEUE's first key when it sets no marker (one Redis: any key does; read once)."""
+    return once_key(0, "-")
 
 
 def _entry_time(entry_id: bytes) -> float:
