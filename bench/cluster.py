@@ -351,7 +351,7 @@ class Busway:
             self.logs.append(self.tmp / f"{name}.log")
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as self.http:
-            self.redis = connect(self.store.url) if self.setup.cluster else aioredis.from_url(self.store.url)
+            self.redis = connect(self.store.url)  # one Redis or a cluster
             try:
                 urls = [b + "/healthz" for b in self.bases] + [u.removesuffix("/metrics") + "/healthz"
                                                                for u in self.worker_metrics]
@@ -363,12 +363,7 @@ class Busway:
                 self.children.stop_all()
 
     async def _ok(self, url: str) -> bool:
-        self.children.check_alive()
-        try:
-            async with self.http.get(url) as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
+        return await e2e.healthy(self.http, url, self.children)
 
     async def post(self, base: str, body: bytes) -> list[str] | None:
         """The EventIds of one PutEvents, or None (the failure kept in self.errors)."""

@@ -287,6 +287,16 @@ def latency_row(system: str, kind: str, seconds: float, lat: Latency, cpu: dict[
     return row
 
 
+async def healthy(http: aiohttp.ClientSession, url: str, children: Children) -> bool:
+    """Whether `url` (a /healthz) answers 200; raises if one of `children` died meanwhile."""
+    children.check_alive()
+    try:
+        async with http.get(url) as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 async def wait_until(check, timeout: float, what: str, children: Children) -> float:
     """Poll `check` every 2 ms; return time.perf_counter() of the first true answer."""
     deadline = time.monotonic() + timeout
@@ -397,12 +407,7 @@ class Busway:
                 self.children.stop_all()
 
     async def _ok(self, url: str) -> bool:
-        self.children.check_alive()
-        try:
-            async with self.http.get(url) as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
+        return await healthy(self.http, url, self.children)
 
     async def post(self, body: bytes) -> list[tuple[str, float, float]]:
         sent = time.time()
