@@ -142,3 +142,16 @@ def test_with_durability_replicated_a_request_to_every_shard_is_confirmed_by_the
         await Queue(client, replicas=1).enqueue(deliveries, step="put/replicated")
     with_client(redis_url, body)  # NotReplicated would raise: every primary has a replica in sync
     assert [r.xlen(target(i)) for i in range(TARGETS)] == [1] * TARGETS
+
+
+def test_an_idempotency_key_on_post_events_names_the_request_and_one_too_long_is_ignored(stack, r):
+    stack.write_rules(fan_out_rules())
+    stack.start_broker()
+    entries = [event(i) for i in range(3)]
+    first = post(stack.url + "/events", entries, headers={"Idempotency-Key": "order-7"})
+    again = post(stack.url + "/events", entries, headers={"Idempotency-Key": "order-7"})
+    assert first == again and first[0] == 200, "a retry with the same key answers the same EventIds"
+    long_key = "k" * 200  # over 128 characters: not kept, so each request is a new one (accepted, not refused)
+    one, two = (post(stack.url + "/events", entries, headers={"Idempotency-Key": long_key}) for _ in range(2))
+    assert one[0] == two[0] == 200 and one[1]["Entries"] != two[1]["Entries"]
+    assert [r.xlen(target(i)) for i in range(TARGETS)] == [9] * TARGETS, "3 + 0 + 3 + 3 per target"
