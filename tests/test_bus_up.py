@@ -36,7 +36,7 @@ def test_bus_up_from_a_temp_dir_without_redis_on_path_handles_an_event(tmp_path)
     env = dict(os.environ, PATH=f"{only_bus}:/usr/bin:/bin", BUSWAY_ORDERS_FILE=str(tmp_path / "orders.jsonl"))
     env.pop("BUS_REDIS_URL", None)
     assert shutil.which("redis-server", path=env["PATH"]) is None, "this test needs a PATH without redis-server"
-    port = free_port()
+    port = _free_pair()  # the worker's metrics go to port + 1 while that is free (other test processes run)
     proc = subprocess.Popen(["bus", "up", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -252,3 +252,13 @@ def test_bus_up_refuses_durability_replicated_on_its_private_redis_which_has_no_
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "needs --redis" in done.stderr
     assert not (tmp_path / ".busway").exists(), "nothing was started"
+
+
+def _free_pair() -> int:
+    """A free port whose next one is free too (bus up puts the worker's metrics there)."""
+    from bus.local.ports import port_free
+    for _ in range(100):
+        port = free_port()
+        if port < 65535 and port_free("127.0.0.1", port + 1):
+            return port
+    raise RuntimeError("no two free ports in a row")
