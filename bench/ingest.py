@@ -168,7 +168,7 @@ class Bench:
         procs = []
         for port in ports:
             procs.append(subprocess.Popen(
-                ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(self.wrk_script()),
+                ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(self.wrk_script()),
                  self.url(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         return procs
 
