@@ -258,7 +258,12 @@ def _run_until_signal(make) -> int:
             loop.add_signal_handler(sig, stop.set)
         await make(stop)
 
-    asyncio.run(main())
+    from bus.eventloop import EventLoopError, run
+    try:
+        run(main())
+    except EventLoopError as exc:
+        print(f"bus: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
