@@ -43,7 +43,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from e2e import Children, CpuMeter, _cpu_model  # noqa: E402  (process handling, CPU meter)
+from e2e import Children, CpuMeter, _cpu_model, _raise_interrupt  # noqa: E402  (process handling, CPU meter)
 from bus.local.redisproc import RedisProcess, free_port  # noqa: E402
 
 PY = sys.executable
@@ -93,7 +93,6 @@ class Result:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -284,7 +283,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     phases: list[tuple[str, Path | None, int, int]] = []
     if not args.no_bare:
         phases.append(("bare aiohttp", None, 1, 0))
