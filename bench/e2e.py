@@ -73,9 +73,11 @@ class Children:
         self.logs = logs
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> psutil.Process:
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> psutil.Process:
+        """Start `args` in `cwd`: `python -m bus` imports the bus package of its working directory
+        first (sys.path[0]), before PYTHONPATH, so another checkout's code runs only from there."""
         log = open(self.logs / f"{name}.log", "ab")
-        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs.append((name, proc))

@@ -93,6 +93,7 @@ class Result:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
+    calls: int = 0  # Redis script calls (EVALSHA/EVAL) the broker made while measured: grouping shows here
 
     @property
     def rate(self) -> float:
@@ -149,7 +150,7 @@ class Bench:
         port = free_port()
         env = {"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1", **self.loop_env()}
         proc = self.children.start(name, [PY, "-m", "bus", "--log-level", "warning", "serve", "--rules", str(self.rules),
-                                          "--port", str(port), "--redis", self.rp.url], env)
+                                          "--port", str(port), "--redis", self.rp.url], env, cwd=tree)
         return port, proc
 
     def loop_env(self) -> dict[str, str]:
@@ -159,7 +160,7 @@ class Bench:
         env = {"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1", **self.loop_env()}
         return self.children.start(name, [PY, "-m", "bus", "--log-level", "warning", "worker", "--functions",
                                           str(FUNCTIONS), "--redis", self.rp.url, "--concurrency", "10",
-                                          "--metrics-port", str(free_port())], env)
+                                          "--metrics-port", str(free_port())], env, cwd=tree)
 
     def wrk(self, ports: list[int], seconds: float) -> list[subprocess.Popen]:
         """One wrk per port, at once, connections split between them; their summaries."""
@@ -207,6 +208,7 @@ class Bench:
             if self.args.warmup:
                 self.collect(self.wrk(ports, self.args.warmup))
             before = self.redis.xlen(STREAM) if tree is not None and not workers else 0
+            calls_before = self.script_calls()
             wrk_procs = self.wrk(ports, self.args.seconds)
             meter = CpuMeter({**procs, "redis": self.redis_proc})
             summaries = self.collect(wrk_procs)
@@ -215,14 +217,21 @@ class Bench:
             cpu["other"] = max(0.0, cpu["other"] - wrk_cpu)
             cpu["wrk"] = wrk_cpu
             self.children.check_alive()
+            calls = self.script_calls() - calls_before
         finally:
             self.children.stop_all()
         result = self.summarise(name, summaries, cpu)
+        result.calls = calls
         if tree is not None and not workers:
             stored = self.redis.xlen(STREAM) - before
             if stored < result.events:
                 raise RuntimeError(f"{name}: {result.events} events answered but only {stored} stream entries")
         return result
+
+    def script_calls(self) -> int:
+        """Script calls Redis has served so far (its INFO commandstats)."""
+        stats = self.redis.info("commandstats")
+        return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
 
     def summarise(self, name: str, summaries: list[dict], cpu: dict[str, float]) -> Result:
         bad = sum(s["non2xx"] + s["errors"] for s in summaries)
@@ -244,11 +253,13 @@ def report(results: dict[str, Result], args, redis_version: str) -> None:
           f" with {args.batch} events per request; {args.seconds:g} s measured after {args.warmup:g} s warm-up, "
           f"best of {args.rounds}; event loop: {args.loop or 'asyncio (default)'}")
     print()
-    print(f"{'phase':<26} {'events/s':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}  CPU% (of one core)")
+    print(f"{'phase':<26} {'events/s':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'calls/req':>9}  CPU% (of one core)")
     for r in results.values():
         cpu = ", ".join(f"{k} {v}" for k, v in r.cpu.items())
+        requests = r.events / args.batch
+        per_request = f"{r.calls / requests:.2f}" if requests and r.calls else "-"
         print(f"{r.phase:<26} {r.rate:>9,.0f} {r.rate / args.batch:>7,.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
-              f"{r.max_ms:>7.1f}  {cpu}")
+              f"{r.max_ms:>7.1f} {per_request:>9}  {cpu}")
     busway = [r for name, r in results.items() if name.startswith("busway") and "+" not in name]
     if busway:
         best = max(busway, key=lambda r: r.rate)

@@ -135,3 +135,37 @@ def test_with_durability_replicated_and_no_replica_enqueue_fails_as_not_replicat
             await Queue(client, replicas=1, wait_ms=50).enqueue([delivery])  # the suite's Redis has no replica
     with_client(redis_url, body)
     assert r.xlen(stream_key("default/r/t1")) == 1, "written on the primary all the same: the answer says so"
+
+
+def test_concurrent_enqueues_share_calls_and_every_delivery_and_archive_copy_lands(redis_url, r):
+    import asyncio
+
+    from bus.store.keys import archive_bytes_key, archive_events_key
+    from bus.store.queue import Archived
+    events = [b'{"id": "g%d"}' % i for i in range(20)]
+
+    async def body(client):
+        queue = Queue(client)
+        await queue.publish_targets([RECORD])
+        await asyncio.gather(*(queue.enqueue([new_delivery(e, RECORD, time.time())], [Archived("arc", i, e)])
+                               for i, e in enumerate(events)))
+        return queue.group_commit.calls
+    calls = with_client(redis_url, body)
+    assert calls < len(events), "requests that waited went together"
+    assert sorted(bytes(decode_delivery(f[FIELD]).event) for _, f in r.xrange(RECORD.stream)) == sorted(events)
+    assert r.zrange(archive_events_key("arc"), 0, -1, withscores=True) == [(e, float(i)) for i, e in enumerate(events)]
+    assert int(r.get(archive_bytes_key("arc"))) == sum(map(len, events))
+
+
+def test_concurrent_enqueues_without_the_replicas_asked_for_all_fail_as_not_replicated(redis_url):
+    import asyncio
+
+    from bus.store.scripts import NotReplicated
+
+    async def body(client):
+        queue = Queue(client, replicas=1, wait_ms=50)  # the suite's Redis has no replica
+        outcomes = await asyncio.gather(*(queue.enqueue([delivery()]) for _ in range(5)), return_exceptions=True)
+        return outcomes, queue.group_commit.calls
+    outcomes, calls = with_client(redis_url, body)
+    assert [type(o) for o in outcomes] == [NotReplicated] * 5
+    assert calls < 5
