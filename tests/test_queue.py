@@ -169,3 +169,18 @@ def test_concurrent_enqueues_without_the_replicas_asked_for_all_fail_as_not_repl
     outcomes, calls = with_client(redis_url, body)
     assert [type(o) for o in outcomes] == [NotReplicated] * 5
     assert calls < 5
+
+
+def test_waking_the_reader_ends_a_blocked_read_at_once_with_nothing_taken(redis_url, r):
+    import asyncio
+
+    async def body(client):
+        queue = Queue(client)
+        await queue.publish_targets([RECORD])
+        read = asyncio.create_task(queue.read("w1", [RECORD.stream], 10, 60_000))  # would block a minute
+        while not any(c.get("cmd") == "xreadgroup" for c in await client.client_list()):
+            await asyncio.sleep(0.01)
+        await queue.wake_reader()
+        return await asyncio.wait_for(read, 10)
+    assert with_client(redis_url, body) == []
+    assert r.xpending(RECORD.stream, "busway")["pending"] == 0

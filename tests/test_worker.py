@@ -81,3 +81,28 @@ def test_dead_consumers_with_nothing_pending_are_pruned(stack, r, monkeypatch):
 
     asyncio.run(prune())
     assert {c["name"].decode() for c in r.xinfo_consumers(key, GROUP)} == {"dead-pending"}
+
+
+def test_a_worker_reads_a_target_published_after_its_last_registry_read_without_waiting_for_the_full_refresh(redis_url):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bus.store import queue as queue_module
+    from bus.worker import loop
+    from bus.worker.loop import Worker
+    from tests.test_queue import RECORD
+
+    async def body():
+        client = aioredis.from_url(redis_url)
+        worker = Worker(queue_module.Queue(client), None)
+        await worker._refresh_targets()
+        before = dict(worker.targets)
+        await queue_module.Queue(client).publish_targets([RECORD])  # as a broker would
+        await asyncio.sleep(loop.TARGETS_CHECK_SECONDS)
+        await worker._refresh_targets()  # long before REFRESH_SECONDS: the counter moved
+        after = dict(worker.targets)
+        await client.aclose()
+        return before, after
+    before, after = asyncio.run(body())
+    assert before == {} and list(after) == [RECORD.stream]

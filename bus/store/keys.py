@@ -27,6 +27,9 @@ PREFIX = "busway"
 GROUP = "busway"  # the one consumer group of every target stream: the workers
 FIELD = b"d"  # the one field of a stream entry: a Delivery, DeadLetter or InboxItem as JSON
 REGISTRY = f"{PREFIX}:targets"  # hash: target key -> TargetRecord JSON (published by brokers)
+# string: a counter every publish of targets increments, so a worker notices a new target by one
+# GET instead of reading the whole registry (it reads the registry when the counter moved)
+REGISTRY_VERSION = f"{PREFIX}:targets:version"
 WORKERS = f"{PREFIX}:workers"  # sorted set: consumer name -> last heartbeat (epoch s)
 
 

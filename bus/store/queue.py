@@ -25,7 +25,7 @@ from bus.store.deadletters import DeadLetter, dlq_names, encode_dead_letter, tri
 from bus.store.deliveries import Delivery, TargetRecord, decode_record, encode_delivery, encode_record
 from bus.store.groupcommit import GroupCommit, Part
 from bus.store.keys import (
-    FIELD, GROUP, INBOX, REGISTRY, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
+    FIELD, GROUP, INBOX, REGISTRY, REGISTRY_VERSION, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
     delayed_key, dlq_key, key_slot, once_key, rate_key, stream_key,
 )
 from bus.store.once import write_once
@@ -130,6 +130,10 @@ class Queue:
         self.cluster = is_cluster(redis)  # then writes and reads go slot by slot
         self._scripts = Scripts(redis, cluster=self.cluster)
         self._read_turn = 0
+        # One Redis: blocking reads go on a connection of their own, whose client id wake_reader
+        # unblocks (a worker's targets changed). None on Cluster, where reads go slot by slot.
+        self._reader = None if self.cluster else redis.client()
+        self._reader_id: int | None = None
         # One Redis: requests arriving while ENQUEUE calls are in flight share the next one (see
         # bus/store/groupcommit.py). Two in flight: while Redis runs one, the broker sends the next
         # (A/B +8-12 % over one). On Cluster a request's calls go slot by slot, each on its own.
@@ -149,10 +153,15 @@ class Queue:
             for record in records:
                 pipe.hset(REGISTRY, record.key, encode_record(record))
                 pipe.xgroup_create(record.stream, GROUP, id="0", mkstream=True)
+            pipe.incr(REGISTRY_VERSION)  # after the groups: a worker that sees it finds them made
             results = await pipe.execute(raise_on_error=False)
         for r in results:
             if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
                 raise r
+
+    async def targets_version(self) -> int:
+        """The registry's change counter (REGISTRY_VERSION): it moves whenever targets are published."""
+        return int(await self.redis.get(REGISTRY_VERSION) or 0)
 
     async def targets(self) -> dict[str, TargetRecord]:
         """Published targets by stream key. A record this busway cannot read is skipped (logged):
@@ -240,7 +249,14 @@ class Queue:
             pause = min(POLL_MAX_SECONDS, pause * 2)
 
     async def _read(self, consumer: str, streams: list[str], count: int, block_ms: int) -> list[Taken]:
-        replies = await self.redis.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
+        reader = self._reader or self.redis
+        try:
+            if self._reader is not None and self._reader_id is None:
+                self._reader_id = await reader.client_id()
+            replies = await reader.xreadgroup(GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
+        except BaseException:
+            self._reader_id = None  # its connection may be a new one next time: ask again
+            raise
         return [Taken(as_str(stream), entry_id, fields, 1)
                 for stream, entries in replies or [] for entry_id, fields in entries]
 
@@ -260,6 +276,13 @@ class Queue:
             replies = await pipe.execute()
         return [Taken(as_str(stream), entry_id, fields, 1)
                 for reply in replies for stream, entries in reply or [] for entry_id, fields in entries]
+
+    async def wake_reader(self) -> None:
+        """End a read blocked in Redis now, as if its time were up (CLIENT UNBLOCK ... TIMEOUT: no
+        entry is taken by it), so the next read can include streams the blocked one lacks. Does
+        nothing on Cluster or with no read begun; a read still on its way blocks its full time."""
+        if self._reader_id is not None:
+            await self.redis.client_unblock(self._reader_id)
 
     async def claim(self, consumer: str, stream: str, idle_ms: int, count: int) -> list[Taken]:
         """Take over entries of `stream` idle longer than `idle_ms` (their worker died or hung)."""

@@ -46,7 +46,13 @@ from bus.worker.retry import NOT_RETRYABLE
 
 log = logging.getLogger("bus.worker")
 
-REFRESH_SECONDS = 2.0
+# A new target is served within ~100 ms of its publishing (issue 16): the registry's counter is
+# looked at (one GET) every TARGETS_CHECK_SECONDS, the registry is read when it moved (and every
+# REFRESH_SECONDS anyway), and a read blocked on the old targets is ended at once (Queue.wake_reader).
+# (Short blocks would not do: Redis ends a blocked read's timeout only on its next cron tick,
+# every 100 ms at its default hz 10.)
+TARGETS_CHECK_SECONDS = 0.05
+REFRESH_SECONDS = 30.0
 BLOCK_MS = 1000
 HEARTBEAT_SECONDS = 1.0
 PRUNE_SECONDS = 60.0
@@ -81,7 +87,9 @@ class Worker:
         prefetch = self.settings.prefetch
         self._held = Held(self.settings.concurrency if prefetch is None else prefetch)
         self._stopping = False
-        self._refreshed = 0.0
+        self._refreshed = 0.0  # monotonic time of the last registry read
+        self._checked = 0.0  # ... and of the last look at its counter
+        self._targets_version: int | None = None
         self._renewed = 0.0  # monotonic time of the last renewal round that reached Redis
         self.finisher = Finisher(queue, self.reach, self.tracer, identity.from_env())
 
@@ -96,6 +104,7 @@ class Worker:
             self._every(HEARTBEAT_SECONDS, self._heartbeat), self._every(lease / 3, self._renew),
             self._every(MOVE_SECONDS, self._move_due), self._every(lease / 6, self._reclaim),
             self._every(PRUNE_SECONDS, self._prune), self._every(HOLD_CHECK_SECONDS, self._give_back_stale),
+            self._every(TARGETS_CHECK_SECONDS, self._watch_targets),
             self.tracer.watch(), self._notice_stop(stop))]
         try:
             await self._read_loop(stop)
@@ -163,10 +172,24 @@ class Worker:
         await self.queue.prune(self.consumer, list(self.targets))
 
     async def _refresh_targets(self) -> None:
-        if time.monotonic() - self._refreshed < REFRESH_SECONDS:
+        """Read the registry when its counter moved (looked at every TARGETS_CHECK_SECONDS) or
+        REFRESH_SECONDS after the last read."""
+        now = time.monotonic()
+        if now - self._checked < TARGETS_CHECK_SECONDS:
             return
-        self.targets = await self.queue.targets()
-        self._refreshed = time.monotonic()
+        self._checked = now
+        version = await self.queue.targets_version()
+        if version == self._targets_version and now - self._refreshed < REFRESH_SECONDS:
+            return
+        self.targets = await self.queue.targets()  # after the GET: a publish between the two is read now or next time
+        self._targets_version, self._refreshed = version, time.monotonic()
+
+    async def _watch_targets(self) -> None:
+        """A target published meanwhile: read the registry and end the read blocked without it."""
+        streams = self.targets.keys()
+        await self._refresh_targets()
+        if self.targets.keys() != streams:
+            await self.queue.wake_reader()
 
     # --- taking work ----------------------------------------------------------------------
 
@@ -206,7 +229,7 @@ class Worker:
     async def _read_once(self, stop: asyncio.Event) -> None:
         await self._refresh_targets()
         if not self.targets:
-            await _sleep_or_stop(stop, 0.2)
+            await _sleep_or_stop(stop, TARGETS_CHECK_SECONDS)
             return
         await asyncio.sleep(0)  # let handlers that return in this loop turn free their slots first
         room = self._room()
