@@ -253,7 +253,8 @@ def report(results: dict[str, Result], args, redis_version: str) -> None:
           f" with {args.batch} events per request; {args.seconds:g} s measured after {args.warmup:g} s warm-up, "
           f"best of {args.rounds}; event loop: {args.loop or 'asyncio (default)'}")
     print()
-    print(f"{'phase':<26} {'events/s':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'calls/req':>9}  CPU% (of one core)")
+    print(f"{'phase':<26} {'events/s':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'calls/req':>9}  CPU% (of one core)")
     for r in results.values():
         cpu = ", ".join(f"{k} {v}" for k, v in r.cpu.items())
         requests = r.events / args.batch

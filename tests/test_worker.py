@@ -21,7 +21,6 @@ def test_two_workers_on_one_stream_handle_each_event_once(stack, r):
     stack.start_broker()
     stack.start_worker(concurrency=4)
     stack.start_worker(concurrency=4)
-    key = stream_key("default/orders/rec")
     wait_for(lambda: r.zcard(WORKERS) == 2, what="both workers running")
     ids = []
     for batch in range(5):

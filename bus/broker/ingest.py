@@ -67,7 +67,7 @@ class Ingestor:
         results: list[dict[str, Any]] = []
         deliveries: list[Delivery] = []
         archived: list[Archived] = []
-        counts: dict[tuple, int] = {}  # metric children -> increment, applied once per request
+        counts = Tally()  # metric increments, applied once the request is stored
         derive = request is not None and self._queue.cluster
         for n, entry in enumerate(entries):
             try:
@@ -81,22 +81,22 @@ class Ingestor:
                 continue
             deliveries.extend(self._deliveries(router, bus, event, received, counts, archived=archived))
             results.append({"EventId": event["id"]})
-            _count(counts, metrics.EVENTS_INGESTED, bus)
+            counts.add(metrics.EVENTS_INGESTED, bus)
         await self._store(deliveries, archived, request)
-        _apply(counts)
+        counts.apply()
         return results
 
     async def publish(self, bus: str, event: dict[str, Any], received: float, hops: int = 0) -> int:
         """Route an already-built event (a destination record, or an event a bus target forwards
         after crossing `hops` buses); return the number of deliveries."""
-        counts: dict[tuple, int] = {}
+        counts = Tally()
         archived: list[Archived] = []
         deliveries = self._deliveries(self._router(), bus, event, received, counts,
                                       via="bus" if hops else "destination", hops=hops, archived=archived)
         if hops:  # a bus target's event is ingested by this bus, as a PutEvents to it would be
-            _count(counts, metrics.EVENTS_INGESTED, bus)
+            counts.add(metrics.EVENTS_INGESTED, bus)
         await self._store(deliveries, archived)
-        _apply(counts)
+        counts.apply()
         return len(deliveries)
 
     def _accept(self, router: Router, entry: Entry, origin: Origin, received: float,
@@ -109,7 +109,7 @@ class Ingestor:
         return bus, build_envelope(entry, origin, received)
 
     def _deliveries(self, router: Router, bus: str, event: dict[str, Any], received: float,
-                    counts: dict[tuple, int], via: str = "put_events", hops: int = 0,
+                    counts: Tally, via: str = "put_events", hops: int = 0,
                     archived: list[Archived] | None = None) -> list[Delivery]:
         """The event's deliveries; its archive copies are appended to `archived` (a replayed
         event, which carries replay-name, is never archived again)."""
@@ -127,16 +127,15 @@ class Ingestor:
             score = time_ms(event["time"])
             archived.extend(Archived(name, score, raw) for name in names)
             for name in names:
-                _count(counts, metrics.ARCHIVED_EVENTS, name)
+                counts.add(metrics.ARCHIVED_EVENTS, name)
         if not routes:
             return []
         raw = raw or _encode(event)
-        _count(counts, metrics.MATCHED_EVENTS, bus)
+        counts.add(metrics.MATCHED_EVENTS, bus)
         out = []
         for rule, records in routes:
-            _count(counts, metrics.RULE_MATCHES, bus, rule)
+            counts.rule(bus, rule, records)
             for record in records:
-                _count(counts, metrics.DELIVERIES_ENQUEUED, bus, rule, record.key)
                 out.append(new_delivery(raw, record, received, hops=hops))
         return out
 
@@ -165,15 +164,35 @@ def _counter(counter, *labels: str):
     return counter.labels(*labels)
 
 
-def _count(counts: dict[tuple, int], counter, *labels: str) -> None:
-    key = (counter, *labels)
-    counts[key] = counts.get(key, 0) + 1
+class Tally:
+    """One request's metric increments, applied once it is stored: counters move only for what
+    was stored, by one inc() per series per request. A matched rule is counted once per event,
+    and its targets' deliveries from that count when applied, not one by one per event."""
 
+    __slots__ = ("series", "rules")
 
-def _apply(counts: dict[tuple, int]) -> None:
-    """Counters move only for what was stored, by one inc() per series per request."""
-    for (counter, *labels), n in counts.items():
-        _counter(counter, *labels).inc(n)
+    def __init__(self) -> None:
+        self.series: dict[tuple, int] = {}  # (counter, *labels) -> increment
+        self.rules: dict[tuple[str, str], list] = {}  # (bus, rule) -> [matches, its target records]
+
+    def add(self, counter, *labels: str) -> None:
+        key = (counter, *labels)
+        self.series[key] = self.series.get(key, 0) + 1
+
+    def rule(self, bus: str, rule: str, records: list) -> None:
+        hit = self.rules.get((bus, rule))
+        if hit is None:
+            self.rules[(bus, rule)] = [1, records]
+        else:
+            hit[0] += 1
+
+    def apply(self) -> None:
+        for (counter, *labels), n in self.series.items():
+            _counter(counter, *labels).inc(n)
+        for (bus, rule), (n, records) in self.rules.items():
+            _counter(metrics.RULE_MATCHES, bus, rule).inc(n)
+            for record in records:
+                _counter(metrics.DELIVERIES_ENQUEUED, bus, rule, record.key).inc(n)
 
 
 def _bus_label(entry: Entry, router: Router) -> str:

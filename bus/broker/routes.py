@@ -23,6 +23,7 @@ log = logging.getLogger("bus.broker")
 
 _NATIVE_KEYS = {"source", "detail-type", "detail", "resources", "time", "bus"}
 _IGNORED_KEYS = {"version", "id", "account", "region"}  # a full event can be re-posted as is
+_KNOWN_KEYS = frozenset(_NATIVE_KEYS | _IGNORED_KEYS)
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -58,9 +59,8 @@ def native_entries(raw: bytes) -> list[Entry]:
             source=item.get("source"), detail_type=item.get("detail-type"), detail=item.get("detail"),
             resources=item.get("resources"), time=item.get("time"), bus=item.get("bus"),
         )
-        unknown = set(item) - _NATIVE_KEYS - _IGNORED_KEYS
-        if unknown:
-            entry.extra = {"unknown": sorted(unknown)}
+        if not _KNOWN_KEYS.issuperset(item):  # no set made for the usual entry
+            entry.extra = {"unknown": sorted(set(item) - _KNOWN_KEYS)}
         entries.append(entry)
     return entries
 
