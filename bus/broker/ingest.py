@@ -52,15 +52,16 @@ class Ingestor:
         self._router = router  # a getter: YAML reloads swap the router between requests
         self.tracer = tracer or Tracer(queue.redis)
 
-    async def put_events(self, entries: list[Entry], origin: Origin,
-                         deny: BusDenial | None = None, request: str | None = None) -> list[dict[str, Any]]:
+    async def put_events(self, entries: list[Entry], origin: Origin, deny: BusDenial | None = None,
+                         request: str | None = None, body_size: int | None = None) -> list[dict[str, Any]]:
         """One result per entry, in order: {"EventId"} or {"ErrorCode", "ErrorMessage"}.
 
         `deny` (default: the request's bus_denial) fails the entries for buses it refuses alone.
         `request`: the client's id of this request, the same on its retries (routes.request_key).
         On Redis Cluster a retry then writes no slot twice and gets the same EventIds: they are
-        made from it (bus.ids.derived_id) instead of at random."""
-        check_request(entries)
+        made from it (bus.ids.derived_id) instead of at random. `body_size`: the length of the
+        JSON body the entries came from (envelope.check_request), when there is one."""
+        check_request(entries, body_size)
         deny = deny or bus_denial.get()
         router = self._router()
         received = time.time()

@@ -39,7 +39,8 @@ async def post_events(request: web.Request) -> web.Response:
     try:
         body = await _read_body(request)
         metrics.PUT_EVENTS_SIZE.labels("native").observe(len(body))
-        results = await broker.ingestor.put_events(native_entries(body), origin_of(request), request=request_key(request))
+        results = await broker.ingestor.put_events(native_entries(body), origin_of(request), request=request_key(request),
+                                                   body_size=len(body))
     except RequestError as err:
         metrics.PUT_EVENTS_REQUESTS.labels("native", "failed").inc()
         return error_response(err.type, err.message, err.status)
@@ -84,7 +85,8 @@ async def op_put_events(request: web.Request, body: dict[str, Any], origin: Orig
     started = time.perf_counter()
     metrics.PUT_EVENTS_SIZE.labels("aws").observe(request.content_length or 0)
     try:
-        results = await broker.ingestor.put_events(aws_entries(body), origin, request=request_key(request))
+        results = await broker.ingestor.put_events(aws_entries(body), origin, request=request_key(request),
+                                                   body_size=len(await request.read()))  # read once: aiohttp keeps it
     except RequestError:
         metrics.PUT_EVENTS_REQUESTS.labels("aws", "failed").inc()
         raise
