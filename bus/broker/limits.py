@@ -263,7 +263,10 @@ def body_limits(limits: Limits):
             if request.content_length is not None and request.content_length > limits.max_body:
                 return _too_large(request, limits)  # refused before a byte of it is buffered
             try:
-                await asyncio.wait_for(request.read(), limits.body_timeout)
+                if request.content.is_eof():  # all of it has arrived: no clock needed (wait_for makes a task)
+                    await request.read()
+                else:
+                    await asyncio.wait_for(request.read(), limits.body_timeout)
             except web.HTTPRequestEntityTooLarge:  # chunked, or a Content-Length that lied
                 return _too_large(request, limits)
             except asyncio.TimeoutError:
