@@ -37,6 +37,15 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def busy(store: Store) -> tuple[GroupCommit, asyncio.Task]:
+    """A GroupCommit whose first write, of part "a", is in its call and held there."""
+    group = GroupCommit(store.send)
+    store.hold.clear()
+    first = asyncio.create_task(group.write(part("a")))
+    await store.entered.wait()
+    return group, first
+
+
 def test_a_write_that_finds_the_store_idle_goes_at_once_alone():
     async def body():
         store = Store()
@@ -50,10 +59,7 @@ def test_a_write_that_finds_the_store_idle_goes_at_once_alone():
 def test_writes_arriving_during_a_call_share_the_next_one_in_arrival_order():
     async def body():
         store = Store()
-        group = GroupCommit(store.send)
-        store.hold.clear()
-        first = asyncio.create_task(group.write(part("a")))
-        await store.entered.wait()
+        group, first = await busy(store)
         others = [asyncio.create_task(group.write(part(n))) for n in "bcd"]
         await asyncio.sleep(0)
         store.hold.set()
@@ -65,10 +71,7 @@ def test_writes_arriving_during_a_call_share_the_next_one_in_arrival_order():
 def test_a_write_returns_only_once_the_call_carrying_it_is_done():
     async def body():
         store = Store()
-        group = GroupCommit(store.send)
-        store.hold.clear()
-        first = asyncio.create_task(group.write(part("a")))
-        await store.entered.wait()
+        group, first = await busy(store)
         second = asyncio.create_task(group.write(part("b")))
         await asyncio.sleep(0.01)
         waiting = not first.done() and not second.done()
@@ -81,10 +84,7 @@ def test_a_write_returns_only_once_the_call_carrying_it_is_done():
 def test_a_failed_call_fails_every_write_it_carried_and_no_other():
     async def body():
         store = Store(fail={"s:c"})
-        group = GroupCommit(store.send)
-        store.hold.clear()
-        first = asyncio.create_task(group.write(part("a")))
-        await store.entered.wait()
+        group, first = await busy(store)
         carried = [asyncio.create_task(group.write(part(n))) for n in "bc"]
         await asyncio.sleep(0)
         store.hold.set()
@@ -99,10 +99,7 @@ def test_a_failed_call_fails_every_write_it_carried_and_no_other():
 def test_a_waiter_that_stops_waiting_does_not_cancel_the_call_carrying_the_others():
     async def body():
         store = Store()
-        group = GroupCommit(store.send)
-        store.hold.clear()
-        first = asyncio.create_task(group.write(part("a")))
-        await store.entered.wait()
+        group, first = await busy(store)
         leaving = asyncio.create_task(group.write(part("b")))
         staying = asyncio.create_task(group.write(part("c")))
         await asyncio.sleep(0)
