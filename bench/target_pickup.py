@@ -101,15 +101,15 @@ def main() -> int:
     print(f"machine: {platform.node()}, {os.cpu_count()} cores; {platform.python_implementation()} "
           f"{platform.python_version()}; {args.samples} samples per tree\n")
     print(f"{'tree':<22} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   (PutTargets answered -> handler start)")
-    best = None
+    worst = {}
     for name, tree in trees:
         figures = measure(tree, args.samples)
         print(" ".join(f"{f:.0f}" for f in figures))
         print(f"{name:<22} {percentile(figures, 0.5):>8.1f} {percentile(figures, 0.99):>8.1f} {max(figures):>8.1f}",
               flush=True)
-        best = max(figures) if best is None else best
-    print(f"\nissue 16: a new target served within {TARGET_MS:g} ms: busway max {best:.1f} ms -> "
-          f"{'met' if best <= TARGET_MS else 'NOT met'}")
+        worst[name] = max(figures)
+    print(f"\nissue 16: a new target served within {TARGET_MS:g} ms: busway max {worst['busway']:.1f} ms -> "
+          f"{'met' if worst['busway'] <= TARGET_MS else 'NOT met'}")
     return 0
 
 

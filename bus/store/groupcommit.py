@@ -4,9 +4,9 @@ One ENQUEUE call through redis-py costs a broker far more CPU than the Redis wor
 (docs/benchmarks.md, issue 16): under load most of a request's time was that one call. So a
 request that finds the store idle is written at once, alone (no added latency), and requests
 that arrive while the calls allowed in flight are busy wait for one to end and then go together
-in one call. Each request
-is answered only when the call carrying it succeeded, and a failed call fails every request it
-carried: the durability contract (an EventId only once its deliveries are in Redis) is unchanged.
+in one call. Each request is answered only when the call carrying it succeeded, and a failed call
+fails every request it carried: the durability contract (an EventId only once its deliveries are
+in Redis) is unchanged.
 
 A batch is capped in bytes, so a large request never waits behind a batch that is larger still;
 a request over the cap goes alone.
@@ -67,8 +67,7 @@ class GroupCommit:
         self._max_bytes = max_bytes
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._waiting: list[Part] = []
-        self._futures: list[asyncio.Future] = []
+        self._waiting: list[tuple[Part, asyncio.Future]] = []  # each part and the future its writer awaits
         self._tasks: set[asyncio.Task] = set()  # a batch's call runs in its own task: keep it referenced
         self.calls = 0  # calls made, and parts they carried: how much grouping happened
         self.parts = 0
@@ -78,8 +77,7 @@ class GroupCommit:
         if self._in_flight >= self._max_in_flight:
             future = asyncio.get_running_loop().create_future()
             future.add_done_callback(_retrieved)  # its caller may have left: no "never retrieved" noise
-            self._waiting.append(part)
-            self._futures.append(future)
+            self._waiting.append((part, future))
             # shield: a caller that stops waiting (its client left) must not cancel the call that
             # carries the others; its own deliveries are written anyway (at least once).
             await asyncio.shield(future)
@@ -100,10 +98,9 @@ class GroupCommit:
         if not self._waiting:
             self._in_flight -= 1
             return
-        n = take_batch(self._waiting, self._max_bytes)
-        parts, self._waiting = self._waiting[:n], self._waiting[n:]
-        futures, self._futures = self._futures[:n], self._futures[n:]
-        task = asyncio.get_running_loop().create_task(self._flush(parts, futures))
+        n = take_batch([part for part, _ in self._waiting], self._max_bytes)
+        batch, self._waiting = self._waiting[:n], self._waiting[n:]
+        task = asyncio.get_running_loop().create_task(self._flush([p for p, _ in batch], [f for _, f in batch]))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -88,7 +88,6 @@ class Worker:
         self._held = Held(self.settings.concurrency if prefetch is None else prefetch)
         self._stopping = False
         self._refreshed = 0.0  # monotonic time of the last registry read
-        self._checked = 0.0  # ... and of the last look at its counter
         self._targets_version: int | None = None
         self._renewed = 0.0  # monotonic time of the last renewal round that reached Redis
         self.finisher = Finisher(queue, self.reach, self.tracer, identity.from_env())
@@ -172,12 +171,8 @@ class Worker:
         await self.queue.prune(self.consumer, list(self.targets))
 
     async def _refresh_targets(self) -> None:
-        """Read the registry when its counter moved (looked at every TARGETS_CHECK_SECONDS) or
-        REFRESH_SECONDS after the last read."""
+        """Read the registry when its counter moved or REFRESH_SECONDS after the last read."""
         now = time.monotonic()
-        if now - self._checked < TARGETS_CHECK_SECONDS:
-            return
-        self._checked = now
         version = await self.queue.targets_version()
         if version == self._targets_version and now - self._refreshed < REFRESH_SECONDS:
             return
@@ -185,7 +180,8 @@ class Worker:
         self._targets_version, self._refreshed = version, time.monotonic()
 
     async def _watch_targets(self) -> None:
-        """A target published meanwhile: read the registry and end the read blocked without it."""
+        """Every TARGETS_CHECK_SECONDS (the one place targets are refreshed): a target published
+        meanwhile is read, and the read blocked without it ended."""
         streams = self.targets.keys()
         await self._refresh_targets()
         if self.targets.keys() != streams:
@@ -227,8 +223,7 @@ class Worker:
             backoff.reset()
 
     async def _read_once(self, stop: asyncio.Event) -> None:
-        await self._refresh_targets()
-        if not self.targets:
+        if not self.targets:  # none yet: _watch_targets looks again within TARGETS_CHECK_SECONDS
             await _sleep_or_stop(stop, TARGETS_CHECK_SECONDS)
             return
         await asyncio.sleep(0)  # let handlers that return in this loop turn free their slots first
