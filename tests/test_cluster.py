@@ -155,3 +155,12 @@ def test_an_idempotency_key_on_post_events_names_the_request_and_one_too_long_is
     one, two = (post(stack.url + "/events", entries, headers={"Idempotency-Key": long_key}) for _ in range(2))
     assert one[0] == two[0] == 200 and one[1]["Entries"] != two[1]["Entries"]
     assert [r.xlen(target(i)) for i in range(TARGETS)] == [9] * TARGETS, "3 + 0 + 3 + 3 per target"
+
+
+def test_a_local_cluster_gives_each_node_its_own_port_when_random_picks_repeat(monkeypatch, tmp_path):
+    import bus.local.cluster as local_cluster
+    picks = iter([20001, 20001, 20001, 20002, 20002, 20003])
+    monkeypatch.setattr(local_cluster.random, "choice", lambda _ports: next(picks))
+    monkeypatch.setattr(local_cluster, "port_free", lambda _host, _port: True)
+    cluster = local_cluster.LocalCluster(tmp_path, primaries=3, replicas=0)
+    assert [n.port for n in cluster.nodes] == [20001, 20002, 20003]

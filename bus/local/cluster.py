@@ -23,11 +23,12 @@ from bus.local.redisproc import RedisProcess, find_redis_cli
 _PORTS = range(20000, 22768)
 
 
-def cluster_port() -> int:
-    """A port free for a cluster node, its cluster-bus port (+10000) free too."""
+def cluster_port(taken: frozenset[int] = frozenset()) -> int:
+    """A port free for a cluster node, its cluster-bus port (+10000) free too, and not in `taken`
+    (the ports already picked for this cluster's other nodes, which are not listening yet)."""
     for _ in range(200):
         port = random.choice(_PORTS)
-        if port_free("127.0.0.1", port) and port_free("127.0.0.1", port + 10000):
+        if port not in taken and port_free("127.0.0.1", port) and port_free("127.0.0.1", port + 10000):
             return port
     raise RuntimeError("no free port pair for a Redis Cluster node")
 
@@ -40,10 +41,14 @@ class LocalCluster:
         self.root = Path(root)
         self.primaries, self.replicas = primaries, replicas
         self.node_timeout_ms = node_timeout_ms  # how long a silent primary takes to be failed over
-        self.nodes = [self._node(i, fsync) for i in range(primaries * (1 + replicas))]
+        self.nodes: list[RedisProcess] = []
+        for _ in range(primaries * (1 + replicas)):
+            self.nodes.append(self._node(fsync))
 
-    def _node(self, i: int, fsync: str) -> RedisProcess:
-        port = cluster_port()
+    def _node(self, fsync: str) -> RedisProcess:
+        # Every node is picked before any listens, so a port check alone could hand two nodes the
+        # same port (and directory): the second would then wait on the first as a leftover server.
+        port = cluster_port(frozenset(n.port for n in self.nodes))
         extra = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(self.node_timeout_ms))
         return RedisProcess(self.root / f"node-{port}", port=port, fsync=fsync, extra=extra)
