@@ -222,3 +222,38 @@ def test_an_unknown_key_in_a_second_kind_of_target_names_its_line(tmp_path, monk
 def test_a_target_naming_no_kind_is_told_the_key_it_lacks(tmp_path):
     [err] = errors_of(tmp_path, "rules:\n  - name: a\n    event_pattern: {source: [x]}\n    targets:\n      - id: t\n")
     assert err == f"{tmp_path / 'rules.yaml'}:5: function: required key 'function' is missing"
+
+
+def test_function_settings_take_an_environment_and_lambdas_async_invoke_settings(tmp_path):
+    write(tmp_path, """
+        buses: [{name: results}]
+        functions:
+          orders.record:
+            environment: {TABLE: orders, API_URL: "http://x"}
+            maximum_retry_attempts: 0
+            maximum_event_age_seconds: 60
+            on_failure: results
+            dead_letter: true
+    """)
+    s = load_config(tmp_path).functions["orders.record"]
+    assert s.environment == {"TABLE": "orders", "API_URL": "http://x"}
+    assert (s.maximum_retry_attempts, s.maximum_event_age_seconds, s.on_failure, s.dead_letter) == (0, 60, "results", True)
+
+
+def test_bad_function_settings_name_their_keys(tmp_path):
+    errors = errors_of(tmp_path, """
+        functions:
+          orders.record:
+            environment: {AWS_REGION: x, 9lives: y}
+            maximum_retry_attempts: 3
+            maximum_event_age_seconds: 30
+            on_success: nowhere
+          os.system: {}
+    """)
+    text = "\n".join(errors)
+    assert "rules.yaml:4: AWS_REGION: AWS_REGION is reserved" in text
+    assert "rules.yaml:4: 9lives: an environment variable's name" in text
+    assert "rules.yaml:5: maximum_retry_attempts: maximum_retry_attempts must be 0 to 2" in text
+    assert "rules.yaml:6: maximum_event_age_seconds:" in text
+    assert "rules.yaml:7: on_success:" in text and "nowhere" in text
+    assert "rules.yaml:8: os.system:" in text

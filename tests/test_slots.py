@@ -205,3 +205,91 @@ def test_a_sync_handler_may_run_an_event_loop_of_its_own(tmp_path):
 def test_a_sync_handler_returning_a_coroutine_has_it_awaited_and_is_not_taken_for_async(tmp_path):
     reply = run(tmp_path, lambda pool: pool.run("slotfns.wraps_a_coroutine", b'{"s": 0}', CONTEXT, 5.0))
     assert reply.ok and reply.result.isdigit() and not reply.is_async, reply
+
+
+ENV_HANDLERS = '''
+import os
+
+def whose(event, context):
+    return {"pid": os.getpid(), "SECRET": os.environ.get("SECRET"), "name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME")}
+
+def loud(event, context):
+    print("line one")
+    print("line two")
+    return 1
+'''
+
+
+def env_call(ref: str, environment: dict | None = None, tail: bool = False) -> Call:
+    return Call(ref, b"{}", CONTEXT, 5.0, environment=environment or {}, tail=tail)
+
+
+def run_env(tmp_path: Path, body):
+    (tmp_path / "envfns.py").write_text(ENV_HANDLERS)
+    (tmp_path / "envfns2.py").write_text(ENV_HANDLERS)
+    pool = SlotPool(FunctionLoader(tmp_path), queue_wait=1.0)
+
+    async def main():
+        try:
+            return await body(pool)
+        finally:
+            await pool.close()
+    try:
+        return asyncio.run(main())
+    finally:
+        sys.modules.pop("envfns", None)
+        sys.modules.pop("envfns2", None)
+
+
+def decoded(reply):
+    import json
+    assert reply.ok, reply
+    return json.loads(reply.result)
+
+
+def test_a_functions_environment_is_set_for_its_calls_and_lambdas_names_with_it(tmp_path):
+    async def body(pool):
+        return decoded(await pool.run_call(env_call("envfns.whose", {"SECRET": "s1"})))
+    got = run_env(tmp_path, body)
+    assert got["SECRET"] == "s1" and got["name"] == "envfns.whose"
+
+
+def test_a_slot_that_ran_a_function_with_an_environment_runs_no_other_function(tmp_path):
+    async def body(pool):
+        a = decoded(await pool.run_call(env_call("envfns.whose", {"SECRET": "s1"})))
+        b = decoded(await pool.run_call(env_call("envfns2.whose")))  # a function without one
+        a2 = decoded(await pool.run_call(env_call("envfns.whose", {"SECRET": "s1"})))
+        return a, b, a2
+    a, b, a2 = run_env(tmp_path, body)
+    assert b["SECRET"] is None and b["pid"] != a["pid"], "never in the slot that held the secret"
+    assert a2["pid"] != b["pid"], "nor the other way round"
+
+
+def test_functions_without_an_environment_share_slots(tmp_path):
+    async def body(pool):
+        first = decoded(await pool.run_call(env_call("envfns.whose")))
+        second = decoded(await pool.run_call(env_call("envfns2.whose")))
+        return first, second
+    first, second = run_env(tmp_path, body)
+    assert first["pid"] == second["pid"]
+
+
+def test_a_call_that_asks_for_its_tail_gets_what_it_printed(tmp_path):
+    async def body(pool):
+        return (await pool.run_call(env_call("envfns.loud", tail=True)),
+                await pool.run_call(env_call("envfns.loud")))
+    tailed, untailed = run_env(tmp_path, body)
+    assert tailed.log == b"line one\nline two\n" and untailed.log == b""
+
+
+def test_a_failed_call_carries_the_handlers_stack_without_busways_frames(tmp_path):
+    (tmp_path / "raising.py").write_text("def f(event, context):\n    raise KeyError('k')\n")
+
+    async def body(pool):
+        return await pool.run_call(Call("raising.f", b"{}", CONTEXT, 5.0))
+    try:
+        reply = run(tmp_path, body)
+    finally:
+        sys.modules.pop("raising", None)
+    assert reply.kind == "exception" and reply.error_type == "KeyError"
+    assert len(reply.stack) == 1 and "raise KeyError('k')" in reply.stack[0] and "raising.py" in reply.stack[0]

@@ -24,3 +24,10 @@ def refund(event, context):
     if amount < 0:
         raise ValueError(f"cannot refund a negative amount ({amount})")
     log.info("refund of %s for %s (attempt %s)", amount, event["id"], context.attempt)
+
+
+def quote(event, context):
+    """Called directly (Lambda's Invoke, see the README's tour): a price with tax, the rate from its environment."""
+    amount = float(event.get("amount", 0))
+    tax = round(amount * float(os.environ["TAX_RATE"]), 2)
+    return {"amount": amount, "tax": tax, "total": amount + tax}

@@ -6,6 +6,7 @@
         secret_access_key_from_env: BUSWAY_CI_SECRET   # or secret_access_key: "..."
         token_from_env: BUSWAY_CI_TOKEN                # optional, for Authorization: Bearer
         buses: [orders]                                # or ["*"]
+        functions: [orders.record_order]               # optional: may Invoke and read these (or ["*"])
         admin: false
 
 Errors read like the rules loader's (bus.config.rulesfile): `file:line: key: message`, all of
@@ -34,7 +35,7 @@ MIN_TOKEN_LENGTH = 16  # a bearer token is a password sent as is: no short ones
 # AWS access key ids are 16-128 word characters; '/' would break the Credential= scope.
 _ACCESS_KEY_ID = re.compile(r"^[A-Za-z0-9_]{4,128}$")
 _KEYS = ("name", "access_key_id", "secret_access_key", "secret_access_key_from_env",
-         "token", "token_from_env", "buses", "admin")
+         "token", "token_from_env", "buses", "functions", "admin")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,13 @@ class Principal:
     token: str | None = field(default=None, repr=False)
     buses: frozenset[str] = frozenset()
     admin: bool = False
+    functions: frozenset[str] = frozenset()  # Lambda API: may invoke and read these ("*": all)
 
     def may_put_to(self, bus: str) -> bool:
         return ALL_BUSES in self.buses or bus in self.buses
+
+    def may_use_function(self, ref: str) -> bool:
+        return self.admin or ALL_BUSES in self.functions or ref in self.functions
 
 
 @dataclass(frozen=True)
@@ -134,13 +139,14 @@ def _principal(doc: _Doc, path: tuple, item: dict[str, Any], errors: list[LoadEr
         key = "token" if "token" in item else "token_from_env"
         errors.append(doc.error(path + (key,), f"a token must be at least {MIN_TOKEN_LENGTH} characters"))
     buses = _buses(doc, path, item, errors)
+    functions = _functions(doc, path, item, errors)
     admin = item.get("admin", False)
     if not isinstance(admin, bool):
         errors.append(doc.error(path + ("admin",), "must be true or false"))
     if len(errors) > before or name is None or key_id is None or secret is None or buses is None:
         return None
     return Principal(name=name, access_key_id=key_id, secret_access_key=secret, token=token,
-                     buses=buses, admin=admin)
+                     buses=buses, admin=admin, functions=functions)
 
 
 def _string(doc: _Doc, path: tuple, item: dict, key: str, errors: list[LoadError]) -> str | None:
@@ -193,6 +199,14 @@ def _buses(doc: _Doc, path: tuple, item: dict, errors: list[LoadError]) -> froze
         if bus != ALL_BUSES and not BUS_NAME.match(bus):
             errors.append(doc.error(path + ("buses", i), f"'{bus}' is not a valid bus name", "buses"))
             return None
+    return frozenset(value)
+
+
+def _functions(doc: _Doc, path: tuple, item: dict, errors: list[LoadError]) -> frozenset[str]:
+    value = item.get("functions", [])
+    if not isinstance(value, list) or not all(isinstance(f, str) and f for f in value):
+        errors.append(doc.error(path + ("functions",), "must be a list of module.handler names, or [\"*\"] for all"))
+        return frozenset()
     return frozenset(value)
 
 

@@ -15,6 +15,7 @@ from bus.auth import policy, sigv4
 from bus.auth.credentials import Credentials, Principal
 from bus.auth.errors import INCOMPLETE, MISSING, STATUS, UNRECOGNIZED, AuthError
 from bus.broker.awsapi import error_response, origin_of
+from bus.broker.awslambda import is_lambda_path
 from bus.broker.ingest import bus_denial
 
 log = logging.getLogger("bus.auth")
@@ -38,7 +39,7 @@ def auth_middleware(credentials: Credentials):
                 policy.check(principal, action)
         except AuthError as err:
             log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
-            return _error(err)
+            return _error(err, request.path)
         except web.HTTPRequestEntityTooLarge:
             # The body is needed for its hash; answer as the routes do for an oversize request.
             return error_response("ValidationException", "Total size of the entries in the request is over the limit.")
@@ -71,8 +72,9 @@ async def _principal(request: web.Request, credentials: Credentials) -> Principa
         return p.secret_access_key if p else None
 
     headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
+    service = "lambda" if is_lambda_path(request.path) else sigv4.SERVICE
     signed = sigv4.verify(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
-                          headers, body, secret_for)
+                          headers, body, secret_for, service=service)
     principal = credentials.by_access_key(signed.access_key_id)
     assert principal is not None  # verify() found its secret
     return principal
@@ -93,7 +95,8 @@ def _action(request: web.Request) -> str | None:
     return policy.native_action(request.method, request.path)
 
 
-def _error(err: AuthError) -> web.Response:
-    resp = error_response(err.code, err.message, STATUS[err.code])
+def _error(err: AuthError, path: str) -> web.Response:
+    # Lambda answers authentication failures with 403 (events: 400; the reference, §1.6)
+    resp = error_response(err.code, err.message, 403 if is_lambda_path(path) else STATUS[err.code])
     resp.headers["x-amzn-ErrorType"] = err.code
     return resp

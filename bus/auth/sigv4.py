@@ -37,19 +37,20 @@ def is_sigv4(authorization: str) -> bool:
 
 
 def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], body: bytes,
-           secret_for: Callable[[str], str | None], now: datetime | None = None) -> Signed:
-    """`headers` maps lower-case names to values (repeated headers already joined with ',')."""
+           secret_for: Callable[[str], str | None], now: datetime | None = None, service: str = SERVICE) -> Signed:
+    """`headers` maps lower-case names to values (repeated headers already joined with ',');
+    `service`: what the credential scope must name ("lambda" on Lambda's API paths)."""
     authorization = headers.get("authorization", "")
     m = _AUTH.match(authorization)
     if not m:
         raise AuthError(INCOMPLETE, f"Authorization header requires 'Credential', 'Signature' and "
                                     f"'SignedHeaders' parameters in the {ALGORITHM} format.")
-    key_id, scope_date, region, service, signed_headers, signature = m.groups()
+    key_id, scope_date, region, scope_service, signed_headers, signature = m.groups()
     secret = secret_for(key_id)
     if secret is None:
         raise AuthError(UNRECOGNIZED)
-    if service != SERVICE:
-        raise AuthError(INVALID_SIGNATURE, f"Credential should be scoped to correct service: '{SERVICE}'.")
+    if scope_service != service:
+        raise AuthError(INVALID_SIGNATURE, f"Credential should be scoped to correct service: '{service}'.")
     amz_date = headers.get("x-amz-date", "")
     if not amz_date:
         raise AuthError(INCOMPLETE, "Authorization header requires existence of either a 'X-Amz-Date' "

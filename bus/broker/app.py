@@ -11,7 +11,7 @@ from aiohttp import web
 from bus.auth.credentials import Credentials, load_credentials
 from bus.auth.middleware import auth_middleware
 from bus.broker import (
-    awsarchives, awsbuses, awsconnections, awsdestinations, awspermissions, awsreplays, awsrules, awstags,
+    awsarchives, awslambda, awsbuses, awsconnections, awsdestinations, awspermissions, awsreplays, awsrules, awstags,
 )
 from bus.broker.cloudevents import post_cloudevents
 from bus.broker.retention import trim_archives
@@ -70,6 +70,7 @@ def make_app(broker: Broker, credentials: Credentials | None = None, limits: Lim
     app.router.add_get("/dlq", get_dlq)
     app.router.add_get("/dlq/{id}", get_dead_letter)
     app.router.add_post("/dlq/{action:redrive|purge}", post_dlq_action)
+    awslambda.add_routes(app)
     return app
 
 
@@ -117,5 +118,6 @@ async def serve(redis_url: str, rules_path: str | None, host: str, port: int, re
         for chore in chores:
             chore.cancel()
         await runner.cleanup()
+        await broker.replies.close()
         await redis.aclose()
 

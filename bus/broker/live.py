@@ -34,6 +34,8 @@ from bus.config.validate import validate_rule
 from bus.observe import metrics
 from bus.store import apirules, resources
 from bus.store.connect import unreachable
+from bus.broker.invocations import Replies
+from bus.store.deliveries import TargetRecord, invoke_records
 from bus.store.migrate import rename_legacy_keys
 from bus.store.queue import Queue
 
@@ -65,6 +67,8 @@ class Broker:
         self.policies = BusPolicies(redis)  # bus resource policies (PutPermission), checked at ingest
         self.router = Router(config)
         self.ingestor = Ingestor(self.queue, lambda: self.router)
+        self.invoke_targets: list[TargetRecord] = []
+        self.replies = Replies(self.queue)  # synchronous Invokes' answers (bus.broker.invocations)
         self._stamp = self._rules_stamp()
 
     async def start(self) -> None:
@@ -86,8 +90,13 @@ class Broker:
 
     async def _rebuild(self) -> None:
         router = Router(merge(self.declared, self.api_rules))
-        await self.queue.publish_targets(router.all_targets())
-        self.router = router
+        invoke_targets = invoke_records(self.declared)  # Lambda's Invoke (bus.broker.invocations)
+        await self.queue.publish_targets(router.all_targets() + invoke_targets)
+        self.router, self.invoke_targets = router, invoke_targets
+
+    def all_targets(self) -> list[TargetRecord]:
+        """Every target this broker publishes: the rules' and the functions' Invoke targets."""
+        return self.router.all_targets() + self.invoke_targets
 
     # --- API rules ----------------------------------------------------------------------------
 

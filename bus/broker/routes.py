@@ -134,7 +134,7 @@ def _shallow(value: Any, error: str, message: str) -> Any:
 async def get_metrics(request: web.Request) -> web.Response:
     broker: Broker = request.app["broker"]
     try:
-        await update_queue_gauges(broker.queue, broker.router.all_targets())
+        await update_queue_gauges(broker.queue, broker.all_targets())
     except Exception:  # a scrape must still show the counters when Redis is away
         log.warning("queue gauges not updated", exc_info=True)
     body, content_type = metrics.exposition()

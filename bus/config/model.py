@@ -210,11 +210,22 @@ class Archive(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class FunctionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Lambda-like function configuration, keyed by `module.handler`."""
+    """Lambda-like function configuration, keyed by `module.handler`.
+
+    `environment` is set in the handler's process for its calls only (bus.worker.slot). The
+    async-invocation settings (Lambda's PutFunctionEventInvokeConfig and DeadLetterConfig) apply
+    to Invoke with InvocationType Event, not to rule targets, which have their own."""
 
     timeout: float = 3.0
     reserved_concurrency: int | None = None
     memory_limit_in_mb: int = 128
+    environment: dict[str, str] = {}
+    description: str = ""
+    maximum_retry_attempts: int = 2  # Lambda's async default and bound: 0..2
+    maximum_event_age_seconds: int = 21600  # 60..21600
+    on_success: str | None = None  # a bus that receives Lambda's invocation record
+    on_failure: str | None = None
+    dead_letter: bool | str = False
 
 
 class RulesFile(msgspec.Struct, forbid_unknown_fields=True):

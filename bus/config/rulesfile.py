@@ -19,7 +19,8 @@ from bus.config.model import (
     ApiDestination, Archive, Bus, Config, Connection, FunctionSettings, Rule, RulesFile, Target, stable_uuid, with_kind,
 )
 from bus.config.validate import (
-    MAX_TARGETS_PER_RULE, validate_api_destination, validate_archive, validate_connection, validate_rule,
+    MAX_TARGETS_PER_RULE, function_bus_problems, function_problems, validate_api_destination, validate_archive,
+    validate_connection, validate_rule,
 )
 
 __all__ = ["ConfigError", "LoadError", "MAX_TARGETS_PER_RULE", "load_config", "rule_files"]
@@ -183,6 +184,7 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
     archives: dict[str, Archive] = {}
     pending_archives: list[tuple[_Doc, Path_, Archive]] = []
     pending_rules: list[tuple[_Doc, Path_, Rule]] = []
+    pending_functions: list[tuple[_Doc, Path_, str, FunctionSettings]] = []
     pending_destinations: list[tuple[_Doc, Path_, ApiDestination]] = []
     for doc in docs:
         top = _convert(doc, doc.data if doc.data is not None else {}, RulesFile, (), errors)
@@ -201,6 +203,7 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
             if settings is not None:
                 errors.extend(_check_function(doc, path, ref, settings))
                 functions[ref] = settings
+                pending_functions.append((doc, path, ref, settings))
         for i, raw in enumerate(top.connections):
             connection = _convert_named(doc, raw, Connection, ("connections", i), errors)
             if connection is not None:
@@ -224,6 +227,8 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
     for doc, path, archive in pending_archives:  # an archive may be on a bus of another file
         errors.extend(doc.error(path + p.path, p.message) for p in validate_archive(archive, buses))
         _keep_once(doc, path, archives, archive, "archive", errors)
+    for doc, path, ref, settings in pending_functions:  # destinations may be buses of another file
+        errors.extend(doc.error(path + p.path, p.message) for p in function_bus_problems(settings, buses))
     for doc, path, rule in pending_rules:  # after every file: a rule may name a bus declared in another
         errors.extend(doc.error(path + p.path, p.message, p.key) for p in validate_rule(rule, buses, destinations))
         key = (rule.bus, rule.name)
@@ -270,10 +275,15 @@ def _check_function(doc: _Doc, path: Path_, ref: str, s: FunctionSettings) -> li
     out = []
     if not FUNCTION_REF.match(ref):
         out.append(doc.error(path, "function must be written module.handler", ref))
+    else:
+        from bus.config.function_refs import refusal  # Invoke may name it: never stdlib or busway
+        if why := refusal(ref):
+            out.append(doc.error(path, why, ref))
     if not 0 < s.timeout <= 900:
         out.append(doc.error(path + ("timeout",), "timeout must be more than 0 and at most 900 seconds"))
     if s.reserved_concurrency is not None and s.reserved_concurrency < 0:
         out.append(doc.error(path + ("reserved_concurrency",), "reserved_concurrency must be 0 or more"))
+    out += [doc.error(path + p.path, p.message) for p in function_problems(s)]
     return out
 
 

@@ -23,6 +23,7 @@ from bus.config.model import (
     Archive,
     BusTarget,
     Connection,
+    FunctionSettings,
     FunctionTarget,
     HttpParameters,
     HttpTarget,
@@ -42,6 +43,8 @@ Check = Literal[
     "connection",
     # archives
     "archive_name", "retention_days", "description",
+    # function settings
+    "environment", "async_invoke",
 ]
 PathPart = str | int
 
@@ -292,3 +295,41 @@ def _check_schedule(rule: Rule) -> list[Problem]:
 
 def _undeclared(bus: str, buses: Collection[str]) -> str:
     return f"bus {bus!r} is not declared (declared: {', '.join(sorted(buses))})"
+
+
+# Lambda's rules for environment variables: names start with a letter and have letters, digits and
+# _; the variables the runtime sets are reserved; at most 4 KB in all (names and values, as AWS counts).
+ENV_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]+$")
+RESERVED_ENV = frozenset({
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+})
+MAX_ENV_BYTES = 4096
+
+
+def function_problems(s: FunctionSettings) -> list[Problem]:
+    """The problems of one function's settings on their own (the buses are checked apart)."""
+    out: list[Problem] = []
+    for name in s.environment:
+        if not ENV_NAME.match(name):
+            out.append(Problem("environment", ("environment", name),
+                               "an environment variable's name is a letter, then letters, digits or _"))
+        elif name in RESERVED_ENV:
+            out.append(Problem("environment", ("environment", name), f"{name} is reserved: the runtime sets it"))
+    if sum(len(k.encode()) + len(v.encode()) for k, v in s.environment.items()) > MAX_ENV_BYTES:
+        out.append(Problem("environment", ("environment",), f"at most {MAX_ENV_BYTES} bytes of names and values"))
+    if not 0 <= s.maximum_retry_attempts <= 2:
+        out.append(Problem("async_invoke", ("maximum_retry_attempts",), "maximum_retry_attempts must be 0 to 2"))
+    if not 60 <= s.maximum_event_age_seconds <= 21600:
+        out.append(Problem("async_invoke", ("maximum_event_age_seconds",),
+                           "maximum_event_age_seconds must be 60 to 21600"))
+    return out
+
+
+def function_bus_problems(s: FunctionSettings, buses: Collection[str]) -> list[Problem]:
+    """A function's async destinations must be declared buses: a record for none is never routed."""
+    return [Problem("destination", (key,), _undeclared(bus, buses))
+            for key in ("on_success", "on_failure") if (bus := getattr(s, key)) is not None and bus not in buses]

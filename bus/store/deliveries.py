@@ -10,7 +10,9 @@ import time
 
 import msgspec
 
-from bus.config.model import ApiDestination, Config, Connection, FunctionSettings, FunctionTarget, HttpTarget, Rule, Target
+from bus.config.model import (
+    ApiDestination, Config, Connection, FunctionSettings, FunctionTarget, HttpTarget, RetryPolicy, Rule, Target,
+)
 from bus.ids import new_id
 from bus.store.keys import stream_key, target_key
 
@@ -67,6 +69,10 @@ class Delivery(msgspec.Struct, frozen=True):
     ingested: float
     retries: int = 0
     hops: int = 0  # buses this event crossed (bus targets) before reaching this delivery's bus
+    # A synchronous Invoke (RequestResponse): the broker's reply stream, which gets the outcome
+    # instead of a retry or a dead letter; `tail`: the reply carries the handler's last 4 KB of log.
+    reply: str = ""
+    tail: bool = False
 
     @property
     def target_key(self) -> str:
@@ -101,6 +107,28 @@ def new_delivery(event: bytes, record: TargetRecord, ingested: float, hops: int 
         function=target.function if isinstance(target, FunctionTarget) else "",
         first_enqueued=time.time(), ingested=ingested, hops=hops,
     )
+
+
+# Lambda's Invoke API (bus.broker.awslambda): every declared function has two targets of its
+# own, on a "bus" no rule can be on ("$" is not in a bus name), so their keys never collide.
+INVOKE_BUS = "$lambda"
+EVENT_INVOKE = "event"  # InvocationType Event: the function's async retry settings and destinations
+SYNC_INVOKE = "sync"  # RequestResponse: one attempt, its outcome sent back to the waiting broker
+
+
+def invoke_records(config: Config) -> list[TargetRecord]:
+    """The Invoke targets of every function in `functions:`."""
+    return [record for ref in sorted(config.functions) for record in invoke_pair(ref, config.functions[ref])]
+
+
+def invoke_pair(ref: str, s: FunctionSettings) -> tuple[TargetRecord, TargetRecord]:
+    event = FunctionTarget(
+        id=ref, function=ref, dead_letter=s.dead_letter, on_success=s.on_success, on_failure=s.on_failure,
+        retry_policy=RetryPolicy(maximum_retry_attempts=s.maximum_retry_attempts,
+                                 maximum_event_age_seconds=s.maximum_event_age_seconds))
+    sync = FunctionTarget(id=ref, function=ref, retry_policy=RetryPolicy(maximum_retry_attempts=0))
+    return (TargetRecord(bus=INVOKE_BUS, rule=EVENT_INVOKE, target=event, function=s),
+            TargetRecord(bus=INVOKE_BUS, rule=SYNC_INVOKE, target=sync, function=s))
 
 
 def target_records(config: Config, rule: Rule) -> list[TargetRecord]:

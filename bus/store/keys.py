@@ -53,6 +53,22 @@ def concurrency_key(function: str) -> str:
     return f"{PREFIX}:concurrency:{{{function}}}"
 
 
+# --- synchronous Invoke (bus/broker/invocations.py) -------------------------------------------
+
+def reply_key(broker: str) -> str:
+    """A broker process's reply stream: workers append the outcomes of its synchronous Invokes."""
+    return f"{PREFIX}:replies:{{{broker}}}"
+
+
+def invoke_claim_key(request_id: str) -> str:
+    """Who runs a synchronous Invoke: the worker that claims it first, or the broker, which claims it
+    when no worker has by its start deadline (then it answers TooManyRequestsException)."""
+    return f"{PREFIX}:invoke:{{{request_id}}}"
+
+
+BROKER_CLAIM = "broker"  # the claim a broker makes on a call no worker started in time
+
+
 # --- API destination rate limits (http targets) ----------------------------------------------
 
 def rate_key(destination: str) -> str:

@@ -26,10 +26,10 @@ from bus.store.deliveries import Delivery, TargetRecord, decode_record, encode_d
 from bus.store.groupcommit import GroupCommit, Part
 from bus.store.keys import (
     FIELD, GROUP, INBOX, REGISTRY, REGISTRY_VERSION, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
-    delayed_key, dlq_key, key_slot, once_key, rate_key, stream_key,
+    delayed_key, dlq_key, invoke_claim_key, key_slot, once_key, rate_key, stream_key,
 )
 from bus.store.once import write_once
-from bus.store.scripts import ENQUEUE, Scripts, run_pipelined, run_script
+from bus.store.scripts import ENQUEUE, REPLY_TTL_MS, Scripts, run_pipelined, run_script
 
 log = logging.getLogger("bus.store")
 
@@ -110,7 +110,15 @@ class ToInbox:
     item: bytes
 
 
-FollowUp = RetryAt | ToDeadLetters | ToInbox
+@dataclass(frozen=True)
+class ToReply:
+    """Append a synchronous Invoke's outcome (bus.store.replies) to the waiting broker's stream."""
+
+    stream: str
+    reply: bytes
+
+
+FollowUp = RetryAt | ToDeadLetters | ToInbox | ToReply
 
 
 def _script_args(record: TargetRecord, follow_up: FollowUp) -> tuple[str, str, Any, Any]:
@@ -119,6 +127,8 @@ def _script_args(record: TargetRecord, follow_up: FollowUp) -> tuple[str, str, A
         return ("Z", delayed_key(record.key), int(follow_up.due * 1000), encode_delivery(follow_up.delivery))
     if isinstance(follow_up, ToDeadLetters):
         return ("X", dlq_key(follow_up.dlq), FIELD, encode_dead_letter(follow_up.letter))
+    if isinstance(follow_up, ToReply):
+        return ("R", follow_up.stream, FIELD, follow_up.reply)
     return ("X", INBOX, FIELD, follow_up.item)
 
 
@@ -335,6 +345,25 @@ class Queue:
 
     async def release(self, function: str, token: str) -> None:
         await self.redis.zrem(concurrency_key(function), token)
+
+    # --- synchronous Invoke --------------------------------------------------------------------
+
+    async def claim_invocation(self, request_id: str, claimer: str, ttl_ms: int) -> str:
+        """Claim a synchronous Invoke for `claimer`; who holds it (`claimer` if this claim won)."""
+        return as_str(await self._scripts.invoke_claim([invoke_claim_key(request_id)], [claimer, ttl_ms]))
+
+    async def read_replies(self, reader: Any, stream: str, after: bytes, block_ms: int) -> list[tuple[bytes, bytes]]:
+        """Replies on a broker's reply stream after entry `after`, waiting up to `block_ms` on
+        `reader` (a connection of the broker's own: the wait blocks it)."""
+        found = await reader.xread({stream: after}, block=block_ms)
+        return [(entry_id, fields.get(FIELD, b"")) for _, entries in found or [] for entry_id, fields in entries]
+
+    async def drop_replies(self, stream: str, entry_ids: list[bytes]) -> None:
+        """Delete replies the broker has read (and keep the stream's TTL: it is read)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xdel(stream, *entry_ids)
+            pipe.pexpire(stream, REPLY_TTL_MS)
+            await pipe.execute()
 
     # --- API destination rate limits ------------------------------------------------------------
 

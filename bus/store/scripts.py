@@ -45,6 +45,7 @@ FINISH = lua("finish")
 RENEW = lua("renew")
 MOVE_DUE = lua("move_due")
 ACQUIRE = lua("acquire")
+INVOKE_CLAIM = lua("invoke_claim")
 ENQUEUE = lua("enqueue")
 # The scheduler: its leader lock and its fenced writes
 LEADER_ACQUIRE = lua("leader_acquire")
@@ -167,6 +168,7 @@ class Script:
 
 FollowUp = tuple[str, str, Any, Any]  # (op, key, a, b): see finish.lua
 FLUSH_DELAY = 0.001
+REPLY_TTL_MS = 600000  # a reply stream no broker reads goes away (finish.lua says the same)
 
 
 class FinishBatcher:
@@ -245,6 +247,8 @@ class FinishBatcher:
                         pipe.zadd(key, {b: a})
                     else:
                         pipe.xadd(key, {a: b})
+                        if op == "R":  # a broker's reply stream (finish.lua)
+                            pipe.pexpire(key, REPLY_TTL_MS)
                 results = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             results = [exc] * len(remote)
@@ -279,4 +283,5 @@ class Scripts:
         self.renew = Script(redis, RENEW)
         self.move_due = Script(redis, MOVE_DUE)
         self.acquire = Script(redis, ACQUIRE)
+        self.invoke_claim = Script(redis, INVOKE_CLAIM)
         self.rate_take = Script(redis, RATE_TAKE)

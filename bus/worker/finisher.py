@@ -16,9 +16,10 @@ from bus.store.connect import Reachability, unreachable, until_answered
 from bus.store.deadletters import make_dead_letter
 from bus.store.deliveries import Delivery, TargetRecord
 from bus.store.keys import FIELD
-from bus.store.queue import FollowUp, Queue, RetryAt, ToDeadLetters, ToInbox
+from bus.store.queue import FollowUp, Queue, RetryAt, ToDeadLetters, ToInbox, ToReply
+from bus.store.replies import encode_reply
 from bus.worker.destinations import invocation_record
-from bus.worker.outcome import Ack, DeadLetter, Drop, Notify, Outcome, Retry, Throttle, give_up
+from bus.worker.outcome import Ack, Answer, DeadLetter, Drop, Notify, Outcome, Retry, Throttle, give_up
 from bus.worker.retry import ATTEMPTS_EXHAUSTED
 
 log = logging.getLogger("bus.worker")
@@ -73,6 +74,8 @@ class Finisher:
             out.append(ToInbox(self._record(d, notify)))
         if isinstance(outcome, Ack) and outcome.forward is not None:  # a bus target's event
             out.append(ToInbox(outcome.forward))
+        if isinstance(outcome, Answer) and outcome.reply is not None and d.reply:
+            out.append(ToReply(d.reply, encode_reply(outcome.reply)))
         return out
 
     async def _account(self, record: TargetRecord, d: Delivery, outcome: Outcome) -> None:
@@ -80,6 +83,10 @@ class Finisher:
         if isinstance(outcome, Ack):
             _log(logging.DEBUG, "delivered", d, outcome.attempt)
             self.trace(d, outcome.attempt, "success")
+        elif isinstance(outcome, Answer):
+            status = outcome.reply.status if outcome.reply is not None else "answered by the broker"
+            _log(logging.DEBUG, f"invoked ({status})", d, outcome.attempt)
+            self.trace(d, outcome.attempt, "success" if status == "ok" else "answered", status)
         elif isinstance(outcome, Retry):
             metrics.RETRIES.labels(record.key).inc()
             _log(logging.WARNING, f"failed ({outcome.message}); retry in {outcome.due - time.time():.1f}s", d,

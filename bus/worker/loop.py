@@ -38,10 +38,11 @@ from bus.worker.attempt_metrics import AttemptMetrics, target_metrics
 from bus.worker.finisher import Finisher
 from bus.worker.functions import FunctionLoader
 from bus.worker.held import Held, HeldDelivery
+from bus.worker.invoke_reply import NOT_CLAIMED
 from bus.worker.invoker import THROTTLED, Invocation, Invoker
 from bus.worker.invokers import invokers_for
 from bus.worker.invokers.function import FunctionInvoker
-from bus.worker.outcome import after_attempt, before_attempt, give_up
+from bus.worker.outcome import after_attempt, after_sync_attempt, before_attempt, give_up
 from bus.worker.retry import NOT_RETRYABLE
 
 log = logging.getLogger("bus.worker")
@@ -286,7 +287,8 @@ class Worker:
                 return True
         d = held.delivery
         attempt = d.retries + held.times_delivered
-        early = before_attempt(record, d, attempt, time.time())
+        # A synchronous Invoke has one attempt, and its claim (not a count) says whether it ran.
+        early = None if d.reply else before_attempt(record, d, attempt, time.time())
         if early is not None:  # no attempt, so no slot is needed
             self._spawn(held, self.finisher.conclude(record, held.entry_id, d, early))
             return True
@@ -382,10 +384,12 @@ class Worker:
         if result.kind == THROTTLED:
             metrics.THROTTLES.labels(record.name, record.key).inc()
             self.finisher.trace(d, call.attempt, "throttled")
-        elif not result.ok:
+        elif not result.ok and result.kind != NOT_CLAIMED:  # not run: the broker answered its caller
             metrics.ERRORS.labels(record.name, record.key, result.kind).inc()
-        await self.finisher.conclude(record, entry_id, d, after_attempt(record, d, call.attempt, result, time.time()))
-        if result.kind != THROTTLED:
+        outcome = (after_sync_attempt(record, d, call.attempt, result) if d.reply
+                   else after_attempt(record, d, call.attempt, result, time.time()))
+        await self.finisher.conclude(record, entry_id, d, outcome)
+        if result.kind not in (THROTTLED, NOT_CLAIMED):
             run.complete(result.ok)
 
 

@@ -1,7 +1,8 @@
 """What to do with a delivery, before an attempt and after one: pure decisions, no I/O.
 
 (target record, delivery, attempt, result, now) -> Ack | Retry | DeadLetter | Drop | Throttle,
-each carrying the destination record (Notify) it sends, if any. The worker turns an outcome
+each carrying the destination record (Notify) it sends, if any; a synchronous Invoke's attempt
+-> Answer (its caller's reply). The worker turns an outcome
 into store follow-ups (bus.store.queue) written atomically with the ack.
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ import random
 from dataclasses import dataclass
 
 from bus.store.deliveries import Delivery, TargetRecord
+from bus.store.replies import InvokeReply
+from bus.worker.invoke_reply import invoke_reply
 from bus.worker.invoker import THROTTLED, Result
 from bus.worker.retry import AGE_EXCEEDED, ATTEMPTS_EXHAUSTED, NOT_RETRYABLE, GiveUp, after_failure, too_old
 
@@ -74,7 +77,22 @@ class Throttle:
     retries: int
 
 
-Outcome = Ack | Retry | DeadLetter | Drop | Throttle
+@dataclass(frozen=True)
+class Answer:
+    """A synchronous Invoke, done: acknowledge it and send `reply` to the waiting broker (None:
+    the broker has answered its caller already). Never retried: Lambda's caller decides that."""
+
+    attempt: int
+    reply: InvokeReply | None
+
+
+Outcome = Ack | Retry | DeadLetter | Drop | Throttle | Answer
+
+
+def after_sync_attempt(record: TargetRecord, d: Delivery, attempt: int, result: Result) -> Answer:
+    """What a synchronous Invoke's attempt leads to: its caller's answer, whatever the result."""
+    memory = record.function.memory_limit_in_mb if record.function is not None else 128
+    return Answer(attempt, invoke_reply(d, result, memory))
 
 
 def before_attempt(record: TargetRecord, d: Delivery, attempt: int, now: float) -> DeadLetter | Drop | None:

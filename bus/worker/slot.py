@@ -27,16 +27,24 @@ on, and the call costs one attempt.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import os
 import signal
 import struct
+import sys
 import time
+import traceback
 from typing import Any, Awaitable
 
 import msgspec
 
 HEADER = struct.Struct(">I")
+TAIL_BYTES = 4096  # Lambda's LogType Tail: the last 4 KB
+
+# The output of the call running now, when its Call asked for it (Call.tail). A context variable,
+# so async calls sharing the slot's loop each keep their own (a task copies it when created).
+_captured: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("busway_captured", default=None)
 
 
 class Call(msgspec.Struct):
@@ -45,6 +53,8 @@ class Call(msgspec.Struct):
     context: dict[str, Any]
     timeout: float
     id: int = 0  # set by the worker as it sends the call; its Reply carries it back
+    environment: dict[str, str] = {}  # the function's `environment:`, set for its calls only
+    tail: bool = False  # keep the handler's output (Invoke with LogType Tail): Reply.log
 
 
 class Reply(msgspec.Struct):
@@ -60,6 +70,8 @@ class Reply(msgspec.Struct):
     retryable: bool = True  # False: no retry, straight to the DLQ (an HTTP 400, a bus loop)
     retry_after: float | None = None  # seconds the target asked us to wait (HTTP Retry-After)
     forward: bytes | None = None  # an inbox item (bus.worker.destinations.InboxItem) to write with the ack
+    stack: list[str] = []  # a failed call's traceback, as Lambda's stackTrace lists it
+    log: bytes = b""  # Call.tail: the last TAIL_BYTES of what the handler printed or logged
 
 
 class Frames:
@@ -112,11 +124,56 @@ def _become_slot() -> None:
     # forget it at fork), and our own must be able to run.
     asyncio.events._set_running_loop(None)
     os.dup2(2, 1)  # print() in a handler lands in the worker's log, not in the protocol
+    sys.stdout, sys.stderr = _Tee(sys.stdout), _Tee(sys.stderr)
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: an orphaned slot still exits at its next read, when the pipe closes
+
+
+class _Tee:
+    """A text stream that writes through and also keeps what a call that asked for it writes."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        kept = _captured.get()
+        if kept is not None:
+            kept.append(text)
+            if len(kept) > 64:  # keep it short: only the end is wanted
+                kept[:] = ["".join(kept)[-TAIL_BYTES:]]
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _tail(kept: list[str]) -> bytes:
+    return "".join(kept).encode("utf-8", errors="replace")[-TAIL_BYTES:]
+
+
+class _Environment:
+    """os.environ as one function's calls see it: the slot's own, plus what Lambda sets, plus the
+    function's `environment:`. Changed only when the function changes (setting it costs putenv calls)."""
+
+    def __init__(self) -> None:
+        self._base = dict(os.environ)
+        self._for: tuple | None = None
+
+    def use(self, call: "Call") -> None:
+        key = (call.ref, tuple(call.environment.items()))
+        if key == self._for:
+            return
+        wanted = {**self._base, "AWS_LAMBDA_FUNCTION_NAME": call.ref, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                  "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(call.context.get("memory", 128)), **call.environment}
+        for name in [n for n in os.environ if n not in wanted]:
+            del os.environ[name]
+        for name, value in wanted.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+        self._for = key
 
 
 def serve(calls_fd: int, replies_fd: int, loader) -> None:
@@ -140,6 +197,7 @@ class _Server:
         self.closed = loop.create_future()
         self.tasks: set[asyncio.Task] = set()
         self.unsent: list[bytes] = []  # async replies finished in this loop turn: one write
+        self.environment = _Environment()
 
     async def run(self) -> None:
         self.loop.add_reader(self.calls.fd, self._readable)
@@ -162,34 +220,44 @@ class _Server:
             self._reply(Reply(False, "import", "Runtime.ImportModuleError", str(exc), id=call.id), started)
             return
         context = self.make_context(timeout=call.timeout, **call.context)
+        self.environment.use(call)
+        kept: list[str] | None = [] if call.tail else None
         if function.is_async:
             try:  # calling a coroutine function runs none of it, but its arguments may not fit
                 coroutine = function.handler(msgspec.json.decode(call.event), context)
             except BaseException as exc:
                 self._reply(self._failure(call, exc), started)
             else:
-                self._spawn(call, coroutine, time.perf_counter(), is_async=True)
+                self._spawn(call, coroutine, time.perf_counter(), is_async=True, kept=kept)
             return
         started = time.perf_counter()  # the handler's own time: a first import is not its speed
         asyncio.events._set_running_loop(None)  # a sync handler may run a loop of its own (asyncio.run)
+        capture = _captured.set(kept)
         try:
             result = function.handler(msgspec.json.decode(call.event), context)
         except BaseException as exc:  # SystemExit and friends are the handler's failure too
-            self._reply(self._failure(call, exc), started)
+            self._reply(self._failure(call, exc, kept), started)
             return
         finally:
+            _captured.reset(capture)
             asyncio.events._set_running_loop(self.loop)
         if inspect.isawaitable(result):  # a sync wrapper around a coroutine: await what it gave
-            self._spawn(call, result, started, is_async=False)
+            self._spawn(call, result, started, is_async=False, kept=kept)
         else:
-            self._reply(Reply(True, result=_json_or_none(result), id=call.id), started)
+            reply = Reply(True, result=_json_or_none(result), id=call.id)
+            if kept is not None:
+                reply.log = _tail(kept)
+            self._reply(reply, started)
 
-    def _spawn(self, call: Call, awaitable: Awaitable[Any], started: float, is_async: bool) -> None:
-        task = self.loop.create_task(self._await(call, awaitable, started, is_async))
+    def _spawn(self, call: Call, awaitable: Awaitable[Any], started: float, is_async: bool,
+               kept: list[str] | None = None) -> None:
+        task = self.loop.create_task(self._await(call, awaitable, started, is_async, kept))
         self.tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self.tasks.discard)
 
-    async def _await(self, call: Call, awaitable: Awaitable[Any], started: float, is_async: bool) -> None:
+    async def _await(self, call: Call, awaitable: Awaitable[Any], started: float, is_async: bool,
+                     kept: list[str] | None) -> None:
+        _captured.set(kept)  # this task's own context
         timeout = asyncio.timeout(call.timeout)
         try:
             async with timeout:
@@ -201,10 +269,15 @@ class _Server:
             else:
                 reply = self._failure(call, exc)
         reply.id, reply.is_async = call.id, is_async
+        if kept is not None:
+            reply.log = _tail(kept)
         self._reply(reply, started, batch=True)
 
-    def _failure(self, call: Call, exc: BaseException) -> Reply:
-        return Reply(False, "exception", type(exc).__name__, self.message_of(exc), id=call.id)
+    def _failure(self, call: Call, exc: BaseException, kept: list[str] | None = None) -> Reply:
+        reply = Reply(False, "exception", type(exc).__name__, self.message_of(exc), id=call.id, stack=_stack(exc))
+        if kept is not None:
+            reply.log = _tail(kept)
+        return reply
 
     def _reply(self, reply: Reply, started: float, batch: bool = False) -> None:
         """Send a reply: an async call's at the end of this loop turn with the others that ended in
@@ -221,6 +294,15 @@ class _Server:
         frames, self.unsent = self.unsent, []
         if frames:
             write_all(self.replies_fd, b"".join(frames))
+
+
+_OWN_FILES = (__file__,)
+
+
+def _stack(exc: BaseException) -> list[str]:
+    """The traceback's frames in the handler's code, one string each, as Lambda's stackTrace has them."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename not in _OWN_FILES]
+    return traceback.format_list(frames)[-50:]
 
 
 def _json_or_none(result: Any) -> bytes | None:

@@ -23,6 +23,11 @@ turn, and if its slot dies before its turn it never ran and runs on another slot
 is head-of-line waiting: it waits for the calls ahead of it, which that function's recent
 calls say is short and their timeouts bound.
 
+Environments: a function with an `environment:` has slots of its own. A slot that has run its
+code never runs another function's (whose module could read what that one left in the process),
+and it never runs in a slot where another function's code was loaded. Functions without one share
+slots. The environment itself is set in the slot, per call (bus.worker.slot).
+
 The worker side of a slot is a bare asyncio protocol that cuts reply frames out of the pipe
 and resolves the waiting calls' futures: no stream reader or extra task, because this round
 trip is most of what a sync delivery costs the worker.
@@ -149,6 +154,9 @@ class Slot:
         self.exit_status: int | None = None
         self.idle = False
         self.shared: str | None = None  # the async function whose calls run here at once, if any
+        # Whose code it has run: None: nobody's yet; "": functions without an environment only;
+        # else the one function with an environment that it is kept for (see the module's docstring).
+        self.owner: str | None = None
         self.killed_for = ""  # why the worker killed it, for the calls that die with it
         self._unsent: list[bytes] = []  # frames written at the end of this loop turn, in one write
 
@@ -225,6 +233,15 @@ class Slot:
         return f"code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else "killed"
 
 
+def owner_of(call: Call) -> str:
+    """The slot owner a call needs: its function when it has an environment, else the shared ""."""
+    return call.ref if call.environment else ""
+
+
+def _fits(slot: Slot, owner: str) -> bool:
+    return slot.owner is None or slot.owner == owner
+
+
 class Ticket:
     """A call placed on a slot (SlotPool.place): queued behind others, sent, or waiting for a new slot."""
 
@@ -254,7 +271,7 @@ class SlotPool:
             return 1
         return max(1, min(MAX_DEPTH, int(self.queue_wait / max(mean, 1e-6))))
 
-    def _queue_slot(self, ref: str) -> Slot | None:
+    def _queue_slot(self, ref: str, owner: str = "") -> Slot | None:
         """The busy slot a call of `ref` would queue in now, if any: the one with the most calls
         already sent, since a slot that wakes once for several calls costs far less than several
         slots woken once each. Only behind calls known to be sync, which run one at a time."""
@@ -263,7 +280,7 @@ class SlotPool:
             return None
         for slot in self._lent:
             n = slot.outstanding()
-            if most < n < depth and slot.replies.unsure == 0 and slot.alive:
+            if most < n < depth and slot.replies.unsure == 0 and slot.alive and _fits(slot, owner):
                 best, most = slot, n
         return best
 
@@ -278,7 +295,7 @@ class SlotPool:
 
     def can_queue(self, ref: str) -> bool:
         """Whether a call of `ref` would queue in a slot now (place's first choice)."""
-        return self._queue_slot(ref) is not None
+        return self._queue_slot(ref, "") is not None
 
     def place(self, call: Call, may_run: bool = True, began: Callable[[], None] | None = None,
               queue: bool = True) -> Ticket | None:
@@ -288,37 +305,56 @@ class SlotPool:
         the calls ahead of it are done.
         """
         sync = self._async.get(call.ref) is False
-        if queue and (busy := self._queue_slot(call.ref)) is not None:
+        owner = owner_of(call)
+        if queue and (busy := self._queue_slot(call.ref, owner)) is not None:
             self.queued += 1
             return Ticket(busy, call, busy.send(call, queued=True, began=began, sync=True), began)
         if not may_run:
             return None
         if (shared := self._shared_slot(call.ref)) is not None:
             return Ticket(shared, call, shared.send(call, began=began), began)
-        slot = self._take_idle()
+        slot = self._take_idle(owner)
         if slot is not None:
-            self._lend(slot, call.ref)
+            self._lend(slot, call)
         return Ticket(slot, call, slot.send(call, began=began, sync=sync) if slot else None, began)
 
-    def _lend(self, slot: Slot, ref: str) -> None:
+    def _lend(self, slot: Slot, call: Call) -> None:
         """`slot` takes its first call since it was idle: it is shared if that call's function is async."""
         self._lent.add(slot)
-        slot.shared = ref if self._async.get(ref) else None
+        slot.shared = call.ref if self._async.get(call.ref) else None
+        slot.owner = owner_of(call)
 
-    def _take_idle(self) -> Slot | None:
-        while self._idle:
-            slot = self._idle.pop()
-            slot.idle = False
-            if slot.alive:
+    def _take_idle(self, owner: str) -> Slot | None:
+        """An idle slot that may run calls for `owner` (the newest first), or None."""
+        for i in range(len(self._idle) - 1, -1, -1):
+            slot = self._idle[i]
+            if not slot.alive:
+                del self._idle[i]
+                slot.idle = False
+                slot.kill()  # died while idle (reaped here)
+            elif _fits(slot, owner):
+                del self._idle[i]
+                slot.idle = False
                 return slot
-            slot.kill()  # died while idle (reaped here)
         return None
+
+    def _retire_idle(self) -> None:
+        """Before forking a slot no idle one fits: end an idle one, so the pool does not grow past
+        what runs at once however many owners there are."""
+        if self._idle:
+            slot = self._idle.pop(0)  # the longest idle
+            slot.idle = False
+            slot.kill()
 
     async def run(self, ref: str, event: bytes, context: dict[str, Any], timeout: float,
                   began: Callable[[], None] | None = None) -> Reply:
         """Run one call now (beside calls of its async function, or on an idle or a new slot),
         never queued; `began` is called as the handler starts."""
-        return await self.run_ticket(self.place(Call(ref, event, context, timeout), began=began, queue=False))
+        return await self.run_call(Call(ref, event, context, timeout), began)
+
+    async def run_call(self, call: Call, began: Callable[[], None] | None = None) -> Reply:
+        """`run` for a Call made already (with its environment and tail)."""
+        return await self.run_ticket(self.place(call, began=began, queue=False))
 
     async def run_ticket(self, ticket: Ticket) -> Reply:
         """Wait for a placed call's turn, then for its reply; a queued call whose slot died
@@ -333,9 +369,13 @@ class SlotPool:
                 slot.kill("a call queued in it was cancelled")  # what the slot would run is no longer wanted
                 raise
         if entry is None:  # no idle slot when it was placed, or its slot died before its turn
-            slot = self._shared_slot(call.ref) or self._take_idle() or await self._new_slot()
+            owner = owner_of(call)
+            slot = self._shared_slot(call.ref) or self._take_idle(owner)
+            if slot is None:
+                self._retire_idle()
+                slot = await self._new_slot()
             if slot not in self._lent:
-                self._lend(slot, call.ref)
+                self._lend(slot, call)
             entry = slot.send(call, began=ticket.began, sync=self._async.get(call.ref) is False)
         return await self._await_reply(slot, call, entry)
 

@@ -2,7 +2,8 @@
 -- finisher wins, so a worker that lost its lease cannot double a retry), XDEL it and apply its
 -- follow-ups. KEYS[1] = stream, KEYS[2..] = follow-up keys in order.
 -- ARGV: group, then per entry: id, follow-up count, then per follow-up: op ("Z" = ZADD score
--- member, "X" = XADD field value), a, b. Returns one 1/0 per entry.
+-- member, "X" = XADD field value, "R" = XADD field value to a broker's reply stream, which
+-- expires unless its broker keeps reading it), a, b. Returns one 1/0 per entry.
 local out = {}
 local i, k = 2, 2
 while i <= #ARGV do
@@ -16,6 +17,7 @@ while i <= #ARGV do
         redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i + 2])
       else
         redis.call('XADD', KEYS[k], '*', ARGV[i + 1], ARGV[i + 2])
+        if ARGV[i] == 'R' then redis.call('PEXPIRE', KEYS[k], 600000) end
       end
     end
     i, k = i + 3, k + 1

@@ -11,6 +11,12 @@ one slot's event loop.
 Functions with reserved concurrency take a lease (bus.store.queue) before each call, so their
 calls are placed in a slot only once they hold it (never queued ahead of it); when none is
 free the result is THROTTLED and the handler does not run.
+
+A synchronous Invoke (a delivery with a `reply`) is claimed first (Queue.claim_invocation): the
+broker claims it itself when no worker has by its start deadline, and answers the caller
+TooManyRequestsException; then the handler must not run (NOT_CLAIMED). A claim held by another
+worker means that worker stopped mid-call: the entry was reclaimed, and it is not run twice
+(CLAIMED_ELSEWHERE: the caller is told the call's process exited).
 """
 from __future__ import annotations
 
@@ -21,8 +27,10 @@ from typing import Any
 
 from bus.config.model import FunctionSettings
 from bus.store.connect import unreachable, until_answered
+from bus.store.keys import BROKER_CLAIM
 from bus.store.queue import Queue
 from bus.worker.functions import FunctionLoader
+from bus.worker.invoke_reply import NOT_CLAIMED
 from bus.worker.invoker import Invocation, Result, throttled
 from bus.worker.slot import Call
 from bus.worker.slots import SlotPool, Ticket
@@ -31,6 +39,8 @@ log = logging.getLogger("bus.worker")
 
 _LEASE_FIRST = object()  # placement of a call that takes its concurrency lease, then a slot
 LEASE_HOURS_MS = 3600 * 1000  # a concurrency lease outlives any handler (timeout <= 900 s)
+CLAIM_TTL_MS = 3600 * 1000  # a synchronous Invoke's claim outlives its caller's wait
+CLAIMED_ELSEWHERE = "claimed_elsewhere"  # Result.kind: another worker started it and stopped
 
 
 class FunctionInvoker:
@@ -48,7 +58,7 @@ class FunctionInvoker:
 
     def place(self, call: Invocation, may_run: bool) -> Ticket | object | None:
         settings = _settings(call)
-        if settings.reserved_concurrency is not None:
+        if settings.reserved_concurrency is not None or call.delivery.reply:
             return _LEASE_FIRST if may_run else None
         # Placed now, so the next calls can queue behind it (or run beside it) in the same slot.
         return self.slots.place(self._slot_call(call, settings), may_run, call.begin)
@@ -56,6 +66,8 @@ class FunctionInvoker:
     async def invoke(self, call: Invocation, placed: Any) -> Result:
         settings = _settings(call)
         limit, fn = settings.reserved_concurrency, call.record.target.function
+        if call.delivery.reply and (refused := await self._claim(call)) is not None:
+            return refused
         if limit is None:
             return await self._call(call, settings, placed)
         try:
@@ -75,6 +87,16 @@ class FunctionInvoker:
 
     async def close(self) -> None:
         await self.slots.close()
+
+    async def _claim(self, call: Invocation) -> Result | None:
+        """Claim a synchronous Invoke; None if this attempt may run it, else why not."""
+        holder = await self.queue.claim_invocation(call.delivery.id, call.token, CLAIM_TTL_MS)
+        if holder == call.token:
+            return None
+        if holder == BROKER_CLAIM:
+            return Result(False, NOT_CLAIMED, "NotClaimed", "the broker answered the caller before a worker was free")
+        return Result(False, CLAIMED_ELSEWHERE, "Runtime.ExitError",
+                      "the worker running this call stopped before it returned")
 
     async def _release(self, function: str, token: str) -> None:
         """Free a lease; while Redis is away, later, so the handler's outcome is not lost with it."""
@@ -103,15 +125,15 @@ class FunctionInvoker:
     async def _call(self, call: Invocation, settings: FunctionSettings, placed: Any) -> Result:
         if isinstance(placed, Ticket):
             return await self.slots.run_ticket(placed)
-        slot_call = self._slot_call(call, settings)
-        return await self.slots.run(slot_call.ref, slot_call.event, slot_call.context, slot_call.timeout, call.begin)
+        return await self.slots.run_call(self._slot_call(call, settings), call.begin)
 
     def _slot_call(self, call: Invocation, settings: FunctionSettings) -> Call:
         record, d = call.record, call.delivery
         context = dict(request_id=d.id, function=record.target.function, rule=record.rule, target=record.target.id,
                        bus=record.bus, attempt=call.attempt, memory=settings.memory_limit_in_mb, worker=self.consumer)
         # The transformed input, if the target has input options (Lambda gets what EventBridge sends).
-        return Call(record.target.function, call.json_body(), context, settings.timeout)
+        return Call(record.target.function, call.json_body(), context, settings.timeout,
+                    environment=settings.environment, tail=d.tail)
 
 
 def _settings(call: Invocation) -> FunctionSettings:

@@ -1,0 +1,53 @@
+"""Handlers for the Lambda API tests (tests/test_lambda_invoke.py)."""
+import asyncio
+import os
+import time
+
+from probe import _record
+
+
+def echo(event, context):
+    return {"event": event, "request_id": context.aws_request_id, "function": os.environ.get("AWS_LAMBDA_FUNCTION_NAME")}
+
+
+async def echo_async(event, context):
+    await asyncio.sleep(0)
+    return {"event": event, "async": True}
+
+
+def boom(event, context):
+    raise ValueError("boom: " + str(event.get("why", "no reason")))
+
+
+def chatty(event, context):
+    print("hello from chatty")
+    print("x" * 5000)
+    print("the end")
+    return "said it"
+
+
+def sleepy(event, context):
+    time.sleep(float(event.get("seconds", 5)))
+    return "woke"
+
+
+def recorded(event, context):
+    _record("recorded", event, context)
+    return {"recorded": True}
+
+
+def failing(event, context):
+    _record("failing", event, context)
+    raise RuntimeError("fails every time")
+
+
+def secret_a(event, context):
+    return {"SECRET": os.environ.get("SECRET"), "ONLY_A": os.environ.get("ONLY_A")}
+
+
+def secret_b(event, context):
+    return {"SECRET": os.environ.get("SECRET"), "ONLY_A": os.environ.get("ONLY_A")}
+
+
+def not_json(event, context):
+    return object()
