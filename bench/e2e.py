@@ -14,6 +14,9 @@ What runs (all on 127.0.0.1, every process started here is stopped here, Ctrl-C 
   - saq: `python -m saq saq_noop.settings` (one worker, concurrency 10); arq: `python -m arq
     arq_noop.WorkerSettings` (one worker, max_jobs 10); this process enqueues from --clients
     concurrent tasks. No-op async jobs; see bench/functions/.
+  - synchronous Invoke (unless --no-invoke; issue 17): Lambda's Invoke (RequestResponse) of the no-op
+    sync handler through `bus serve` + `bus worker`, from --clients tasks in a closed loop, against
+    bench/functions/plain_invoke.py: an aiohttp process running the same handler in-process.
 
 Throughput = N handler runs / (first post or enqueue -> queue seen empty after the last one was
 accepted); the queue is polled every 2 ms. Producer and consumer run at the same time, for all three.
@@ -478,6 +481,14 @@ class Busway:
             row.notes.append(f"the receiver got {received} requests for {events} events")
         return row
 
+    async def invoke_throughput(self, calls: int, warmup: int, clients: int) -> Row:
+        """Lambda's Invoke (RequestResponse) of the no-op sync handler, through broker and worker."""
+        rules = "functions:\n  noop.handler: {}\n"
+        async with self.running("invoke", rules):
+            url = self.base + "/2015-03-31/functions/noop.handler/invocations"
+            return await invoke_row("busway", self.http, url, calls, warmup, clients,
+                                    {**self.procs, "redis": self.redis_proc}, self.redis, self.children)
+
     async def latency(self, kind: str, function: str, seconds: float) -> Row:
         self.latency_file.write_text("")
         body = json.dumps([EVENT] * BATCH).encode()
@@ -495,6 +506,38 @@ class Busway:
             row.notes.append(f"worker histogram (broker received -> invoke): p50 {hist[0]:.1f} ms, "
                              f"p99 {hist[1]:.1f} ms")
         return row
+
+
+async def closed_loop(total: int, clients: int, call) -> tuple[float, list[float]]:
+    """`total` calls of `call` from `clients` tasks, each waiting for its answer: (seconds, latencies ms)."""
+    latencies: list[float] = []
+    left = itertools.count()
+
+    async def client() -> None:
+        while next(left) < total:
+            sent = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - sent) * 1000)
+    started = time.perf_counter()
+    await asyncio.gather(*[client() for _ in range(clients)])
+    return time.perf_counter() - started, latencies
+
+
+async def invoke_row(system: str, http: aiohttp.ClientSession, url: str, calls: int, warmup: int, clients: int,
+                     procs: dict[str, psutil.Process], redis_client: aioredis.Redis, children: Children) -> Row:
+    """Synchronous Invoke of a no-op function at `url`, closed loop: requests/s and latency from
+    request sent to answer read."""
+    async def call() -> None:
+        async with http.post(url, data=b'{"n": 1}') as r:
+            body = await r.read()
+            if r.status != 200 or r.headers.get("X-Amz-Function-Error"):
+                raise RuntimeError(f"{system} invoke failed: HTTP {r.status} {body[:300]!r}")
+    await closed_loop(warmup, clients, call)
+    window = Window({**procs, "bench": psutil.Process()}, redis_client)
+    seconds, latencies = await closed_loop(calls, clients, call)
+    cpu, wait, rtt = await window.close()
+    return Row(system, "invoke", calls, seconds, p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99),
+               cpu=cpu, wait=wait, rtt=rtt)
 
 
 class Sink:
@@ -669,6 +712,24 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+async def plain_invoke(children: Children, redis_url: str, calls: int, warmup: int, clients: int) -> Row:
+    """The baseline: bench/functions/plain_invoke.py, the same handler in an aiohttp process."""
+    port = free_port()
+    server = children.start("plain-invoke", [PY, str(FUNCTIONS / "plain_invoke.py"), str(port)],
+                            {"PYTHONPATH": str(FUNCTIONS)})
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        redis_client = aioredis.from_url(redis_url)
+        try:
+            await wait_until(lambda: healthy(http, f"http://127.0.0.1:{port}/healthz", children), 30,
+                             "plain aiohttp invoke server", children)
+            url = f"http://127.0.0.1:{port}/2015-03-31/functions/noop.handler/invocations"
+            return await invoke_row("aiohttp", http, url, calls, warmup, clients, {"server": server}, redis_client,
+                                    children)
+        finally:
+            await redis_client.aclose()
+            children.stop_all()
+
+
 async def run(args, children: Children, rp: RedisProcess, tmp: Path) -> list[Row]:
     """Throughput phases in --rounds interleaved rounds (best kept), then one latency phase each."""
     redis_proc = psutil.Process(rp.proc.pid)
@@ -714,6 +775,21 @@ async def run(args, children: Children, rp: RedisProcess, tmp: Path) -> list[Row
             best.notes.insert(0, "best of rounds: " + ", ".join(f"{row.rate:.0f}/s" for row in attempts))
         rows.append(best)
 
+    if busway_kinds and not args.no_invoke:
+        for r in range(1, args.rounds + 1):
+            tries.setdefault(("busway", "invoke"), []).append(await phase(
+                f"busway sync Invoke: {args.invokes} calls, closed loop (round {r})",
+                lambda: bw.invoke_throughput(args.invokes, args.warmup, args.clients)))
+            tries.setdefault(("aiohttp", "invoke"), []).append(await phase(
+                f"plain aiohttp, the same handler in-process: {args.invokes} calls (round {r})",
+                lambda: plain_invoke(children, rp.url, args.invokes, args.warmup, args.clients)))
+        for key in (("busway", "invoke"), ("aiohttp", "invoke")):
+            attempts = tries.pop(key)
+            best = max(attempts, key=lambda row: row.rate)
+            if len(attempts) > 1:
+                best.notes.insert(0, "best of rounds: " + ", ".join(f"{row.rate:.0f}/s" for row in attempts))
+            rows.append(best)
+
     rate = f"{BATCH / TICK:.0f}/s for {args.latency_seconds:.0f} s"
     for kind, _, recorder in busway_kinds:
         rows.append(await phase(f"busway {kind}: latency at {rate}",
@@ -734,6 +810,8 @@ def report(rows: list[Row], args, redis_version: str, loads: list[str]) -> None:
     head = ("system", "handler", "phase", "events/jobs", "seconds", "per s", "accepted per s", "p50 ms", "p99 ms",
             "p99 from send", "Redis write RTT p50/p99 ms", "broker CPU% (wait%)", "worker", "redis", "bench",
             "other CPU%")
+    invokes = [r for r in rows if r.kind == "invoke"]
+    rows = [r for r in rows if r.kind != "invoke"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -757,6 +835,24 @@ def report(rows: list[Row], args, redis_version: str, loads: list[str]) -> None:
     for r in rows:
         for note in r.notes:
             print(f"note: {r.system} {r.kind} {'latency' if r.p99_ms is not None else 'throughput'}: {note}")
+
+    if invokes:
+        print("\nSynchronous Invoke of a no-op function (RequestResponse), closed loop, "
+              f"{args.clients} clients; latency from request sent to answer read:\n")
+        print("| system | calls | seconds | calls per s | p50 ms | p99 ms | server CPU% | worker | redis | bench |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in invokes:
+            server = r.cpu.get("broker", r.cpu.get("server", 0))
+            print(f"| {'busway (broker + worker + Redis)' if r.system == 'busway' else 'aiohttp, handler in-process'} "
+                  f"| {r.count} | {r.seconds:.2f} | {r.rate:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {server:.0f} | "
+                  f"{r.cpu.get('worker', 0):.0f} | {r.cpu.get('redis', 0):.0f} | {r.cpu.get('bench', 0):.0f} |")
+        for r in invokes:
+            for note in r.notes:
+                print(f"note: {r.system} invoke: {note}")
+        by = {r.system: r for r in invokes}
+        if "busway" in by and "aiohttp" in by:
+            print(f"busway / plain aiohttp: {by['busway'].rate / by['aiohttp'].rate:.2f}x the calls per s, "
+                  f"p99 {by['busway'].p99_ms:.1f} vs {by['aiohttp'].p99_ms:.1f} ms")
 
     tput = {(r.system, r.kind): r.rate for r in rows if r.p99_ms is None}
     best = max(((s, v) for (s, k), v in tput.items() if s in ("saq", "arq")), key=lambda x: x[1], default=None)
@@ -820,6 +916,8 @@ def main() -> int:
                    help="arq Worker poll_delay (default 0.01 s: arq's own default, 0.5 s, caps it near 200 jobs/s)")
     p.add_argument("--no-competitor-latency", action="store_true", help="skip the saq/arq 500/s latency phases")
     p.add_argument("--no-http", action="store_true", help="skip busway's http-target throughput phase")
+    p.add_argument("--no-invoke", action="store_true", help="skip the synchronous Invoke phases (busway and plain aiohttp)")
+    p.add_argument("--invokes", type=int, help="synchronous Invoke calls per phase (default 5000; quick 1000)")
     p.add_argument("--busway-log-level", default="WARNING",
                    help="bus --log-level for broker and worker (WARNING: no per-delivery INFO line, "
                         "like saq's and arq's settings here)")
@@ -834,6 +932,7 @@ def main() -> int:
     quick = args.quick
     args.events = args.events or (2000 if quick else 20000)
     args.jobs = args.jobs or (1000 if quick else 6000)
+    args.invokes = args.invokes or (1000 if quick else 5000)
     args.rounds = args.rounds or (1 if quick else 2)
     args.warmup = args.warmup if args.warmup is not None else (200 if quick else 500)
     args.latency_seconds = args.latency_seconds or (3.0 if quick else 10.0)

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="private Redis + broker + worker, with ./rules and ./workers")
     up.add_argument("--rules", default="rules")
     up.add_argument("--functions", default="workers")
+    up.add_argument("--reload", action="store_true",
+                    help="restart the worker's handler processes when a file in --functions changes")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
@@ -60,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="a worker alone")
     worker.add_argument("--functions", default="workers")
+    worker.add_argument("--reload", action="store_true",
+                        help="restart the handler processes when a file in --functions changes (development)")
     worker.add_argument("--concurrency", type=int, default=10)
     worker.add_argument("--prefetch", type=int, default=None,
                         help="deliveries read ahead of free slots so the next handler starts at once "
@@ -167,7 +171,7 @@ def cmd_up(args) -> int:
     os.environ["BUS_DURABILITY"] = args.durability  # the broker bus up starts inherits it
     return up(args.rules, args.functions, args.port, args.data_dir, args.redis,
               host=args.host, fsync=args.fsync, log_format=args.log_format,
-              credentials=args.credentials, insecure_no_auth=args.insecure_no_auth)
+              credentials=args.credentials, insecure_no_auth=args.insecure_no_auth, reload=args.reload)
 
 
 def cmd_serve(args) -> int:
@@ -210,7 +214,8 @@ def cmd_worker(args) -> int:
     if port is None:
         return 1
     settings = WorkerSettings(concurrency=args.concurrency, prefetch=args.prefetch,
-                              lease_seconds=args.lease_seconds, grace_seconds=args.grace_seconds)
+                              lease_seconds=args.lease_seconds, grace_seconds=args.grace_seconds,
+                              reload=args.reload)
     try:
         return _run_until_signal(lambda stop: run_worker(url, args.functions, settings, port or None, stop,
                                                          host=args.metrics_host))

@@ -255,3 +255,30 @@ def test_a_wrong_secret_is_refused_with_403_before_anything_runs(guarded):
     assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert guarded.records() == []
+
+
+# --- --reload ------------------------------------------------------------------------------------
+
+def test_reload_runs_an_edited_handler_within_2_seconds(stack, tmp_path):
+    import time
+    functions = tmp_path / "fns"
+    functions.mkdir()
+    source = functions / "hot.py"
+    source.write_text('def version(event, context):\n    return "v1"\n')
+    stack.write_rules("functions:\n  hot.version: {}\n")
+    stack.start_broker()
+    stack._spawn(["worker", "--functions", str(functions), "--reload", "--metrics-port", "0"], "worker")
+    client = lambda_client(stack.url)
+    wait_for(lambda: _answer(client, "hot.version") == "v1", timeout=15, what="v1")
+    source.write_text('def version(event, context):\n    return "v2"\n')  # same size, likely the same second
+    edited = time.monotonic()
+    wait_for(lambda: _answer(client, "hot.version") == "v2", timeout=5, interval=0.05, what="v2 after the edit")
+    assert time.monotonic() - edited < 2.0
+    assert "functions changed in" in stack.logs()
+
+
+def _answer(client, name: str):
+    try:
+        return json.loads(client.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+    except client.exceptions.TooManyRequestsException:
+        return None

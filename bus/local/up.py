@@ -29,8 +29,9 @@ PORT_WAIT_SECONDS = 5.0  # an earlier `bus up`'s broker, killed a moment ago, ma
 
 def up(rules: str, functions: str, port: int, data_dir: str, redis_url: str | None,
        host: str = "127.0.0.1", fsync: str = "always", log_format: str = "text",
-       credentials: str | None = None, insecure_no_auth: bool = False) -> int:
-    """`credentials` (a credentials YAML) goes to the broker; the caller checked the bind is allowed."""
+       credentials: str | None = None, insecure_no_auth: bool = False, reload: bool = False) -> int:
+    """`credentials` (a credentials YAML) goes to the broker; the caller checked the bind is allowed.
+    `reload`: the worker restarts its handler processes when the functions change (bus worker --reload)."""
     try:
         lock = DataDirLock(data_dir)  # before anything else: a refused `bus up` touches nothing
     except DataDirBusy as busy:
@@ -38,11 +39,12 @@ def up(rules: str, functions: str, port: int, data_dir: str, redis_url: str | No
         return 1
     with lock:
         return _up_locked(rules, functions, port, data_dir, redis_url, host, fsync, log_format,
-                          credentials, insecure_no_auth)
+                          credentials, insecure_no_auth, reload)
 
 
 def _up_locked(rules: str, functions: str, port: int, data_dir: str, redis_url: str | None, host: str,
-               fsync: str, log_format: str, credentials: str | None, insecure_no_auth: bool) -> int:
+               fsync: str, log_format: str, credentials: str | None, insecure_no_auth: bool,
+               reload: bool = False) -> int:
     if not _wait_port_free(host, port):
         print(f"bus: port {port} on {host} is taken: stop what listens there or pass --port N",
               file=sys.stderr, flush=True)
@@ -79,7 +81,8 @@ def _up_locked(rules: str, functions: str, port: int, data_dir: str, redis_url: 
         supervisor.add("broker", lambda: children.spawn(broker, env=env))
         metrics = _MetricsPort(port + 1)
         supervisor.add("worker", lambda: children.spawn(
-            base + ["worker", "--functions", functions, "--redis", redis_url, "--metrics-port", str(metrics.pick())],
+            base + ["worker", "--functions", functions, "--redis", redis_url, "--metrics-port", str(metrics.pick()),
+                    *(["--reload"] if reload else [])],
             env=env))
         say(f"busway: broker on http://{host}:{port} (POST /events, AWS API at /, /metrics), "
             f"worker metrics on http://127.0.0.1:{metrics.port}/metrics. Ctrl-C stops everything.")

@@ -42,6 +42,7 @@ from bus.worker.invoke_reply import NOT_CLAIMED
 from bus.worker.invoker import THROTTLED, Invocation, Invoker
 from bus.worker.invokers import invokers_for
 from bus.worker.invokers.function import FunctionInvoker
+from bus.worker.reload import CHECK_SECONDS as RELOAD_CHECK_SECONDS, CodeWatch
 from bus.worker.outcome import after_attempt, after_sync_attempt, before_attempt, give_up
 from bus.worker.retry import NOT_RETRYABLE
 
@@ -67,6 +68,7 @@ class WorkerSettings(msgspec.Struct):
     prefetch: int | None = None  # deliveries read ahead of free slots (bus.worker.held); None: = concurrency
     lease_seconds: float = 3.0  # an entry idle this long is reclaimed: the crash-recovery bound
     grace_seconds: float = 30.0  # SIGTERM: how long in-flight handlers may finish
+    reload: bool = False  # restart the slots when a file in the functions directory changes
 
 
 class Worker:
@@ -92,6 +94,7 @@ class Worker:
         self._targets_version: int | None = None
         self._renewed = 0.0  # monotonic time of the last renewal round that reached Redis
         self.finisher = Finisher(queue, self.reach, self.tracer, identity.from_env())
+        self.code = CodeWatch(functions_dir) if self.settings.reload and functions_dir else None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -106,6 +109,8 @@ class Worker:
             self._every(PRUNE_SECONDS, self._prune), self._every(HOLD_CHECK_SECONDS, self._give_back_stale),
             self._every(TARGETS_CHECK_SECONDS, self._watch_targets),
             self.tracer.watch(), self._notice_stop(stop))]
+        if self.code is not None:
+            chores.append(asyncio.create_task(self._watch_code()))
         try:
             await self._read_loop(stop)
             self._stopping = True
@@ -116,6 +121,8 @@ class Worker:
                 chore.cancel()
             for invoker in set(self.invokers.values()):
                 await invoker.close()
+            if self.code is not None:
+                self.code.close()
             await self._leave()
         log.info("worker %s stopped", self.consumer)
 
@@ -164,6 +171,16 @@ class Worker:
                 log.warning("%s failed", chore.__name__, exc_info=True)
             backoff.reset()
             await asyncio.sleep(seconds)
+
+    async def _watch_code(self) -> None:
+        """--reload: a change in the functions directory restarts the slots (bus.worker.reload)."""
+        while True:
+            await asyncio.sleep(RELOAD_CHECK_SECONDS)
+            if self.code.changed():
+                self.code.new_generation()
+                retired = self.functions.slots.retire()
+                log.info("functions changed in %s: %d slots restarted, the next calls run the new code",
+                         self.code.root, retired)
 
     async def _heartbeat(self) -> None:
         await self.queue.heartbeat(self.consumer)

@@ -157,6 +157,7 @@ class Slot:
         # Whose code it has run: None: nobody's yet; "": functions without an environment only;
         # else the one function with an environment that it is kept for (see the module's docstring).
         self.owner: str | None = None
+        self.generation = 0  # the pool's generation when it was forked (SlotPool.retire)
         self.killed_for = ""  # why the worker killed it, for the calls that die with it
         self._unsent: list[bytes] = []  # frames written at the end of this loop turn, in one write
 
@@ -260,6 +261,7 @@ class SlotPool:
         self._lent: set[Slot] = set()
         self._recent: dict[str, float] = {}  # function -> moving mean of its call durations (s)
         self._async: dict[str, bool] = {}  # function -> is async, as its last reply from a slot said
+        self.generation = 0  # moves when the functions' code changed (retire): older slots take no new calls
 
     def _turn_began(self) -> None:
         self.queued -= 1
@@ -280,7 +282,8 @@ class SlotPool:
             return None
         for slot in self._lent:
             n = slot.outstanding()
-            if most < n < depth and slot.replies.unsure == 0 and slot.alive and _fits(slot, owner):
+            if most < n < depth and slot.replies.unsure == 0 and slot.alive and _fits(slot, owner) \
+                    and slot.generation == self.generation:
                 best, most = slot, n
         return best
 
@@ -289,7 +292,8 @@ class SlotPool:
         if not self._async.get(ref):
             return None
         for slot in self._lent:
-            if slot.shared == ref and slot.outstanding() < ASYNC_PER_SLOT and slot.alive:
+            if slot.shared == ref and slot.outstanding() < ASYNC_PER_SLOT and slot.alive \
+                    and slot.generation == self.generation:
                 return slot
         return None
 
@@ -380,7 +384,20 @@ class SlotPool:
         return await self._await_reply(slot, call, entry)
 
     async def _new_slot(self) -> Slot:
-        return await Slot.start(self.loader, self._turn_began)
+        slot = await Slot.start(self.loader, self._turn_began)
+        slot.generation = self.generation
+        return slot
+
+    def retire(self) -> int:
+        """The functions' code changed: end the idle slots now and the busy ones as their calls
+        return (they run to their end on the old code); calls from now on get new slots. How many
+        slots were retired."""
+        self.generation += 1
+        idle, self._idle = self._idle, []
+        for slot in idle:
+            slot.idle = False
+            slot.kill()
+        return len(idle) + len(self._lent)
 
     async def _await_reply(self, slot: Slot, call: Call, entry: _Pending) -> Reply:
         loop = asyncio.get_running_loop()
@@ -412,6 +429,9 @@ class SlotPool:
             return  # a queued call runs on it next, or calls sharing it still run
         self._lent.discard(slot)
         slot.shared = None
+        if slot.generation != self.generation:  # it has the old code loaded
+            slot.kill()
+            return
         if slot.alive and not slot.idle:  # a killed slot's pipes are closed
             slot.idle = True
             self._idle.append(slot)
