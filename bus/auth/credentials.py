@@ -7,6 +7,7 @@
         token_from_env: BUSWAY_CI_TOKEN                # optional, for Authorization: Bearer
         buses: [orders]                                # or ["*"]
         functions: [orders.record_order]               # optional: may Invoke and read these (or ["*"])
+        queues: [orders-in]                            # optional: may send to, receive from these SQS queues
         admin: false
 
 Errors read like the rules loader's (bus.config.rulesfile): `file:line: key: message`, all of
@@ -35,7 +36,7 @@ MIN_TOKEN_LENGTH = 16  # a bearer token is a password sent as is: no short ones
 # AWS access key ids are 16-128 word characters; '/' would break the Credential= scope.
 _ACCESS_KEY_ID = re.compile(r"^[A-Za-z0-9_]{4,128}$")
 _KEYS = ("name", "access_key_id", "secret_access_key", "secret_access_key_from_env",
-         "token", "token_from_env", "buses", "functions", "admin")
+         "token", "token_from_env", "buses", "functions", "queues", "admin")
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,16 @@ class Principal:
     buses: frozenset[str] = frozenset()
     admin: bool = False
     functions: frozenset[str] = frozenset()  # Lambda API: may invoke and read these ("*": all)
+    queues: frozenset[str] = frozenset()  # SQS API: may send, receive, delete and read these ("*": all)
 
     def may_put_to(self, bus: str) -> bool:
         return ALL_BUSES in self.buses or bus in self.buses
 
     def may_use_function(self, ref: str) -> bool:
         return self.admin or ALL_BUSES in self.functions or ref in self.functions
+
+    def may_use_queue(self, name: str) -> bool:
+        return self.admin or ALL_BUSES in self.queues or name in self.queues
 
 
 @dataclass(frozen=True)
@@ -139,14 +144,15 @@ def _principal(doc: _Doc, path: tuple, item: dict[str, Any], errors: list[LoadEr
         key = "token" if "token" in item else "token_from_env"
         errors.append(doc.error(path + (key,), f"a token must be at least {MIN_TOKEN_LENGTH} characters"))
     buses = _buses(doc, path, item, errors)
-    functions = _functions(doc, path, item, errors)
+    functions = _names(doc, path, item, "functions", "module.handler names", errors)
+    queues = _names(doc, path, item, "queues", "queue names", errors)
     admin = item.get("admin", False)
     if not isinstance(admin, bool):
         errors.append(doc.error(path + ("admin",), "must be true or false"))
     if len(errors) > before or name is None or key_id is None or secret is None or buses is None:
         return None
     return Principal(name=name, access_key_id=key_id, secret_access_key=secret, token=token,
-                     buses=buses, admin=admin, functions=functions)
+                     buses=buses, admin=admin, functions=functions, queues=queues)
 
 
 def _string(doc: _Doc, path: tuple, item: dict, key: str, errors: list[LoadError]) -> str | None:
@@ -202,10 +208,10 @@ def _buses(doc: _Doc, path: tuple, item: dict, errors: list[LoadError]) -> froze
     return frozenset(value)
 
 
-def _functions(doc: _Doc, path: tuple, item: dict, errors: list[LoadError]) -> frozenset[str]:
-    value = item.get("functions", [])
+def _names(doc: _Doc, path: tuple, item: dict, key: str, what: str, errors: list[LoadError]) -> frozenset[str]:
+    value = item.get(key, [])
     if not isinstance(value, list) or not all(isinstance(f, str) and f for f in value):
-        errors.append(doc.error(path + ("functions",), "must be a list of module.handler names, or [\"*\"] for all"))
+        errors.append(doc.error(path + (key,), f"must be a list of {what}, or [\"*\"] for all"))
         return frozenset()
     return frozenset(value)
 

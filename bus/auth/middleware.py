@@ -39,7 +39,7 @@ def auth_middleware(credentials: Credentials):
                 policy.check(principal, action)
         except AuthError as err:
             log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, err.code)
-            return _error(err, request.path)
+            return _error(err, request.path, _is_sqs(request))
         except web.HTTPRequestEntityTooLarge:
             # The body is needed for its hash; answer as the routes do for an oversize request.
             return error_response("ValidationException", "Total size of the entries in the request is over the limit.")
@@ -72,7 +72,7 @@ async def _principal(request: web.Request, credentials: Credentials) -> Principa
         return p.secret_access_key if p else None
 
     headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
-    service = "lambda" if is_lambda_path(request.path) else sigv4.SERVICE
+    service = "lambda" if is_lambda_path(request.path) else "sqs" if _is_sqs(request) else sigv4.SERVICE
     signed = sigv4.verify(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
                           headers, body, secret_for, service=service)
     principal = credentials.by_access_key(signed.access_key_id)
@@ -95,8 +95,12 @@ def _action(request: web.Request) -> str | None:
     return policy.native_action(request.method, request.path)
 
 
-def _error(err: AuthError, path: str) -> web.Response:
-    # Lambda answers authentication failures with 403 (events: 400; the reference, §1.6)
-    resp = error_response(err.code, err.message, 403 if is_lambda_path(path) else STATUS[err.code])
+def _is_sqs(request: web.Request) -> bool:
+    return request.path == AWS_PATH and request.headers.get("X-Amz-Target", "").startswith("AmazonSQS.")
+
+
+def _error(err: AuthError, path: str, sqs: bool = False) -> web.Response:
+    # Lambda and SQS answer authentication failures with 403 (events: 400; the reference, §1.6)
+    resp = error_response(err.code, err.message, 403 if sqs or is_lambda_path(path) else STATUS[err.code])
     resp.headers["x-amzn-ErrorType"] = err.code
     return resp

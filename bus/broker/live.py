@@ -34,7 +34,9 @@ from bus.config.validate import validate_rule
 from bus.observe import metrics
 from bus.store import apirules, resources
 from bus.store.connect import unreachable
+from bus.broker.awssqs import Queues
 from bus.broker.invocations import Replies
+from bus.store.sqs import SqsStore
 from bus.store.deliveries import TargetRecord, invoke_records
 from bus.store.migrate import rename_legacy_keys
 from bus.store.queue import Queue
@@ -69,6 +71,7 @@ class Broker:
         self.ingestor = Ingestor(self.queue, lambda: self.router)
         self.invoke_targets: list[TargetRecord] = []
         self.replies = Replies(self.queue)  # synchronous Invokes' answers (bus.broker.invocations)
+        self.sqs = Queues(SqsStore(redis))  # SQS-compatible queues (bus.broker.awssqs)
         self._stamp = self._rules_stamp()
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from bus.broker import awssqs
 from bus.broker.awsapi import aws_entries, decode_request, dispatch, error_response, json_response, origin_of, request_key
 from bus.broker.envelope import MAX_JSON_DEPTH, Entry, Origin, RequestError, TooDeep, decode_json
 from bus.broker.live import Broker
@@ -77,6 +78,8 @@ async def aws_root(request: web.Request) -> web.Response:
         raw = await _read_body(request)
     except RequestError as err:
         return error_response(err.type, err.message, err.status)
+    if request.headers.get("X-Amz-Target", "").startswith(awssqs.TARGET_PREFIX):
+        return await awssqs.handle(request, raw)  # SQS's JSON 1.0 shares the AWS path
     return await dispatch(request, request.app["aws_operations"], raw)
 
 

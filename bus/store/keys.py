@@ -69,6 +69,19 @@ def invoke_claim_key(request_id: str) -> str:
 BROKER_CLAIM = "broker"  # the claim a broker makes on a call no worker started in time
 
 
+# --- SQS-compatible queues (bus/store/sqs.py) --------------------------------------------------
+# Every queue's keys share one hash tag: a receive moves a message to the queue's dead-letter queue
+# in the same script, so on Redis Cluster all queues live on one slot (one shard).
+SQS_QUEUES = f"{PREFIX}:sqs:{{sqs}}:queues"  # hash: queue name -> its attributes (JSON)
+SQS_PARTS = ("ready", "delayed", "messages", "counts", "tokens", "first")
+
+
+def sqs_keys(queue: str) -> list[str]:
+    """A queue's keys, in SQS_PARTS order: ready (zset: id -> visible at, ms), delayed (zset: id ->
+    due, ms), messages (hash: id -> JSON), counts (receives), tokens (latest receipt), first (ms)."""
+    return [f"{PREFIX}:sqs:{{sqs}}:q:{queue}:{part}" for part in SQS_PARTS]
+
+
 # --- API destination rate limits (http targets) ----------------------------------------------
 
 def rate_key(destination: str) -> str:
