@@ -112,7 +112,7 @@ def test_rule_with_targets_cannot_be_deleted_until_they_are_removed(client):
 
 def test_target_arn_must_name_a_function(client):
     client.put_rule(Name="r", EventPattern='{"source": ["x"]}')
-    resp = client.put_targets(Rule="r", Targets=[{"Id": "t", "Arn": "arn:aws:sqs:us-east-1:1:queue"}])
+    resp = client.put_targets(Rule="r", Targets=[{"Id": "t", "Arn": "arn:aws:sns:us-east-1:1:topic"}])
     assert resp["FailedEntryCount"] == 1
     assert resp["FailedEntries"][0]["TargetId"] == "t"
 

@@ -118,7 +118,6 @@ def test_an_arn_missing_its_parts_fails_the_whole_request(client, arn):
 
 
 @pytest.mark.parametrize("service, arn", [
-    ("sqs", "arn:aws:sqs:us-east-1:000000000000:queue"),
     ("sns", "arn:aws:sns:us-east-1:000000000000:topic"),
     ("kinesis", "arn:aws:kinesis:us-east-1:000000000000:stream/s"),
     ("states", "arn:aws:states:us-east-1:000000000000:stateMachine:m"),
@@ -130,6 +129,14 @@ def test_an_arn_of_a_service_busway_does_not_run_fails_its_entry_naming_it(clien
     assert (failed["TargetId"], failed["ErrorCode"]) == ("bad", "ValidationException")
     assert f"Target bad: {service} is not a target kind busway delivers to" in failed["ErrorMessage"]
     assert [t["Id"] for t in client.list_targets_by_rule(Rule="r")["Targets"]] == ["good"]
+
+
+def test_an_sqs_arn_is_a_queue_target_listed_back_with_its_arn(client):
+    arn = "arn:aws:sqs:us-east-1:000000000000:orders-in"
+    assert client.put_targets(Rule="r", Targets=[{"Id": "q", "Arn": arn}])["FailedEntryCount"] == 0
+    [target] = client.list_targets_by_rule(Rule="r")["Targets"]
+    assert target["Arn"] == arn
+    assert client.list_rule_names_by_target(TargetArn=arn)["RuleNames"] == ["r"]
 
 
 def test_a_lambda_arn_that_names_no_function_fails_its_entry(client):

@@ -257,3 +257,44 @@ def test_bad_function_settings_name_their_keys(tmp_path):
     assert "rules.yaml:6: maximum_event_age_seconds:" in text
     assert "rules.yaml:7: on_success:" in text and "nowhere" in text
     assert "rules.yaml:8: os.system:" in text
+
+
+def test_queues_and_event_source_mappings_load(tmp_path):
+    write(tmp_path, """
+        queues:
+          - {name: work, visibility_timeout: 60, redrive_policy: {dead_letter_queue: dead, max_receive_count: 3}}
+          - {name: dead}
+        event_source_mappings:
+          - {queue: work, function: orders.take, batch_size: 100, maximum_batching_window_seconds: 2}
+        rules:
+          - name: r
+            event_pattern: {source: [s]}
+            targets: [{id: q, queue: work}]
+    """)
+    config = load_config(tmp_path)
+    assert config.queues["work"].redrive_policy.max_receive_count == 3
+    assert config.event_source_mappings[0].batch_size == 100
+    assert config.rules[("default", "r")].targets[0].queue == "work"
+
+
+def test_bad_queues_and_mappings_name_their_keys(tmp_path):
+    errors = "\n".join(errors_of(tmp_path, """
+        queues:
+          - {name: work, visibility_timeout: 2, redrive_policy: {dead_letter_queue: nowhere, max_receive_count: 0}}
+          - {name: "bad name"}
+        functions:
+          slow.fn: {timeout: 10}
+        event_source_mappings:
+          - {queue: missing, function: orders.take}
+          - {queue: work, function: slow.fn, batch_size: 50}
+        rules:
+          - name: r
+            event_pattern: {source: [s]}
+            targets: [{id: q, queue: unknown}]
+    """))
+    assert "rules.yaml:3: dead_letter_queue:" in errors and "rules.yaml:3: max_receive_count:" in errors
+    assert "rules.yaml:4: name: invalid queue name" in errors
+    assert "rules.yaml:8: queue: queue 'missing' is not declared" in errors
+    assert "rules.yaml:9: batch_size: a batch_size over 10 needs" in errors
+    assert "rules.yaml:9: function: the function's timeout (10 s) is over queue work's visibility_timeout" in errors
+    assert "rules.yaml:13: queue: queue 'unknown' is not declared in queues:" in errors

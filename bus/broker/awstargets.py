@@ -16,12 +16,14 @@ from bus import identity
 from bus.broker.envelope import Origin, RequestError
 from bus.config.model import (
     FUNCTION_REF,
+    QUEUE_NAME,
     ApiDestination,
     BusTarget,
     FunctionTarget,
     HttpParameters,
     HttpTarget,
     InputTransformer,
+    QueueTarget,
     RetryPolicy,
     Rule,
     Target,
@@ -29,7 +31,7 @@ from bus.config.model import (
 )
 from bus.config.validate import http_parameters_problem
 
-SUPPORTED = "Lambda functions, event buses and API destinations"
+SUPPORTED = "Lambda functions, event buses, API destinations and SQS queues"
 
 # A target's identity for ListRuleNamesByTarget: its kind and the name it delivers to.
 TargetKey = tuple[str, str]
@@ -113,6 +115,9 @@ def key_of_arn(arn: str) -> TargetKey | None:
         return ("bus", bus)
     if (destination := identity.api_destination_name(arn)) is not None:
         return ("http", destination)
+    parts = identity.parse_arn(arn)
+    if parts is not None and parts.service == "sqs" and QUEUE_NAME.match(parts.resource):
+        return ("queue", parts.resource)
     return None
 
 
@@ -121,6 +126,8 @@ def key_of(target: Target) -> TargetKey:
         return ("http", target.http)
     if isinstance(target, BusTarget):
         return ("bus", target.bus)
+    if isinstance(target, QueueTarget):
+        return ("queue", target.queue)
     return ("function", target.function)
 
 
@@ -158,6 +165,8 @@ def target_of(raw: dict) -> Target:
         raise RequestError("ValidationException", f"Target {tid}: HttpParameters apply only to API destination targets.")
     if kind == "bus":
         return BusTarget(bus=name, **common)
+    if kind == "queue":
+        return QueueTarget(queue=name, **common)
     return FunctionTarget(function=name, **common)
 
 
@@ -206,6 +215,8 @@ def target_arn(target: Target, origin: Origin, destinations: Mapping[str, ApiDes
         return identity.api_destination_arn(origin, target.http, destination_uuid(target.http, destinations))
     if isinstance(target, BusTarget):
         return identity.event_bus_arn(origin, target.bus)
+    if isinstance(target, QueueTarget):
+        return identity.queue_arn(origin, target.queue)
     return identity.function_arn(origin, target.function)
 
 

@@ -16,6 +16,8 @@ ends as a fresh `Router(merge(yaml, api rules))` would be (tests/test_router.py)
 """
 from __future__ import annotations
 
+import msgspec
+
 import asyncio
 import logging
 import time
@@ -37,7 +39,8 @@ from bus.store.connect import unreachable
 from bus.broker.awssqs import Queues
 from bus.broker.invocations import Replies
 from bus.store.sqs import SqsStore
-from bus.store.deliveries import TargetRecord, invoke_records
+from bus.store.deliveries import TargetRecord, invoke_records, mapping_records
+from bus.store.sqs import queue_attributes
 from bus.store.migrate import rename_legacy_keys
 from bus.store.queue import Queue
 
@@ -94,8 +97,20 @@ class Broker:
     async def _rebuild(self) -> None:
         router = Router(merge(self.declared, self.api_rules))
         invoke_targets = invoke_records(self.declared)  # Lambda's Invoke (bus.broker.invocations)
+        await self._declare_queues()
+        await self.queue.publish_mappings(mapping_records(self.declared))
         await self.queue.publish_targets(router.all_targets() + invoke_targets)
         self.router, self.invoke_targets = router, invoke_targets
+
+    async def _declare_queues(self) -> None:
+        """The rules files' `queues:` in the store (their messages kept); a queue no file declares
+        any more stays, changeable through the API again."""
+        store = self.sqs.store
+        for name, decl in self.declared.queues.items():
+            await store.put(name, queue_attributes(decl))
+        for name, attrs in (await store.all()).items():
+            if attrs.declared and name not in self.declared.queues:
+                await store.put(name, msgspec.structs.replace(attrs, declared=False))
 
     def all_targets(self) -> list[TargetRecord]:
         """Every target this broker publishes: the rules' and the functions' Invoke targets."""

@@ -80,11 +80,17 @@ class BusTarget(_TargetBase, frozen=True, tag="bus"):
     bus: str
 
 
+class QueueTarget(_TargetBase, frozen=True, tag="queue"):
+    """An SQS-compatible queue of busway's (bus.store.sqs): the event (or its input) becomes a message."""
+
+    queue: str
+
+
 # The target kinds, a tagged union on `kind`. A new kind is one Struct here (its YAML key is its
 # tag) plus one invoker in bus.worker.invokers. YAML names the kind by its key (`function: ...`),
 # so the loader fills `kind` in (see with_kind) before converting.
-Target = FunctionTarget | HttpTarget | BusTarget
-TARGET_KINDS: dict[str, type] = {"function": FunctionTarget, "http": HttpTarget, "bus": BusTarget}
+Target = FunctionTarget | HttpTarget | BusTarget | QueueTarget
+TARGET_KINDS: dict[str, type] = {"function": FunctionTarget, "http": HttpTarget, "bus": BusTarget, "queue": QueueTarget}
 
 
 def with_kind(raw: Any) -> Any:
@@ -228,6 +234,38 @@ class FunctionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dead_letter: bool | str = False
 
 
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")  # SQS's, standard queues
+
+
+class QueueRedrive(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    dead_letter_queue: str
+    max_receive_count: int
+
+
+class QueueDecl(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A queue declared in YAML (`queues:`), SQS's attributes and defaults; read-only through the API."""
+
+    name: str
+    visibility_timeout: int = 30
+    message_retention_period: int = 345600
+    delay_seconds: int = 0
+    receive_message_wait_time_seconds: int = 0
+    maximum_message_size: int = 1048576
+    redrive_policy: QueueRedrive | None = None
+
+
+class EventSourceMapping(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Lambda's SQS event source mapping: workers poll `queue` and invoke `function` with batches."""
+
+    queue: str
+    function: str
+    batch_size: int = 10
+    maximum_batching_window_seconds: float = 0
+    function_response_types: list[Literal["ReportBatchItemFailures"]] = []
+    maximum_concurrency: int | None = None  # batches at once, per worker (AWS: across the mapping)
+    enabled: bool = True
+
+
 class RulesFile(msgspec.Struct, forbid_unknown_fields=True):
     """One YAML file's top level; every key is optional."""
 
@@ -237,6 +275,8 @@ class RulesFile(msgspec.Struct, forbid_unknown_fields=True):
     connections: list[Any] = []
     api_destinations: list[Any] = []
     archives: list[Any] = []
+    queues: list[Any] = []
+    event_source_mappings: list[Any] = []
 
 
 class Config(msgspec.Struct):
@@ -248,6 +288,8 @@ class Config(msgspec.Struct):
     connections: dict[str, Connection] = {}
     api_destinations: dict[str, ApiDestination] = {}
     archives: dict[str, Archive] = {}  # by name (archive names are account-wide, as on AWS)
+    queues: dict[str, QueueDecl] = {}
+    event_source_mappings: list[EventSourceMapping] = []
 
     def function(self, ref: str) -> FunctionSettings:
         return self.functions.get(ref) or FunctionSettings()

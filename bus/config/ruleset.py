@@ -23,7 +23,8 @@ def declared(yaml_config: Config, buses: Mapping[str, Bus], connections: Mapping
     return Config(buses={**buses, **yaml_config.buses}, rules=yaml_config.rules, functions=yaml_config.functions,
                   connections={**connections, **yaml_config.connections},
                   api_destinations={**api_destinations, **yaml_config.api_destinations},
-                  archives={**(archives or {}), **yaml_config.archives})
+                  archives={**(archives or {}), **yaml_config.archives}, queues=yaml_config.queues,
+                  event_source_mappings=yaml_config.event_source_mappings)
 
 
 def merge(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule]) -> Config:
@@ -35,7 +36,8 @@ def merge(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule]) -> Con
     rules = {k: r for k, r in rules.items() if r.bus in yaml_config.buses}
     return Config(buses=yaml_config.buses, rules=rules, functions=yaml_config.functions,
                   connections=yaml_config.connections, api_destinations=yaml_config.api_destinations,
-                  archives=yaml_config.archives)
+                  archives=yaml_config.archives, queues=yaml_config.queues,
+                  event_source_mappings=yaml_config.event_source_mappings)
 
 
 def merged_rule(yaml_config: Config, api_rules: Mapping[tuple[str, str], Rule | None],

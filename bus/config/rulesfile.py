@@ -16,11 +16,12 @@ import yaml
 
 from bus.config.model import (
     BUS_NAME, DEFAULT_BUS, FUNCTION_REF, TARGET_KINDS,
-    ApiDestination, Archive, Bus, Config, Connection, FunctionSettings, Rule, RulesFile, Target, stable_uuid, with_kind,
+    ApiDestination, Archive, Bus, Config, Connection, EventSourceMapping, FunctionSettings, QueueDecl, Rule, RulesFile,
+    Target, stable_uuid, with_kind,
 )
 from bus.config.validate import (
-    MAX_TARGETS_PER_RULE, function_bus_problems, function_problems, validate_api_destination, validate_archive,
-    validate_connection, validate_rule,
+    MAX_TARGETS_PER_RULE, function_bus_problems, function_problems, mapping_problems, queue_problems,
+    validate_api_destination, validate_archive, validate_connection, validate_rule,
 )
 
 __all__ = ["ConfigError", "LoadError", "MAX_TARGETS_PER_RULE", "load_config", "rule_files"]
@@ -185,6 +186,9 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
     pending_archives: list[tuple[_Doc, Path_, Archive]] = []
     pending_rules: list[tuple[_Doc, Path_, Rule]] = []
     pending_functions: list[tuple[_Doc, Path_, str, FunctionSettings]] = []
+    queues: dict[str, QueueDecl] = {}
+    pending_queues: list[tuple[_Doc, Path_, QueueDecl]] = []
+    pending_mappings: list[tuple[_Doc, Path_, EventSourceMapping]] = []
     pending_destinations: list[tuple[_Doc, Path_, ApiDestination]] = []
     for doc in docs:
         top = _convert(doc, doc.data if doc.data is not None else {}, RulesFile, (), errors)
@@ -217,6 +221,15 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
             archive = _convert_archive(doc, raw, ("archives", i), errors)
             if archive is not None:
                 pending_archives.append((doc, ("archives", i), archive))
+        for i, raw in enumerate(top.queues):
+            queue = _convert(doc, raw, QueueDecl, ("queues", i), errors)
+            if queue is not None:
+                pending_queues.append((doc, ("queues", i), queue))
+                _keep_once(doc, ("queues", i), queues, queue, "queue", errors)
+        for i, raw in enumerate(top.event_source_mappings):
+            mapping = _convert(doc, raw, EventSourceMapping, ("event_source_mappings", i), errors)
+            if mapping is not None:
+                pending_mappings.append((doc, ("event_source_mappings", i), mapping))
         for i, raw in enumerate(top.rules):
             rule = _convert_rule(doc, raw, ("rules", i), errors)
             if rule is not None:
@@ -229,14 +242,20 @@ def _assemble(docs: list[_Doc]) -> tuple[Config, list[LoadError]]:
         _keep_once(doc, path, archives, archive, "archive", errors)
     for doc, path, ref, settings in pending_functions:  # destinations may be buses of another file
         errors.extend(doc.error(path + p.path, p.message) for p in function_bus_problems(settings, buses))
+    for doc, path, queue in pending_queues:  # a dead-letter queue may be declared in another file
+        errors.extend(doc.error(path + p.path, p.message) for p in queue_problems(queue, queues))
+    for doc, path, mapping in pending_mappings:
+        errors.extend(doc.error(path + p.path, p.message) for p in mapping_problems(mapping, queues, functions))
     for doc, path, rule in pending_rules:  # after every file: a rule may name a bus declared in another
-        errors.extend(doc.error(path + p.path, p.message, p.key) for p in validate_rule(rule, buses, destinations))
+        errors.extend(doc.error(path + p.path, p.message, p.key)
+                      for p in validate_rule(rule, buses, destinations, queues=queues))
         key = (rule.bus, rule.name)
         if key in rules:
             errors.append(doc.error(path + ("name",), f"rule {rule.name!r} is declared twice on bus {rule.bus!r}"))
         rules[key] = rule
     return Config(buses=buses, rules=rules, functions=functions, connections=connections,
-                  api_destinations=destinations, archives=archives), errors
+                  api_destinations=destinations, archives=archives, queues=queues,
+                  event_source_mappings=[m for _, _, m in pending_mappings]), errors
 
 
 # Set by busway, never written in YAML (the API shows them).

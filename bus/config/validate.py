@@ -8,7 +8,7 @@ wrong in YAML's words; the AWS API maps the check to AWS's exception and message
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 import msgspec
@@ -25,6 +25,10 @@ from bus.config.model import (
     Connection,
     FunctionSettings,
     FunctionTarget,
+    QUEUE_NAME,
+    EventSourceMapping,
+    QueueDecl,
+    QueueTarget,
     HttpParameters,
     HttpTarget,
     Rule,
@@ -45,6 +49,8 @@ Check = Literal[
     "archive_name", "retention_days", "description",
     # function settings
     "environment", "async_invoke",
+    # queues and event source mappings
+    "queue_target", "queue", "mapping",
 ]
 PathPart = str | int
 
@@ -57,7 +63,8 @@ class Problem(msgspec.Struct, frozen=True):
     target: int | None = None  # which target, for the API's per-target answers
 
 
-def validate_rule(rule: Rule, buses: Collection[str], destinations: Collection[str] | None = None) -> list[Problem]:
+def validate_rule(rule: Rule, buses: Collection[str], destinations: Collection[str] | None = None,
+                  queues: Collection[str] | None = None) -> list[Problem]:
     """Every problem with `rule` on a bus set of `buses`; [] if it may be loaded.
 
     `destinations`: the API destinations an `http` target may name (None: not checked, as for
@@ -90,7 +97,7 @@ def validate_rule(rule: Rule, buses: Collection[str], destinations: Collection[s
                                f"target id {target.id!r} is used twice in this rule", target=i))
         seen.add(target.id)
         out.extend(msgspec.structs.replace(p, path=("targets", i) + p.path, target=i)
-                   for p in validate_target(target, buses, destinations))
+                   for p in validate_target(target, buses, destinations, queues))
     return out
 
 
@@ -116,9 +123,14 @@ def validate_archive(a: Archive, buses: Collection[str]) -> list[Problem]:
     return out
 
 
-def validate_target(target: Target, buses: Collection[str], destinations: Collection[str] | None = None) -> list[Problem]:
-    """The problems of one target on its own; paths start at the target."""
+def validate_target(target: Target, buses: Collection[str], destinations: Collection[str] | None = None,
+                    queues: Collection[str] | None = None) -> list[Problem]:
+    """The problems of one target on its own; paths start at the target. `queues`: the queues a
+    `queue` target may name (None: not checked; a queue made through the SQS API counts too)."""
     out: list[Problem] = []
+    if isinstance(target, QueueTarget) and queues is not None and target.queue not in queues:
+        out.append(Problem("queue_target", ("queue",),
+                           f"queue {target.queue!r} is not declared in queues: (declared: {', '.join(sorted(queues)) or 'none'})"))
     if not isinstance(target.id, str) or not TARGET_ID.match(target.id):
         out.append(Problem("target_id", ("id",), f"invalid target id {target.id!r}"))
     if isinstance(target, FunctionTarget) and not FUNCTION_REF.match(target.function):
@@ -333,3 +345,54 @@ def function_bus_problems(s: FunctionSettings, buses: Collection[str]) -> list[P
     """A function's async destinations must be declared buses: a record for none is never routed."""
     return [Problem("destination", (key,), _undeclared(bus, buses))
             for key in ("on_success", "on_failure") if (bus := getattr(s, key)) is not None and bus not in buses]
+
+
+_QUEUE_BOUNDS = {"visibility_timeout": (0, 43200), "message_retention_period": (60, 1209600),
+                 "delay_seconds": (0, 900), "receive_message_wait_time_seconds": (0, 20),
+                 "maximum_message_size": (1024, 1048576)}
+
+
+def queue_problems(q: QueueDecl, queues: Collection[str]) -> list[Problem]:
+    """A declared queue: SQS's name rule and attribute bounds; its dead-letter queue declared too."""
+    out: list[Problem] = []
+    if not QUEUE_NAME.match(q.name):
+        out.append(Problem("queue", ("name",), f"invalid queue name {q.name!r} (1-80 of A-Z a-z 0-9 - _; "
+                                               f"FIFO queues are not supported)"))
+    for key, (low, high) in _QUEUE_BOUNDS.items():
+        if not low <= getattr(q, key) <= high:
+            out.append(Problem("queue", (key,), f"{key} must be {low} to {high}"))
+    if (r := q.redrive_policy) is not None:
+        if r.dead_letter_queue not in queues or r.dead_letter_queue == q.name:
+            out.append(Problem("queue", ("redrive_policy", "dead_letter_queue"),
+                               f"dead-letter queue {r.dead_letter_queue!r} is not another declared queue"))
+        if not 1 <= r.max_receive_count <= 1000:
+            out.append(Problem("queue", ("redrive_policy", "max_receive_count"), "max_receive_count must be 1 to 1000"))
+    return out
+
+
+def mapping_problems(m: EventSourceMapping, queues: Mapping[str, QueueDecl],
+                     functions: Mapping[str, FunctionSettings]) -> list[Problem]:
+    """An event source mapping as Lambda checks one (../shared/reference/aws-auth-invoke-sqs.md §4.2)."""
+    out: list[Problem] = []
+    if m.queue not in queues:
+        out.append(Problem("mapping", ("queue",), f"queue {m.queue!r} is not declared in queues:"))
+    if not FUNCTION_REF.match(m.function):
+        out.append(Problem("mapping", ("function",), f"{m.function!r} is not module.handler"))
+    else:
+        from bus.config.function_refs import refusal
+        if why := refusal(m.function):
+            out.append(Problem("mapping", ("function",), why))
+    if not 1 <= m.batch_size <= 10000:
+        out.append(Problem("mapping", ("batch_size",), "batch_size must be 1 to 10000"))
+    elif m.batch_size > 10 and m.maximum_batching_window_seconds < 1:
+        out.append(Problem("mapping", ("batch_size",), "a batch_size over 10 needs maximum_batching_window_seconds of 1 or more"))
+    if not 0 <= m.maximum_batching_window_seconds <= 300:
+        out.append(Problem("mapping", ("maximum_batching_window_seconds",), "maximum_batching_window_seconds must be 0 to 300"))
+    if m.maximum_concurrency is not None and not 2 <= m.maximum_concurrency <= 1000:
+        out.append(Problem("mapping", ("maximum_concurrency",), "maximum_concurrency must be 2 to 1000"))
+    queue, settings = queues.get(m.queue), functions.get(m.function)
+    timeout = settings.timeout if settings is not None else 3.0
+    if queue is not None and timeout > queue.visibility_timeout:
+        out.append(Problem("mapping", ("function",), f"the function's timeout ({timeout:g} s) is over queue "
+                                                     f"{m.queue}'s visibility_timeout ({queue.visibility_timeout} s)"))
+    return out

@@ -11,7 +11,8 @@ import time
 import msgspec
 
 from bus.config.model import (
-    ApiDestination, Config, Connection, FunctionSettings, FunctionTarget, HttpTarget, RetryPolicy, Rule, Target,
+    ApiDestination, Config, Connection, EventSourceMapping, FunctionSettings, FunctionTarget, HttpTarget, RetryPolicy,
+    Rule, Target,
 )
 from bus.ids import new_id
 from bus.store.keys import stream_key, target_key
@@ -129,6 +130,29 @@ def invoke_pair(ref: str, s: FunctionSettings) -> tuple[TargetRecord, TargetReco
     sync = FunctionTarget(id=ref, function=ref, retry_policy=RetryPolicy(maximum_retry_attempts=0))
     return (TargetRecord(bus=INVOKE_BUS, rule=EVENT_INVOKE, target=event, function=s),
             TargetRecord(bus=INVOKE_BUS, rule=SYNC_INVOKE, target=sync, function=s))
+
+
+class MappingRecord(msgspec.Struct, frozen=True):
+    """An event source mapping as workers see it: the mapping and its function's settings."""
+
+    mapping: EventSourceMapping
+    function: FunctionSettings
+
+
+def mapping_records(config: Config) -> list[MappingRecord]:
+    return [MappingRecord(m, config.function(m.function)) for m in config.event_source_mappings if m.enabled]
+
+
+_encode_mappings = msgspec.json.Encoder().encode
+_decode_mappings = msgspec.json.Decoder(list[MappingRecord]).decode
+
+
+def encode_mappings(records: list[MappingRecord]) -> bytes:
+    return _encode_mappings(records)
+
+
+def decode_mappings(raw: bytes) -> list[MappingRecord]:
+    return _decode_mappings(raw)
 
 
 def target_records(config: Config, rule: Rule) -> list[TargetRecord]:

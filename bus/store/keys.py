@@ -30,6 +30,7 @@ REGISTRY = f"{PREFIX}:targets"  # hash: target key -> TargetRecord JSON (publish
 # string: a counter every publish of targets increments, so a worker notices a new target by one
 # GET instead of reading the whole registry (it reads the registry when the counter moved)
 REGISTRY_VERSION = f"{PREFIX}:targets:version"
+MAPPINGS = f"{PREFIX}:mappings"  # string: the event source mappings (MappingRecords JSON), published by brokers
 WORKERS = f"{PREFIX}:workers"  # sorted set: consumer name -> last heartbeat (epoch s)
 
 

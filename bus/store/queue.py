@@ -22,10 +22,12 @@ import redis.asyncio as aioredis
 from bus.ids import new_id
 from bus.store.connect import is_cluster
 from bus.store.deadletters import DeadLetter, dlq_names, encode_dead_letter, trim_min_id
-from bus.store.deliveries import Delivery, TargetRecord, decode_record, encode_delivery, encode_record
+from bus.store.deliveries import (
+    Delivery, MappingRecord, TargetRecord, decode_mappings, decode_record, encode_delivery, encode_mappings, encode_record,
+)
 from bus.store.groupcommit import GroupCommit, Part
 from bus.store.keys import (
-    FIELD, GROUP, INBOX, REGISTRY, REGISTRY_VERSION, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
+    FIELD, GROUP, INBOX, MAPPINGS, REGISTRY, REGISTRY_VERSION, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
     delayed_key, dlq_key, invoke_claim_key, key_slot, once_key, rate_key, stream_key,
 )
 from bus.store.once import write_once
@@ -168,6 +170,23 @@ class Queue:
         for r in results:
             if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
                 raise r
+
+    async def publish_mappings(self, records: list[MappingRecord]) -> None:
+        """Make the event source mappings known to workers (they read them with the targets)."""
+        raw = encode_mappings(records)
+        if await self.redis.get(MAPPINGS) != raw:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(MAPPINGS, raw)
+                pipe.incr(REGISTRY_VERSION)
+                await pipe.execute()
+
+    async def mappings(self) -> list[MappingRecord]:
+        raw = await self.redis.get(MAPPINGS)
+        try:
+            return decode_mappings(raw) if raw else []
+        except msgspec.DecodeError as exc:
+            log.warning("unreadable event source mappings (%s); none polled", exc)
+            return []
 
     async def targets_version(self) -> int:
         """The registry's change counter (REGISTRY_VERSION): it moves whenever targets are published."""

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from bus.config.model import QueueDecl
 from bus.ids import new_id
 from bus.store.keys import SQS_QUEUES, as_str, sqs_keys
 from bus.store.scripts import SQS_RECEIVE, SQS_SEND, SQS_SETTLE, run_script
@@ -37,6 +38,17 @@ class QueueAttributes(msgspec.Struct, frozen=True, kw_only=True):
     created: float = 0.0
     modified: float = 0.0
     declared: bool = False  # from a rules file's `queues:`: the API may not delete or change it
+
+
+def queue_attributes(decl: QueueDecl) -> QueueAttributes:
+    """A rules file's queue as stored attributes (declared: read-only through the API)."""
+    redrive = decl.redrive_policy
+    return QueueAttributes(
+        visibility_timeout=decl.visibility_timeout, message_retention_period=decl.message_retention_period,
+        delay_seconds=decl.delay_seconds, receive_message_wait_time_seconds=decl.receive_message_wait_time_seconds,
+        maximum_message_size=decl.maximum_message_size,
+        dead_letter_queue=redrive.dead_letter_queue if redrive else "", max_receive_count=redrive.max_receive_count if redrive else 0,
+        declared=True)
 
 
 class Message(msgspec.Struct, frozen=True):

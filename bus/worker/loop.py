@@ -30,7 +30,8 @@ from bus import identity
 from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.connect import Backoff, Reachability, Watched, unreachable
-from bus.store.deliveries import TargetRecord, decode_delivery
+from bus.store.deliveries import MappingRecord, TargetRecord, decode_delivery
+from bus.store.sqs import SqsStore
 from bus.store.keys import FIELD
 from bus.store.queue import Queue
 from bus.transform import TransformFailed, shaper_for
@@ -42,6 +43,7 @@ from bus.worker.invoke_reply import NOT_CLAIMED
 from bus.worker.invoker import THROTTLED, Invocation, Invoker
 from bus.worker.invokers import invokers_for
 from bus.worker.invokers.function import FunctionInvoker
+from bus.worker.esm import MappingPoller
 from bus.worker.reload import CHECK_SECONDS as RELOAD_CHECK_SECONDS, CodeWatch
 from bus.worker.outcome import after_attempt, after_sync_attempt, before_attempt, give_up
 from bus.worker.retry import NOT_RETRYABLE
@@ -95,7 +97,8 @@ class Worker:
         self._renewed = 0.0  # monotonic time of the last renewal round that reached Redis
         self.finisher = Finisher(queue, self.reach, self.tracer, identity.from_env())
         self.code = CodeWatch(functions_dir) if self.settings.reload and functions_dir else None
-
+        self._mappings: list[MappingRecord] = []
+        self._pollers: dict[int, tuple[MappingPoller, asyncio.Task]] = {}  # by index in _mappings
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -137,6 +140,9 @@ class Worker:
 
         Whatever is still running is abandoned; its leases lapse and another worker retries it.
         """
+        for poller, task in self._pollers.values():
+            task.cancel()
+            await poller.drain(self.settings.grace_seconds)
         if not self._inflight:
             return
         log.info("finishing %d in-flight deliveries (grace %.0fs)", len(self._inflight), self.settings.grace_seconds)
@@ -195,7 +201,36 @@ class Worker:
         if version == self._targets_version and now - self._refreshed < REFRESH_SECONDS:
             return
         self.targets = await self.queue.targets()  # after the GET: a publish between the two is read now or next time
+        mappings = await self.queue.mappings()
         self._targets_version, self._refreshed = version, time.monotonic()
+        if mappings != self._mappings:
+            self._poll(mappings)
+
+    # --- event source mappings (bus.worker.esm) --------------------------------------------
+
+    def _poll(self, mappings: list[MappingRecord]) -> None:
+        """Run one poller per event source mapping; a changed set of mappings replaces them all
+        (a batch in flight finishes; its poller stops taking new ones)."""
+        for _, task in self._pollers.values():
+            task.cancel()
+        self._mappings, self._pollers = mappings, {}
+        store = SqsStore(self.queue.redis)
+        for i, record in enumerate(mappings):
+            poller = MappingPoller(record, store, self.functions, self._take_run_slot, self._slot_returned)
+            self._pollers[i] = (poller, asyncio.create_task(poller.run(lambda: self._stopping)))
+        if mappings:
+            log.info("polling %d event source mappings: %s", len(mappings),
+                     ", ".join(f"{r.mapping.queue} -> {r.mapping.function}" for r in mappings))
+
+    async def _take_run_slot(self) -> bool:
+        """A handler's place under --concurrency for a mapping's batch; False when stopping."""
+        while not self._stopping and self._active - self._queued() >= self.settings.concurrency:
+            self._slot_free.clear()
+            await self._slot_free.wait()
+        if self._stopping:
+            return False
+        self._active += 1
+        return True
 
     async def _watch_targets(self) -> None:
         """Every TARGETS_CHECK_SECONDS (the one place targets are refreshed): a target published

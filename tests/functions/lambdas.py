@@ -51,3 +51,16 @@ def secret_b(event, context):
 
 def not_json(event, context):
     return object()
+
+
+def batch(event, context):
+    """An event source mapping's handler: records each record's event; reports the ones marked to fail."""
+    import json as _json
+    failures = []
+    for record in event["Records"]:
+        inner = _json.loads(record["body"])
+        _record("batch", inner, context, receive_count=record["attributes"]["ApproximateReceiveCount"],
+                source=record["eventSource"], arn=record["eventSourceARN"])
+        if inner["detail"].get("fail"):
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}

@@ -1,12 +1,14 @@
 """One invoker per target kind, and the table the worker chooses them from."""
 from __future__ import annotations
 
-from bus.config.model import BusTarget, FunctionTarget, HttpTarget
+from bus.config.model import BusTarget, FunctionTarget, HttpTarget, QueueTarget
 from bus.store.queue import Queue
 from bus.worker.invoker import Invoker
 from bus.worker.invokers.bus import BusInvoker
 from bus.worker.invokers.function import FunctionInvoker
 from bus.worker.invokers.http import HttpInvoker
+from bus.worker.invokers.queue import QueueInvoker
+from bus.store.sqs import SqsStore
 
 
 def invokers_for(functions: FunctionInvoker, queue: Queue) -> dict[type, Invoker]:
@@ -14,4 +16,5 @@ def invokers_for(functions: FunctionInvoker, queue: Queue) -> dict[type, Invoker
 
     `queue` is the worker's (Watched, so its calls count for /healthz): the http invoker takes
     its rate-limit turns through it."""
-    return {FunctionTarget: functions, HttpTarget: HttpInvoker(queue), BusTarget: BusInvoker()}
+    return {FunctionTarget: functions, HttpTarget: HttpInvoker(queue), BusTarget: BusInvoker(),
+            QueueTarget: QueueInvoker(SqsStore(queue.redis))}

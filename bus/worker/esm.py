@@ -1,0 +1,193 @@
+"""Event source mappings (Lambda's SQS pull model): a worker polls each mapping's queue, invokes the
+function with batches of records in Lambda's SQS event shape, and deletes what succeeded.
+
+Per mapping, one poller per worker: it takes a run slot of the worker (its --concurrency), gathers
+up to batch_size messages (waiting up to maximum_batching_window_seconds for a full batch), and
+runs the batch through the function invoker, so timeouts, reserved concurrency, environments and
+the invocation metrics are the rule targets' own. What the function says decides (`settle`, pure):
+every record is deleted on success; with ReportBatchItemFailures only those it does not list in
+`batchItemFailures`; on an error, a timeout or a throttle none, and the queue makes them visible
+again after its visibility timeout, then moves them to its dead-letter queue after its
+maxReceiveCount (bus.store.sqs). A worker that dies holding a batch loses nothing: the messages
+reappear the same way (at least once, as on Lambda).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import msgspec
+
+from bus import identity
+from bus.config.model import FunctionTarget, RetryPolicy
+from bus.ids import new_id
+from bus.store.connect import unreachable
+from bus.store.deliveries import INVOKE_BUS, Delivery, MappingRecord, TargetRecord
+from bus.store.sqs import QueueAttributes, Received, SqsStore
+from bus.worker.attempt_metrics import AttemptMetrics, target_metrics
+from bus.worker.invoker import Invocation, Result
+from bus.worker.invokers.function import FunctionInvoker
+
+log = logging.getLogger("bus.worker")
+
+ESM_RULE = "esm"  # the Invoke "bus" of bus.store.deliveries: metrics and logs name a mapping $lambda/esm/<queue>
+IDLE_MAX_SECONDS = 0.2  # an empty queue is looked at again after at most this long
+RECEIVE_MAX = 10  # messages per receive call, as SQS hands them out
+
+
+def sqs_event(batch: list[Received], arn: str, region: str) -> bytes:
+    """Lambda's SQS event for a batch (../shared/reference/aws-auth-invoke-sqs.md §4.1)."""
+    records = []
+    for r in batch:
+        m = r.message
+        attributes = {"ApproximateReceiveCount": str(r.receive_count), "SentTimestamp": str(m.sent),
+                      "SenderId": m.sender, "ApproximateFirstReceiveTimestamp": str(r.first_received)}
+        if m.trace_header:
+            attributes["AWSTraceHeader"] = m.trace_header
+        records.append({
+            "messageId": m.id, "receiptHandle": r.receipt, "body": m.body, "attributes": attributes,
+            "messageAttributes": {name: _lambda_attribute(v) for name, v in m.attributes.items()},
+            "md5OfBody": m.md5, "md5OfMessageAttributes": m.attributes_md5 or None,
+            "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": region,
+        })
+    return msgspec.json.encode({"Records": records})
+
+
+def _lambda_attribute(value: Any) -> dict[str, Any]:
+    value = value if isinstance(value, dict) else {}
+    out = {"stringValue": value.get("StringValue"), "binaryValue": value.get("BinaryValue"),
+           "stringListValues": [], "binaryListValues": [], "dataType": value.get("DataType")}
+    return {k: v for k, v in out.items() if v is not None or k in ("stringListValues", "binaryListValues")}
+
+
+def settle(ids: list[str], result: Result, report_failures: bool) -> list[str]:
+    """The message ids to delete after a batch's invocation (the rest become visible again)."""
+    if not result.ok:
+        return []  # an error, a timeout, a throttle: the whole batch again
+    if not report_failures:
+        return list(ids)
+    try:
+        answer = msgspec.json.decode(result.result) if result.result else None
+    except msgspec.DecodeError:
+        return []
+    if answer is None:
+        return list(ids)
+    if not isinstance(answer, dict):
+        return []
+    failures = answer.get("batchItemFailures")
+    if failures is None or failures == []:
+        return list(ids) if set(answer) <= {"batchItemFailures"} else []
+    if not isinstance(failures, list):
+        return []
+    failed: set[str] = set()
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(identifier, str) or not identifier or identifier not in ids:
+            return []  # Lambda: an unreadable report fails the whole batch
+        failed.add(identifier)
+    return [i for i in ids if i not in failed]
+
+
+class MappingPoller:
+    """One mapping's poller in one worker."""
+
+    def __init__(self, record: MappingRecord, store: SqsStore, functions: FunctionInvoker,
+                 take_slot: Callable[[], Awaitable[bool]], give_slot: Callable[[], None]):
+        self.record, self.store, self.functions = record, store, functions
+        self.take_slot, self.give_slot = take_slot, give_slot
+        m = record.mapping
+        self.target = TargetRecord(bus=INVOKE_BUS, rule=ESM_RULE,
+                                   target=FunctionTarget(id=m.queue, function=m.function,
+                                                         retry_policy=RetryPolicy(maximum_retry_attempts=0)),
+                                   function=record.function)
+        self.report_failures = "ReportBatchItemFailures" in m.function_response_types
+        self.running: set[asyncio.Task] = set()
+        self.limit = m.maximum_concurrency or 1_000_000
+        self.who = identity.from_env()
+
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        idle = 0.01
+        while not stopping():
+            try:
+                attrs = await self.store.get(self.record.mapping.queue)
+                if attrs is None or len(self.running) >= self.limit:
+                    await asyncio.sleep(IDLE_MAX_SECONDS)
+                    continue
+                if not await self.take_slot():
+                    return
+                batch = await self._gather(attrs, stopping)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not unreachable(exc):
+                    log.warning("event source mapping %s -> %s: polling failed", self.record.mapping.queue,
+                                self.record.mapping.function, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                self.give_slot()
+                await asyncio.sleep(idle)
+                idle = min(IDLE_MAX_SECONDS, idle * 2)
+                continue
+            idle = 0.01
+            task = asyncio.create_task(self._invoke(batch))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def drain(self, timeout: float) -> None:
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=timeout)
+
+    async def _gather(self, attrs: QueueAttributes, stopping: Callable[[], bool]) -> list[Received]:
+        """Up to batch_size messages: what is there now, and for a batching window, more as they come."""
+        m = self.record.mapping
+        batch: list[Received] = []
+        deadline = time.monotonic() + m.maximum_batching_window_seconds
+        while len(batch) < m.batch_size and not stopping():
+            got = await self.store.receive(m.queue, attrs, min(RECEIVE_MAX, m.batch_size - len(batch)), None)
+            batch += got
+            if len(batch) >= m.batch_size or time.monotonic() >= deadline or (not got and not batch):
+                break
+            if not got:
+                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return batch
+
+    async def _invoke(self, batch: list[Received]) -> None:
+        m = self.record.mapping
+        arn = f"arn:aws:sqs:{self.who.region}:{self.who.account}:{m.queue}"
+        now = time.time()
+        d = Delivery(id=new_id(), event=msgspec.Raw(
+            sqs_event(batch, arn, self.who.region)), bus=INVOKE_BUS, rule=ESM_RULE, target=m.queue,
+            function=m.function, first_enqueued=now, ingested=min(r.message.sent for r in batch) / 1000)
+        run = AttemptMetrics(target_metrics(m.function, self.target.key), d.ingested)
+        call = Invocation(self.target, d, 1, f"esm:{d.id}", run.begin)
+        released = False
+
+        def give_once() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.give_slot()
+        try:
+            try:
+                result = await self.functions.invoke(call, self.functions.place(call, True))
+            finally:
+                run.end()
+                give_once()
+            run.complete(result.ok)
+            ids = [r.message.id for r in batch]
+            done = set(settle(ids, result, self.report_failures))
+            if not result.ok:
+                log.warning("event source mapping %s -> %s: the batch of %d failed (%s: %s); its messages "
+                            "return after the visibility timeout", m.queue, m.function, len(batch),
+                            result.error_type, result.message)
+            receipts = [r.receipt.rsplit(".", 1) for r in batch if r.message.id in done]
+            if receipts:
+                await self.store.delete_messages(m.queue, [(i, t) for i, t in receipts])
+        except Exception:
+            give_once()
+            log.warning("event source mapping %s -> %s: a batch was not settled; its messages return after the "
+                        "visibility timeout", m.queue, m.function, exc_info=True)
+

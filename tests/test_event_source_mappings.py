@@ -1,0 +1,130 @@
+"""Lambda's pull model: a rule's `queue` target fills a busway SQS queue, an event source mapping
+polls it, and the function's partial batch failures come back until the queue's redrive policy
+moves them to its dead-letter queue."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import msgspec
+import pytest
+
+from bus.store.sqs import Message, Received
+from bus.worker.esm import settle, sqs_event
+from bus.worker.slot import Reply
+from tests.conftest import wait_for
+
+RULES = """\
+queues:
+  - name: orders-in
+    visibility_timeout: 2
+    redrive_policy: {dead_letter_queue: orders-dlq, max_receive_count: 2}
+  - name: orders-dlq
+functions:
+  lambdas.batch: {timeout: 1}
+event_source_mappings:
+  - queue: orders-in
+    function: lambdas.batch
+    batch_size: 10
+    maximum_batching_window_seconds: 0.5
+    function_response_types: [ReportBatchItemFailures]
+rules:
+  - name: to-queue
+    event_pattern: {source: [shop]}
+    targets: [{id: q, queue: orders-in}]
+"""
+
+
+def clients(url: str):
+    kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return boto3.client("events", **kw), boto3.client("sqs", **kw)
+
+
+@pytest.mark.cluster
+def test_a_partial_batch_failure_comes_back_until_it_is_dead_lettered(stack):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    stack.start_worker()
+    events, sqs = clients(stack.url)
+    entries = [{"Source": "shop", "DetailType": "order", "Detail": json.dumps({"n": n, "fail": n == 2})}
+               for n in range(3)]
+    assert events.put_events(Entries=entries)["FailedEntryCount"] == 0
+    dlq = sqs.get_queue_url(QueueName="orders-dlq")["QueueUrl"]
+    moved = wait_for(lambda: sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages"), timeout=20,
+                     what="the failing record in the DLQ")
+    assert json.loads(moved[0]["Body"])["detail"] == {"n": 2, "fail": True}
+    calls = [r for r in stack.records() if r["handler"] == "batch"]
+    by_n = {}
+    for r in calls:
+        by_n.setdefault(r["event"]["detail"]["n"], []).append(r["receive_count"])
+    assert by_n[0] == ["1"] and by_n[1] == ["1"], "a record the function did not report is deleted"
+    assert by_n[2] == ["1", "2"], "a reported one is received again, until maxReceiveCount"
+    assert calls[0]["source"] == "aws:sqs" and calls[0]["arn"].endswith(":orders-in")
+    work = sqs.get_queue_url(QueueName="orders-in")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=work, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_messages_sent_through_the_sqs_api_reach_the_mapping_in_one_batch(stack):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    stack.start_worker()
+    _, sqs = clients(stack.url)
+    url = sqs.get_queue_url(QueueName="orders-in")["QueueUrl"]
+    body = lambda n: json.dumps({"detail": {"n": n}})  # noqa: E731
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": body(n)} for n in range(5)])
+    recs = stack.wait_records(5)
+    assert sorted(r["event"]["detail"]["n"] for r in recs) == [0, 1, 2, 3, 4]
+    assert len({r["context"]["aws_request_id"] for r in recs}) == 1, "one invocation for the five"
+
+
+def test_a_declared_queue_is_read_only_through_the_api(stack):
+    stack.write_rules(RULES)
+    stack.start_broker()
+    _, sqs = clients(stack.url)
+    url = sqs.get_queue_url(QueueName="orders-in")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"])["Attributes"]
+    assert attrs["VisibilityTimeout"] == "2" and json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 2
+    with pytest.raises(sqs.exceptions.ClientError):
+        sqs.delete_queue(QueueUrl=url)
+
+
+# --- pure: the event and what is deleted ----------------------------------------------------------
+
+def received(mid: str, body: str = "b") -> Received:
+    return Received(Message(mid, body, "md5", 1000, {"k": {"DataType": "String", "StringValue": "v"}}), 2, 1500,
+                    f"{mid}.0123456789abcdef")
+
+
+def test_the_event_has_lambdas_sqs_record_shape():
+    event = msgspec.json.decode(sqs_event([received("m1")], "arn:aws:sqs:us-east-1:0:q", "us-east-1"))
+    [r] = event["Records"]
+    assert r["messageId"] == "m1" and r["body"] == "b" and r["eventSource"] == "aws:sqs"
+    assert r["attributes"] == {"ApproximateReceiveCount": "2", "SentTimestamp": "1000", "SenderId": "",
+                               "ApproximateFirstReceiveTimestamp": "1500"}
+    assert r["messageAttributes"]["k"]["stringValue"] == "v" and r["messageAttributes"]["k"]["dataType"] == "String"
+
+
+IDS = ["a", "b", "c"]
+
+
+def ok(result) -> Reply:
+    return Reply(True, result=msgspec.json.encode(result))
+
+
+def test_success_deletes_the_batch_and_an_error_deletes_nothing():
+    assert settle(IDS, ok(None), report_failures=False) == IDS
+    assert settle(IDS, ok({"batchItemFailures": [{"itemIdentifier": "a"}]}), report_failures=False) == IDS
+    assert settle(IDS, Reply(False, "exception", "E", "boom"), report_failures=True) == []
+
+
+def test_reported_failures_are_kept_and_the_rest_deleted():
+    assert settle(IDS, ok({"batchItemFailures": [{"itemIdentifier": "b"}]}), True) == ["a", "c"]
+    assert settle(IDS, ok({"batchItemFailures": []}), True) == IDS
+    assert settle(IDS, ok(None), True) == IDS
+
+
+def test_an_unreadable_report_fails_the_whole_batch():
+    for bad in ({"batchItemFailures": [{"itemIdentifier": ""}]}, {"batchItemFailures": [{"itemIdentifier": "zz"}]},
+                {"batchItemFailures": [{"id": "a"}]}, {"wrongKey": []}, ["a"], "a"):
+        assert settle(IDS, ok(bad), True) == [], bad
