@@ -12,6 +12,7 @@ import base64
 import math
 import re
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,7 @@ from bus.broker.envelope import MAX_JSON_DEPTH, TooDeep, decode_json
 from bus.broker.invocations import invoke_event, invoke_sync
 from bus.config.model import FunctionSettings
 from bus.ids import new_id
+from bus.observe import metrics
 from bus.store.replies import FUNCTION_ERROR, OK, THROTTLED, InvokeReply
 
 LAMBDA_PATH = "/2015-03-31/functions"
@@ -139,19 +141,28 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if log_type not in ("None", "Tail"):
         raise LambdaError("InvalidParameterValueException", f"Unsupported log type {log_type!r}: use None or Tail", 400)
     if kind == "DryRun":
+        metrics.INVOKE_REQUESTS.labels(ref, kind, "dry_run").inc()
         return web.Response(status=204)
     payload = await request.read()
     limit = MAX_EVENT_PAYLOAD if kind == "Event" else MAX_SYNC_PAYLOAD
-    if len(payload) > limit:
-        raise LambdaError("RequestTooLargeException",
-                          f"Request must be smaller than {limit} bytes for the InvokeFunction operation", 413)
-    payload = _json_payload(payload)
+    try:
+        if len(payload) > limit:
+            raise LambdaError("RequestTooLargeException",
+                              f"Request must be smaller than {limit} bytes for the InvokeFunction operation", 413)
+        payload = _json_payload(payload)
+    except LambdaError:
+        metrics.INVOKE_REQUESTS.labels(ref, kind, "invalid").inc()
+        raise
     settings = _functions(request)[ref]
     broker = request.app["broker"]
     if kind == "Event":
         await invoke_event(broker.queue, ref, payload)
+        metrics.INVOKE_REQUESTS.labels(ref, kind, "queued").inc()
         return web.Response(status=202)
+    started = time.perf_counter()
     reply = await invoke_sync(broker.queue, broker.replies, ref, settings, payload, tail=log_type == "Tail")
+    metrics.INVOKE_DURATION.labels(ref).observe(time.perf_counter() - started)
+    metrics.INVOKE_REQUESTS.labels(ref, kind, {OK: "ok", FUNCTION_ERROR: "function_error"}.get(reply.status, "throttled")).inc()
     return _invoke_response(reply)
 
 

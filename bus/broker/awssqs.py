@@ -24,6 +24,7 @@ from aiohttp import web
 from bus import identity
 from bus.broker.awsapi import origin_of
 from bus.ids import new_id
+from bus.observe import metrics
 from bus.store.sqs import (
     Message, NoSuchQueue, QueueAttributes, SqsStore, new_message, parse_receipt,
 )
@@ -380,6 +381,7 @@ async def _send(request: web.Request, name: str, messages: list[tuple[Message, i
         await queues.store.send(name, messages)
     except NoSuchQueue:
         raise no_queue() from None
+    metrics.SQS_MESSAGES.labels(name, "sent").inc(len(messages))
     queues.notify(name)
 
 
@@ -426,6 +428,8 @@ async def receive_message(request: web.Request, body: dict) -> dict:
             await asyncio.wait_for(arrived.wait(), min(POLL_SECONDS, left))
         except asyncio.TimeoutError:
             pass
+    if got:
+        metrics.SQS_MESSAGES.labels(name, "received").inc(len(got))
     system = set(body.get("MessageSystemAttributeNames") or []) | set(body.get("AttributeNames") or [])
     wanted_attrs = body.get("MessageAttributeNames") or []
     messages = [_message_out(r, system, wanted_attrs) for r in got]
@@ -469,7 +473,8 @@ def _receipt(handle: Any) -> tuple[str, str]:
 
 async def delete_message(request: web.Request, body: dict) -> dict:
     name, _ = await _existing(request, body, "DeleteMessage")
-    await queues_of(request).store.delete_messages(name, [_receipt(body.get("ReceiptHandle"))])
+    results = await queues_of(request).store.delete_messages(name, [_receipt(body.get("ReceiptHandle"))])
+    metrics.SQS_MESSAGES.labels(name, "deleted").inc(results.count(1))
     return {}  # a stale receipt or a deleted message succeeds too, as on SQS
 
 
@@ -485,7 +490,8 @@ async def delete_message_batch(request: web.Request, body: dict) -> dict:
         else:
             receipts.append((entry["Id"], parsed))
     if receipts:
-        await queues_of(request).store.delete_messages(name, [p for _, p in receipts])
+        results = await queues_of(request).store.delete_messages(name, [p for _, p in receipts])
+        metrics.SQS_MESSAGES.labels(name, "deleted").inc(results.count(1))
         ok = [{"Id": i} for i, _ in receipts]
     return {"Successful": ok, "Failed": failed}
 
