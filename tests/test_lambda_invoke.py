@@ -28,6 +28,7 @@ functions:
   lambdas.secret_a: {environment: {SECRET: a-only, ONLY_A: "yes"}}
   lambdas.secret_b: {}
   lambdas.held: {reserved_concurrency: 0}
+  lambdas.client: {}
 """
 
 
@@ -73,7 +74,7 @@ def invoke(client, name: str, payload=None, **kw):
 def test_list_functions_lists_the_declared_functions_with_their_settings(broker):
     client = lambda_client(broker.url)
     functions = {f["FunctionName"]: f for f in client.list_functions()["Functions"]}
-    assert "lambdas.echo" in functions and len(functions) == 11
+    assert "lambdas.echo" in functions and len(functions) == 12
     echo = functions["lambdas.echo"]
     assert echo["Timeout"] == 5 and echo["MemorySize"] == 256 and echo["Description"] == "says it back"
     assert echo["FunctionArn"].startswith("arn:aws:lambda:us-east-1:") and echo["FunctionArn"].endswith(":function:lambdas.echo")
@@ -84,7 +85,7 @@ def test_list_functions_pages_with_max_items_and_marker(broker):
     client = lambda_client(broker.url)
     names = [f["FunctionName"] for page in client.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 4})
              for f in page["Functions"]]
-    assert names == sorted(names) and len(names) == 11 == len(set(names))
+    assert names == sorted(names) and len(names) == 12 == len(set(names))
 
 
 def test_get_function_and_its_configuration(broker):
@@ -148,6 +149,17 @@ def test_log_type_tail_returns_the_last_4_kb_of_the_handlers_output(client):
     assert "hello from chatty" not in log  # more than 4 KB came after it
     resp, _ = invoke(client, "lambdas.chatty")
     assert "LogResult" not in resp
+
+
+def test_a_client_context_reaches_the_handler_of_a_sync_call(client):
+    import base64 as b64
+    cc = b64.b64encode(json.dumps({"custom": {"tenant": "t1"}, "env": {"app": "a"}}).encode()).decode()
+    _, body = invoke(client, "lambdas.client", ClientContext=cc)
+    assert body == {"custom": {"tenant": "t1"}, "env": {"app": "a"}}
+    _, body = invoke(client, "lambdas.client")
+    assert body == {"custom": None, "env": None}
+    with pytest.raises(client.exceptions.InvalidRequestContentException):
+        client.invoke(FunctionName="lambdas.client", ClientContext="not base64!", Payload=b"{}")
 
 
 def test_an_empty_payload_is_an_empty_object_and_bad_json_is_invalid_request_content(client):
@@ -245,7 +257,7 @@ def test_a_principal_invokes_and_sees_only_the_functions_it_is_given(guarded):
     assert err.value.response["Error"]["Code"] == "AccessDeniedException"
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     ops = lambda_client(guarded.url, key="AKIAOPS000000001", secret="ops-secret")
-    assert len(ops.list_functions()["Functions"]) == 11
+    assert len(ops.list_functions()["Functions"]) == 12
 
 
 def test_a_wrong_secret_is_refused_with_403_before_anything_runs(guarded):

@@ -9,6 +9,7 @@ directory. Shapes, statuses and error codes are Lambda's (../shared/reference/aw
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 import sys
@@ -159,8 +160,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         await invoke_event(broker.queue, ref, payload)
         metrics.INVOKE_REQUESTS.labels(ref, kind, "queued").inc()
         return web.Response(status=202)
+    client_context = _client_context(request.headers.get("X-Amz-Client-Context", ""))
     started = time.perf_counter()
-    reply = await invoke_sync(broker.queue, broker.replies, ref, settings, payload, tail=log_type == "Tail")
+    reply = await invoke_sync(broker.queue, broker.replies, ref, settings, payload, tail=log_type == "Tail",
+                              client_context=client_context)
     metrics.INVOKE_DURATION.labels(ref).observe(time.perf_counter() - started)
     metrics.INVOKE_REQUESTS.labels(ref, kind, {OK: "ok", FUNCTION_ERROR: "function_error"}.get(reply.status, "throttled")).inc()
     return _invoke_response(reply)
@@ -178,6 +181,25 @@ def _json_payload(payload: bytes) -> bytes:
         raise LambdaError("InvalidRequestContentException",
                           f"Could not parse request body into json: nested deeper than {MAX_JSON_DEPTH} levels", 400) from None
     return payload
+
+
+MAX_CLIENT_CONTEXT = 3583  # Lambda's, in base64 characters
+
+
+def _client_context(header: str) -> str:
+    """X-Amz-Client-Context (base64 JSON, synchronous calls only) as JSON text; "" when absent."""
+    if not header:
+        return ""
+    try:
+        if len(header) > MAX_CLIENT_CONTEXT:
+            raise ValueError
+        text = base64.b64decode(header, validate=True).decode()
+        if not isinstance(json.loads(text), dict):
+            raise ValueError
+    except ValueError:
+        raise LambdaError("InvalidRequestContentException", "Client context must be a valid Base64-encoded JSON "
+                          f"object of at most {MAX_CLIENT_CONTEXT} characters", 400) from None
+    return text
 
 
 def _invoke_response(reply: InvokeReply) -> web.Response:

@@ -37,10 +37,11 @@ READ_BLOCK_MS = 1000
 CONCURRENCY_LIMIT = "ConcurrentInvocationLimitExceeded"
 
 
-def _delivery(ref: str, payload: bytes, rule: str, reply: str = "", tail: bool = False) -> Delivery:
+def _delivery(ref: str, payload: bytes, rule: str, reply: str = "", tail: bool = False,
+              client_context: str = "") -> Delivery:
     now = time.time()
     return Delivery(id=new_id(), event=msgspec.Raw(payload), bus=INVOKE_BUS, rule=rule, target=ref, function=ref,
-                    first_enqueued=now, ingested=now, reply=reply, tail=tail)
+                    first_enqueued=now, ingested=now, reply=reply, tail=tail, client_context=client_context)
 
 
 async def invoke_event(queue: Queue, ref: str, payload: bytes) -> str:
@@ -51,9 +52,9 @@ async def invoke_event(queue: Queue, ref: str, payload: bytes) -> str:
 
 
 async def invoke_sync(queue: Queue, replies: "Replies", ref: str, settings: FunctionSettings, payload: bytes,
-                      tail: bool = False, start_wait: float | None = None) -> InvokeReply:
+                      tail: bool = False, start_wait: float | None = None, client_context: str = "") -> InvokeReply:
     """Run a RequestResponse call on a worker and return its answer (or the throttle)."""
-    d = _delivery(ref, payload, SYNC_INVOKE, replies.stream, tail)
+    d = _delivery(ref, payload, SYNC_INVOKE, replies.stream, tail, client_context)
     answer = replies.expect(d.id)
     try:
         await queue.enqueue([d])

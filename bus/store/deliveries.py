@@ -74,6 +74,7 @@ class Delivery(msgspec.Struct, frozen=True):
     # instead of a retry or a dead letter; `tail`: the reply carries the handler's last 4 KB of log.
     reply: str = ""
     tail: bool = False
+    client_context: str = ""  # Invoke's X-Amz-Client-Context, decoded (JSON text): the handler's context.client_context
 
     @property
     def target_key(self) -> str:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from bus import identity
 
@@ -36,9 +38,22 @@ def _function_arn(function: str) -> str:
     return identity.function_arn(identity.from_env(), function)
 
 
+def client_context_of(text: str) -> object:
+    """Invoke's client context as Lambda's Python runtime gives it: `.client`, `.custom`, `.env`."""
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return None
+    raw = raw if isinstance(raw, dict) else {}
+    return SimpleNamespace(client=raw.get("client"), custom=raw.get("custom"), env=raw.get("env"))
+
+
 def make_context(*, request_id: str, function: str, rule: str, target: str, bus: str,
-                 attempt: int, timeout: float, memory: int, worker: str = "") -> LambdaContext:
+                 attempt: int, timeout: float, memory: int, worker: str = "", client_context: str = "") -> LambdaContext:
     return LambdaContext(
+        client_context=client_context_of(client_context),
         aws_request_id=request_id,
         function_name=function,
         invoked_function_arn=_function_arn(function),

@@ -64,3 +64,8 @@ def batch(event, context):
         if inner["detail"].get("fail"):
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}
+
+
+def client(event, context):
+    cc = context.client_context
+    return {"custom": cc.custom if cc else None, "env": cc.env if cc else None}

@@ -131,6 +131,8 @@ class FunctionInvoker:
         record, d = call.record, call.delivery
         context = dict(request_id=d.id, function=record.target.function, rule=record.rule, target=record.target.id,
                        bus=record.bus, attempt=call.attempt, memory=settings.memory_limit_in_mb, worker=self.consumer)
+        if d.client_context:  # a synchronous Invoke's (Lambda passes none to other calls)
+            context["client_context"] = d.client_context
         # The transformed input, if the target has input options (Lambda gets what EventBridge sends).
         return Call(record.target.function, call.json_body(), context, settings.timeout,
                     environment=settings.environment, tail=d.tail)
