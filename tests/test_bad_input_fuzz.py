@@ -42,6 +42,10 @@ NATIVE_MEMBERS = ["source", "detail-type", "detail", "resources", "time", "bus",
 
 YAML = """
 buses: [{name: shop}]
+functions:
+  probe.record: {}
+queues:
+  - {name: declared}
 rules:
   - {name: from-yaml, event_pattern: {source: [x]}, targets: [{id: t, function: probe.record}]}
 """
@@ -165,3 +169,55 @@ def test_no_dlq_read_answers_5xx_for_any_query(broker, target, ids, letter):
     for url in (f"{broker.url}/dlq?{query}", f"{broker.url}/dlq/{urllib.parse.quote(letter, safe='')}"):
         status, text = send(url, None)
         assert status < 500, (url, text)
+
+
+SQS_OPERATIONS = ["CreateQueue", "GetQueueUrl", "ListQueues", "DeleteQueue", "PurgeQueue", "GetQueueAttributes",
+                  "SetQueueAttributes", "SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage",
+                  "DeleteMessageBatch", "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "NoSuchAction"]
+SQS_MEMBERS = ["QueueName", "QueueUrl", "Attributes", "AttributeNames", "MessageAttributeNames",
+               "MessageSystemAttributeNames", "MessageBody", "DelaySeconds", "MessageAttributes", "Entries",
+               "MaxNumberOfMessages", "WaitTimeSeconds", "VisibilityTimeout", "ReceiptHandle", "QueueNamePrefix",
+               "MaxResults", "NextToken", "MessageSystemAttributes", "Id"]
+sqs_plausible = st.sampled_from(["q", "declared", "http://x/000000000000/q", "http://x/0/declared", "/nope", "",
+                                 "All", ["All"], ["VisibilityTimeout"], {"VisibilityTimeout": "5"},
+                                 {"RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:r:0:declared", "maxReceiveCount": 2}'},
+                                 {"RedrivePolicy": "{"}, {"FifoQueue": "true"}, "m" * 3, 0, 1, 10, 11, 21, 900, -1,
+                                 {"k": {"DataType": "String", "StringValue": "v"}}, {"k": 5}, "a.b", "x" * 36 + ".0123456789abcdef"])
+sqs_values = st.one_of(sqs_plausible, json_values)
+sqs_entries = st.lists(st.one_of(objects(SQS_MEMBERS, sqs_values), sqs_values), max_size=3)
+sqs_bodies = st.one_of(
+    st.dictionaries(st.sampled_from(SQS_MEMBERS), st.one_of(sqs_values, sqs_entries), max_size=6),
+    st.fixed_dictionaries({"QueueUrl": st.sampled_from(["http://x/0/q", "http://x/0/declared"]),
+                           "Entries": sqs_entries}),
+    st.fixed_dictionaries({"QueueUrl": st.sampled_from(["http://x/0/q", "http://x/0/declared"])},
+                          optional={k: sqs_values for k in SQS_MEMBERS if k != "QueueUrl"}),
+    json_values,
+)
+
+
+@FUZZ
+@given(operation=st.sampled_from(SQS_OPERATIONS), body=st.one_of(sqs_bodies.map(encode), st.binary(max_size=40)))
+def test_no_sqs_operation_answers_5xx_for_any_body(broker, operation, body):
+    send(broker.url + "/", encode({"QueueName": "q"}), {"X-Amz-Target": "AmazonSQS.CreateQueue",
+                                                        "Content-Type": "application/x-amz-json-1.0"})
+    status, text = send(broker.url + "/", body, {"X-Amz-Target": f"AmazonSQS.{operation}",
+                                                 "Content-Type": "application/x-amz-json-1.0"})
+    assert status < 500, (operation, body, text)
+    assert "__type" in json.loads(text) if status >= 400 else True
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.sampled_from(["probe.record", "nope", "arn:aws:lambda:r:0:function:probe.record", "a:b:c:d", "%00"])
+       | st.text(max_size=12),
+       kind=st.sampled_from(["Event", "DryRun", "Bogus", ""]), log=st.sampled_from(["None", "Tail", "x"]),
+       context=st.sampled_from(["", "e30=", "!!", "W10="]), body=st.one_of(json_values.map(encode), st.binary(max_size=40)))
+def test_no_lambda_route_answers_5xx(broker, name, kind, log, context, body):
+    quoted = urllib.parse.quote(name, safe="") or "x"
+    headers = {"X-Amz-Log-Type": log, **({"X-Amz-Invocation-Type": kind} if kind else {"X-Amz-Invocation-Type": "Event"}),
+               **({"X-Amz-Client-Context": context} if context else {})}
+    for url, data in ((f"{broker.url}/2015-03-31/functions/{quoted}/invocations", body),
+                      (f"{broker.url}/2015-03-31/functions/{quoted}", None),
+                      (f"{broker.url}/2015-03-31/functions/{quoted}/configuration", None),
+                      (f"{broker.url}/2015-03-31/functions/?MaxItems={quoted}&Marker={quoted}", None)):
+        status, text = send(url, data, headers)
+        assert status < 500, (url, data, text)

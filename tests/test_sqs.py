@@ -162,3 +162,22 @@ def test_bad_parameters_are_invalid_parameter_value_and_unknown_queues_do_not_ex
         sqs.send_message(QueueUrl=url.rsplit("/", 1)[0] + "/nope", MessageBody="m")
     with pytest.raises(sqs.exceptions.InvalidAttributeName):
         sqs.create_queue(QueueName="q2", Attributes={"Colour": "blue"})
+
+
+@pytest.mark.parametrize("operation, body", [
+    ("ReceiveMessage", {"AttributeNames": 5}),
+    ("ReceiveMessage", {"MessageSystemAttributeNames": [[1]]}),
+    ("SendMessage", {"MessageBody": "x", "MessageSystemAttributes": {"AWSTraceHeader": 5}}),
+    ("SendMessage", {"MessageBody": "x", "MessageAttributes": {"k": {"DataType": 5}}}),
+    ("ListQueues", {"QueueNamePrefix": 5}),
+])
+def test_a_member_of_the_wrong_type_is_invalid_parameter_value(stack, sqs, operation, body):
+    import urllib.error
+    import urllib.request
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    req = urllib.request.Request(stack.url + "/", data=json.dumps({"QueueUrl": url, **body}).encode(),
+                                 headers={"X-Amz-Target": f"AmazonSQS.{operation}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 400
+    assert err.value.headers["x-amzn-query-error"] == "InvalidParameterValue;Sender"

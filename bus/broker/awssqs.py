@@ -49,6 +49,58 @@ _SETTABLE = {*_NUMERIC, "RedrivePolicy", "RedriveAllowPolicy", "Policy", "SqsMan
              "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"}
 
 
+# --- the request's members and their types (checked before any operation reads them) -------------
+
+class _Members(msgspec.Struct):
+    """Members as SQS's model types them; absent ones are None (each operation says what it needs)."""
+
+
+class MessageAttributeValue(_Members, rename="pascal"):
+    data_type: str | None = None
+    string_value: str | None = None
+    binary_value: str | None = None  # base64 in the JSON protocol
+    string_list_values: list[str] | None = None
+    binary_list_values: list[str] | None = None
+
+
+class BatchEntry(_Members, rename="pascal"):
+    id: str | None = None
+    message_body: str | None = None
+    delay_seconds: int | None = None
+    message_attributes: dict[str, MessageAttributeValue] | None = None
+    message_system_attributes: dict[str, MessageAttributeValue] | None = None
+    message_group_id: str | None = None
+    message_deduplication_id: str | None = None
+    receipt_handle: str | None = None
+    visibility_timeout: int | None = None
+
+
+class SqsRequest(BatchEntry, rename="pascal"):
+    queue_name: str | None = None
+    queue_url: str | None = None
+    queue_name_prefix: str | None = None
+    queue_owner_a_w_s_account_id: str | None = None
+    attributes: dict[str, str] | None = None
+    tags: dict[str, str] | None = msgspec.field(default=None, name="tags")  # lower case in SQS's model
+    attribute_names: list[str] | None = None
+    message_attribute_names: list[str] | None = None
+    message_system_attribute_names: list[str] | None = None
+    max_number_of_messages: int | None = None
+    wait_time_seconds: int | None = None
+    receive_request_attempt_id: str | None = None
+    max_results: int | None = None
+    next_token: str | None = None
+    entries: list[BatchEntry] | None = None
+
+
+def check_types(body: dict) -> None:
+    """A member of the wrong type is SQS's InvalidParameterValue, before anything reads it."""
+    try:
+        msgspec.convert(body, SqsRequest)
+    except msgspec.ValidationError as exc:
+        raise invalid(f"A member has the wrong type: {exc}") from None
+
+
 class SqsError(Exception):
     def __init__(self, code: str, message: str, shape: str | None = None, status: int = 400):
         super().__init__(message)
@@ -99,6 +151,7 @@ async def handle(request: web.Request, raw: bytes) -> web.Response:
             raise SqsError("SerializationException", "The request body is not valid JSON.") from None
         if not isinstance(body, dict):
             raise SqsError("SerializationException", "The request body must be a JSON object.")
+        check_types(body)
         answer = await op(request, body)
     except SqsError as err:
         return error_response(err)
