@@ -29,6 +29,11 @@ functions:
   lambdas.secret_b: {}
   lambdas.held: {reserved_concurrency: 0}
   lambdas.client: {}
+rules:
+  - name: results-seen
+    bus: results
+    event_pattern: {source: [lambda]}
+    targets: [{id: r, function: probe.record}]
 """
 
 
@@ -197,6 +202,16 @@ def test_event_invoke_answers_202_and_runs_the_handler(client, broker):
     assert resp["StatusCode"] == 202
     [rec] = broker.wait_records(1)
     assert rec["event"] == {"k": "v"} and rec["context"]["function_name"] == "lambdas.recorded"
+
+
+def test_event_invoke_sends_lambdas_success_record_to_the_functions_on_success_bus(client, broker):
+    client.invoke(FunctionName="lambdas.recorded", InvocationType="Event", Payload=b'{"k": 1}')
+    recs = broker.wait_records(2)
+    [destination] = [r for r in recs if r["handler"] == "record"]
+    assert destination["event"]["detail-type"] == "Lambda Function Invocation Result - Success"
+    detail = destination["event"]["detail"]
+    assert detail["requestPayload"] == {"k": 1} and detail["responsePayload"] == {"recorded": True}
+    assert detail["requestContext"]["functionArn"].endswith(":function:lambdas.recorded")
 
 
 def test_event_invoke_retries_as_the_function_says_then_dead_letters(client, broker):
