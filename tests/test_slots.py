@@ -46,8 +46,11 @@ CONTEXT = dict(request_id="req-1", function="f", rule="r", target="t", bus="defa
                worker="w")
 
 
-def run(tmp_path: Path, body):
-    (tmp_path / "slotfns.py").write_text(HANDLERS)
+def run(tmp_path: Path, body, modules: dict[str, str] | None = None):
+    """`body(pool)` on a fresh pool whose functions directory holds `modules` (name -> source)."""
+    modules = modules or {"slotfns": HANDLERS}
+    for name, source in modules.items():
+        (tmp_path / f"{name}.py").write_text(source)
     # A queued call may wait a second here, not 2 ms: how deep a slot's queue may be then never
     # depends on how fast this machine runs nap(0), so the queueing tests mean the same everywhere.
     pool = SlotPool(FunctionLoader(tmp_path), queue_wait=1.0)
@@ -60,7 +63,8 @@ def run(tmp_path: Path, body):
     try:
         return asyncio.run(main())
     finally:
-        sys.modules.pop("slotfns", None)
+        for name in modules:
+            sys.modules.pop(name, None)
 
 
 def test_an_event_larger_than_the_pipe_buffer_reaches_the_handler_whole(tmp_path):
@@ -225,20 +229,7 @@ def env_call(ref: str, environment: dict | None = None, tail: bool = False) -> C
 
 
 def run_env(tmp_path: Path, body):
-    (tmp_path / "envfns.py").write_text(ENV_HANDLERS)
-    (tmp_path / "envfns2.py").write_text(ENV_HANDLERS)
-    pool = SlotPool(FunctionLoader(tmp_path), queue_wait=1.0)
-
-    async def main():
-        try:
-            return await body(pool)
-        finally:
-            await pool.close()
-    try:
-        return asyncio.run(main())
-    finally:
-        sys.modules.pop("envfns", None)
-        sys.modules.pop("envfns2", None)
+    return run(tmp_path, body, {"envfns": ENV_HANDLERS, "envfns2": ENV_HANDLERS})
 
 
 def decoded(reply):
@@ -283,13 +274,8 @@ def test_a_call_that_asks_for_its_tail_gets_what_it_printed(tmp_path):
 
 
 def test_a_failed_call_carries_the_handlers_stack_without_busways_frames(tmp_path):
-    (tmp_path / "raising.py").write_text("def f(event, context):\n    raise KeyError('k')\n")
-
     async def body(pool):
         return await pool.run_call(Call("raising.f", b"{}", CONTEXT, 5.0))
-    try:
-        reply = run(tmp_path, body)
-    finally:
-        sys.modules.pop("raising", None)
+    reply = run(tmp_path, body, {"raising": "def f(event, context):\n    raise KeyError('k')\n"})
     assert reply.kind == "exception" and reply.error_type == "KeyError"
     assert len(reply.stack) == 1 and "raise KeyError('k')" in reply.stack[0] and "raising.py" in reply.stack[0]
