@@ -279,3 +279,23 @@ def test_a_failed_call_carries_the_handlers_stack_without_busways_frames(tmp_pat
     reply = run(tmp_path, body, {"raising": "def f(event, context):\n    raise KeyError('k')\n"})
     assert reply.kind == "exception" and reply.error_type == "KeyError"
     assert len(reply.stack) == 1 and "raise KeyError('k')" in reply.stack[0] and "raising.py" in reply.stack[0]
+
+
+def test_a_handler_never_sees_the_workers_secrets_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUS_SECRETS_KEY", "the-workers-own")
+    monkeypatch.setenv("SOME_SETTING", "kept")
+    source = "import os\ndef f(event, context):\n    return [os.environ.get('BUS_SECRETS_KEY'), os.environ.get('SOME_SETTING')]\n"
+
+    async def body(pool):
+        return decoded(await pool.run_call(Call("peek.f", b"{}", CONTEXT, 5.0)))
+    assert run(tmp_path, body, {"peek": source}) == [None, "kept"]
+
+
+def test_a_modules_top_level_reads_its_functions_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUS_SECRETS_KEY", "the-workers-own")
+    source = ("import os\nTABLE = os.environ.get('TABLE')\nKEY = os.environ.get('BUS_SECRETS_KEY')\n"
+              "def f(event, context):\n    return [TABLE, KEY]\n")
+
+    async def body(pool):
+        return decoded(await pool.run_call(Call("atimport.f", b"{}", CONTEXT, 5.0, environment={"TABLE": "orders"})))
+    assert run(tmp_path, body, {"atimport": source}) == ["orders", None]

@@ -154,12 +154,16 @@ def _tail(kept: list[str]) -> bytes:
     return "".join(kept).encode("utf-8", errors="replace")[-TAIL_BYTES:]
 
 
+HIDDEN_ENV = frozenset({"BUS_SECRETS_KEY"})  # bus.secrets.ENV: the worker's, not its handlers'
+
+
 class _Environment:
     """os.environ as one function's calls see it: the slot's own, plus what Lambda sets, plus the
     function's `environment:`. Changed only when the function changes (setting it costs putenv calls)."""
 
     def __init__(self) -> None:
-        self._base = dict(os.environ)
+        # Never the worker's own secret: with it a handler could open every sealed connection secret.
+        self._base = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
         self._for: tuple | None = None
 
     def use(self, call: "Call") -> None:
@@ -214,13 +218,13 @@ class _Server:
 
     def _start(self, call: Call) -> None:
         started = time.perf_counter()
+        self.environment.use(call)  # before the import: a module's top level reads its environment too
         try:
             function = self.loader.load(call.ref)
         except self.load_error as exc:
             self._reply(Reply(False, "import", "Runtime.ImportModuleError", str(exc), id=call.id), started)
             return
         context = self.make_context(timeout=call.timeout, **call.context)
-        self.environment.use(call)
         kept: list[str] | None = [] if call.tail else None
         if function.is_async:
             try:  # calling a coroutine function runs none of it, but its arguments may not fit
