@@ -128,3 +128,23 @@ def test_an_unreadable_report_fails_the_whole_batch():
     for bad in ({"batchItemFailures": [{"itemIdentifier": ""}]}, {"batchItemFailures": [{"itemIdentifier": "zz"}]},
                 {"batchItemFailures": [{"id": "a"}]}, {"wrongKey": []}, ["a"], "a"):
         assert settle(IDS, ok(bad), True) == [], bad
+
+
+def test_maximum_concurrency_bounds_the_batches_running_at_once(stack):
+    stack.write_rules("""\
+queues:
+  - {name: work, visibility_timeout: 30}
+functions:
+  lambdas.slow_batch: {timeout: 5}
+event_source_mappings:
+  - {queue: work, function: lambdas.slow_batch, batch_size: 1, maximum_concurrency: 2}
+""")
+    stack.start_broker()
+    stack.start_worker(concurrency=10)
+    _, sqs = clients(stack.url)
+    url = sqs.get_queue_url(QueueName="work")["QueueUrl"]
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": "m"} for n in range(6)])
+    recs = stack.wait_records(6, timeout=20)
+    spans = [(r["start"], r["end"]) for r in recs]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2, spans

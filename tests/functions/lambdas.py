@@ -69,3 +69,10 @@ def batch(event, context):
 def client(event, context):
     cc = context.client_context
     return {"custom": cc.custom if cc else None, "env": cc.env if cc else None}
+
+
+def slow_batch(event, context):
+    """Half a second per batch, recording when it ran (for maximum_concurrency)."""
+    started = time.time()
+    time.sleep(0.5)
+    _record("slow_batch", {"n": len(event["Records"])}, context, start=started, end=time.time())
