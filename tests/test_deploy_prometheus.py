@@ -66,6 +66,9 @@ RULES = """
 functions:
   probe.record_async:
     reserved_concurrency: 1
+  probe.record: {}
+queues:
+  - {name: deploy-q}
 rules:
   - name: ok
     event_pattern: {source: [deploy.test]}
@@ -247,6 +250,15 @@ def post_traffic(url: str) -> None:
     # Rejected entries, for the error-code panel: an unknown bus and a missing detail-type.
     status, body = post(url + "/events", [dict(event, bus="nope"), {"source": "s", "detail": {}}])
     assert status == 200 and body["FailedEntryCount"] == 2, body
+    # Lambda's Invoke and the SQS API, for their panels.
+    status, body = post(url + "/2015-03-31/functions/probe.record/invocations", {"n": 1})
+    assert status == 200, body
+    sqs = lambda op, b: post(url + "/", b, {"X-Amz-Target": f"AmazonSQS.{op}"})  # noqa: E731
+    queue = url + "/000000000000/deploy-q"
+    assert sqs("SendMessage", {"QueueUrl": queue, "MessageBody": "m"})[0] == 200
+    status, body = sqs("ReceiveMessage", {"QueueUrl": queue})
+    assert status == 200 and body["Messages"], body
+    assert sqs("DeleteMessage", {"QueueUrl": queue, "ReceiptHandle": body["Messages"][0]["ReceiptHandle"]})[0] == 200
 
 
 @pytest.fixture(scope="module")

@@ -177,6 +177,17 @@ ROWS = [
          [(rate("busway_schedule_firings_total", "bus, rule", BUS), "fired {{bus}}/{{rule}}"),
           (rate("busway_schedule_misses_total", "bus, rule", BUS), "missed {{bus}}/{{rule}}")]),
     ]),
+    ("Invoke and SQS", [
+        ("Invoke calls / s by function and outcome", "reqps",
+         "Lambda's Invoke on the brokers (Invocations and Throttles as callers see them): ok, function_error, "
+         "throttled (429), queued (Event), dry_run, invalid.",
+         [(rate("busway_invoke_requests_total", "function, type, outcome", FUNCTION), "{{function}} {{type}} {{outcome}}")]),
+        ("Synchronous Invoke latency per function", "s", "RequestResponse: request read to answer, queueing included.",
+         quantiles("busway_invoke_duration_seconds", "function", FUNCTION)),
+        ("SQS messages / s by queue and action", "reqps",
+         "SQS NumberOfMessagesSent / Received / Deleted through the SQS API.",
+         [(rate("busway_sqs_messages_total", "queue, action"), "{{queue}} {{action}}")]),
+    ]),
     ("Workers", [
         ("Concurrent executions per function", "short", "Lambda ConcurrentExecutions, summed over worker processes.",
          [(f"sum by (function) (busway_concurrent_executions{{{FUNCTION}}})", "{{function}}")]),
