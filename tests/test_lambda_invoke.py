@@ -310,3 +310,30 @@ def _answer(client, name: str):
         return json.loads(client.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
     except client.exceptions.TooManyRequestsException:
         return None
+
+
+def test_a_handler_never_sees_the_variables_connections_read_their_secrets_from(stack):
+    stack.env.update(CRM_KEY="s3cret-key", PLAIN_SETTING="visible")
+    stack.write_rules("""\
+functions:
+  lambdas.peek_env: {}
+connections:
+  - name: crm
+    authorization: {api_key: {header: x-api-key, value_from_env: CRM_KEY}}
+api_destinations:
+  - {name: crm-orders, connection: crm, endpoint: "http://127.0.0.1:9/orders"}
+rules:
+  - name: to-crm
+    event_pattern: {source: [crm]}
+    targets: [{id: crm, http: crm-orders}]
+""")
+    stack.start_broker()
+    stack.start_worker()
+    client = lambda_client(stack.url)
+    def peek():
+        try:
+            return json.loads(client.invoke(FunctionName="lambdas.peek_env", Payload=json.dumps(
+                {"names": ["CRM_KEY", "PLAIN_SETTING"]}))["Payload"].read())
+        except client.exceptions.TooManyRequestsException:
+            return None
+    assert wait_for(peek, timeout=15, what="an answer") == {"CRM_KEY": None, "PLAIN_SETTING": "visible"}

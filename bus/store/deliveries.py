@@ -52,6 +52,20 @@ class TargetRecord(msgspec.Struct, frozen=True):
         return self.target.function if isinstance(self.target, FunctionTarget) else self.key
 
 
+def secret_env_names(records) -> frozenset[str]:
+    """The environment variables the connections of these targets read their secrets from."""
+    names: set[str] = set()
+    for record in records:
+        auth = record.connection.authorization if record.connection is not None else None
+        if auth is None:
+            continue
+        for part, key in ((auth.api_key, "value_from_env"), (auth.basic, "password_from_env"),
+                          (auth.oauth_client_credentials, "client_secret_from_env")):
+            if part is not None and getattr(part, key):
+                names.add(getattr(part, key))
+    return frozenset(names)
+
+
 class Delivery(msgspec.Struct, frozen=True):
     """One event on its way to one target: the queued unit of work.
 

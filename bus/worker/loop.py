@@ -30,7 +30,7 @@ from bus import identity
 from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.connect import Backoff, Reachability, Watched, unreachable
-from bus.store.deliveries import MappingRecord, TargetRecord, decode_delivery
+from bus.store.deliveries import MappingRecord, TargetRecord, decode_delivery, secret_env_names
 from bus.store.sqs import SqsStore
 from bus.store.keys import FIELD
 from bus.store.queue import Queue
@@ -44,6 +44,7 @@ from bus.worker.invoker import THROTTLED, Invocation, Invoker
 from bus.worker.invokers import invokers_for
 from bus.worker.invokers.function import FunctionInvoker
 from bus.worker.esm import MappingPoller
+from bus.worker.slot import hide_env
 from bus.worker.reload import CHECK_SECONDS as RELOAD_CHECK_SECONDS, CodeWatch
 from bus.worker.outcome import after_attempt, after_sync_attempt, before_attempt, give_up
 from bus.worker.retry import NOT_RETRYABLE
@@ -98,6 +99,7 @@ class Worker:
         self.finisher = Finisher(queue, self.reach, self.tracer, identity.from_env())
         self.code = CodeWatch(functions_dir) if self.settings.reload and functions_dir else None
         self._mappings: list[MappingRecord] = []
+        self._hidden_env: frozenset[str] | None = None  # connection secrets' variables (hide_env)
         self._pollers: dict[int, tuple[MappingPoller, asyncio.Task]] = {}  # by index in _mappings
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -203,8 +205,20 @@ class Worker:
         self.targets = await self.queue.targets()  # after the GET: a publish between the two is read now or next time
         mappings = await self.queue.mappings()
         self._targets_version, self._refreshed = version, time.monotonic()
+        self._hide_secrets()
         if mappings != self._mappings:
             self._poll(mappings)
+
+    def _hide_secrets(self) -> None:
+        """Handlers never see the variables connections read their secrets from: slots forked
+        with an older set of them are retired (like --reload does)."""
+        names = secret_env_names(self.targets.values())
+        if names != self._hidden_env:
+            first = self._hidden_env is None
+            self._hidden_env = names
+            hide_env(names)
+            if not first:
+                self.functions.slots.retire()
 
     # --- event source mappings (bus.worker.esm) --------------------------------------------
 

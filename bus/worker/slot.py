@@ -155,6 +155,15 @@ def _tail(kept: list[str]) -> bytes:
 
 
 HIDDEN_ENV = frozenset({"BUS_SECRETS_KEY"})  # bus.secrets.ENV: the worker's, not its handlers'
+# Also hidden: the variables the worker's connections read their secrets from (`*_from_env`). The
+# worker sets them (hide_env) before forking a slot; a slot takes the set it was forked with.
+_hidden_env: frozenset[str] = HIDDEN_ENV
+
+
+def hide_env(names: frozenset[str]) -> None:
+    """Hide these variables, with HIDDEN_ENV, from handlers in slots forked from now on."""
+    global _hidden_env
+    _hidden_env = HIDDEN_ENV | names
 
 
 class _Environment:
@@ -163,7 +172,7 @@ class _Environment:
 
     def __init__(self) -> None:
         # Never the worker's own secret: with it a handler could open every sealed connection secret.
-        self._base = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
+        self._base = {k: v for k, v in os.environ.items() if k not in _hidden_env}
         self._for: tuple | None = None
 
     def use(self, call: "Call") -> None:

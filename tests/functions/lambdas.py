@@ -76,3 +76,7 @@ def slow_batch(event, context):
     started = time.time()
     time.sleep(0.5)
     _record("slow_batch", {"n": len(event["Records"])}, context, start=started, end=time.time())
+
+
+def peek_env(event, context):
+    return {name: os.environ.get(name) for name in event["names"]}
