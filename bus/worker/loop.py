@@ -122,7 +122,7 @@ class Worker:
             await self._give_back(self._held.take_all())
             await self._drain()
         finally:
-            for chore in chores:
+            for chore in chores + [task for _, task in self._pollers.values()]:
                 chore.cancel()
             for invoker in set(self.invokers.values()):
                 await invoker.close()
