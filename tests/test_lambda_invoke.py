@@ -60,12 +60,7 @@ def client(broker):
 
 def wait_for_worker(client) -> None:
     """Until a worker answers: before it has read the registry, calls are throttled."""
-    def answered():
-        try:
-            return client.invoke(FunctionName="lambdas.echo", Payload=b"{}")["StatusCode"] == 200
-        except client.exceptions.TooManyRequestsException:
-            return False
-    wait_for(answered, timeout=15, what="a worker to answer")
+    wait_for(lambda: _answer(client, "lambdas.echo") is not None, timeout=15, what="a worker to answer")
 
 
 def invoke(client, name: str, payload=None, **kw):
@@ -305,9 +300,10 @@ def test_reload_runs_an_edited_handler_within_2_seconds(stack, tmp_path):
     assert "functions changed in" in stack.logs()
 
 
-def _answer(client, name: str):
+def _answer(client, name: str, payload: object = None):
+    """The handler's answer, or None while the call is throttled (no worker ready yet)."""
     try:
-        return json.loads(client.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+        return json.loads(client.invoke(FunctionName=name, Payload=json.dumps(payload or {}))["Payload"].read())
     except client.exceptions.TooManyRequestsException:
         return None
 
@@ -330,10 +326,6 @@ rules:
     stack.start_broker()
     stack.start_worker()
     client = lambda_client(stack.url)
-    def peek():
-        try:
-            return json.loads(client.invoke(FunctionName="lambdas.peek_env", Payload=json.dumps(
-                {"names": ["CRM_KEY", "PLAIN_SETTING"]}))["Payload"].read())
-        except client.exceptions.TooManyRequestsException:
-            return None
-    assert wait_for(peek, timeout=15, what="an answer") == {"CRM_KEY": None, "PLAIN_SETTING": "visible"}
+    names = {"names": ["CRM_KEY", "PLAIN_SETTING"]}
+    assert wait_for(lambda: _answer(client, "lambdas.peek_env", names), timeout=15, what="an answer") == \
+        {"CRM_KEY": None, "PLAIN_SETTING": "visible"}

@@ -10,7 +10,8 @@ from bus.config.model import FunctionSettings, FunctionTarget, RetryPolicy
 from bus.store.deadletters import make_dead_letter
 from bus.store.deliveries import Delivery, TargetRecord, decode_delivery, new_delivery
 from bus.store.keys import FIELD, INBOX, REGISTRY, delayed_key, dlq_key, stream_key
-from bus.store.queue import Queue, RetryAt, ToDeadLetters, ToInbox
+from bus.store.followups import RetryAt, ToDeadLetters, ToInbox
+from bus.store.queue import Queue
 from tests.conftest import with_client
 
 RECORD = TargetRecord(bus="default", rule="r", target=FunctionTarget(id="t", function="m.h", dead_letter=True,

@@ -10,11 +10,8 @@ Standard queues only: a FIFO queue (`.fifo`, FifoQueue) is refused, not half-mad
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import re
-import struct
 import time
 from typing import Any, Awaitable, Callable
 
@@ -25,101 +22,18 @@ from bus import identity
 from bus.broker.awsapi import origin_of
 from bus.ids import new_id
 from bus.observe import metrics
-from bus.store.sqs import (
-    Message, NoSuchQueue, QueueAttributes, SqsStore, new_message, parse_receipt,
+from bus.broker.sqsshapes import (
+    CONTENT_TYPE, SqsError, attributes_md5, attributes_out, check_types, error_response, invalid, message_out,
+    no_queue, parse_attributes,
 )
+from bus.config.model import QUEUE_NAME
+from bus.store.sqs import Message, NoSuchQueue, QueueAttributes, SqsStore, new_message, parse_receipt
 
-CONTENT_TYPE = "application/x-amz-json-1.0"
 TARGET_PREFIX = "AmazonSQS."
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 MAX_BATCH = 10
 MAX_BATCH_BYTES = 1048576
 POLL_SECONDS = 0.05  # long polling: how often a waiting receive looks again (sends here wake it at once)
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-
-# AWS attribute name -> (QueueAttributes field, low, high)
-_NUMERIC = {
-    "VisibilityTimeout": ("visibility_timeout", 0, 43200),
-    "MessageRetentionPeriod": ("message_retention_period", 60, 1209600),
-    "DelaySeconds": ("delay_seconds", 0, 900),
-    "ReceiveMessageWaitTimeSeconds": ("receive_message_wait_time_seconds", 0, 20),
-    "MaximumMessageSize": ("maximum_message_size", 1024, 1048576),
-}
-_SETTABLE = {*_NUMERIC, "RedrivePolicy", "RedriveAllowPolicy", "Policy", "SqsManagedSseEnabled",
-             "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"}
-
-
-# --- the request's members and their types (checked before any operation reads them) -------------
-
-class _Members(msgspec.Struct):
-    """Members as SQS's model types them; absent ones are None (each operation says what it needs)."""
-
-
-class MessageAttributeValue(_Members, rename="pascal"):
-    data_type: str | None = None
-    string_value: str | None = None
-    binary_value: str | None = None  # base64 in the JSON protocol
-    string_list_values: list[str] | None = None
-    binary_list_values: list[str] | None = None
-
-
-class BatchEntry(_Members, rename="pascal"):
-    id: str | None = None
-    message_body: str | None = None
-    delay_seconds: int | None = None
-    message_attributes: dict[str, MessageAttributeValue] | None = None
-    message_system_attributes: dict[str, MessageAttributeValue] | None = None
-    message_group_id: str | None = None
-    message_deduplication_id: str | None = None
-    receipt_handle: str | None = None
-    visibility_timeout: int | None = None
-
-
-class SqsRequest(BatchEntry, rename="pascal"):
-    queue_name: str | None = None
-    queue_url: str | None = None
-    queue_name_prefix: str | None = None
-    queue_owner_a_w_s_account_id: str | None = None
-    attributes: dict[str, str] | None = None
-    tags: dict[str, str] | None = msgspec.field(default=None, name="tags")  # lower case in SQS's model
-    attribute_names: list[str] | None = None
-    message_attribute_names: list[str] | None = None
-    message_system_attribute_names: list[str] | None = None
-    max_number_of_messages: int | None = None
-    wait_time_seconds: int | None = None
-    receive_request_attempt_id: str | None = None
-    max_results: int | None = None
-    next_token: str | None = None
-    entries: list[BatchEntry] | None = None
-
-
-def check_types(body: dict) -> None:
-    """A member of the wrong type is SQS's InvalidParameterValue, before anything reads it."""
-    try:
-        msgspec.convert(body, SqsRequest)
-    except msgspec.ValidationError as exc:
-        raise invalid(f"A member has the wrong type: {exc}") from None
-
-
-class SqsError(Exception):
-    def __init__(self, code: str, message: str, shape: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.shape, self.status = code, message, shape or code, status
-
-
-def error_response(err: SqsError) -> web.Response:
-    body = {"__type": f"com.amazonaws.sqs#{err.shape}", "message": err.message}
-    return web.Response(body=msgspec.json.encode(body), status=err.status, content_type=CONTENT_TYPE,
-                        headers={"x-amzn-query-error": f"{err.code};Sender", "x-amzn-RequestId": new_id()})
-
-
-def no_queue() -> SqsError:
-    return SqsError("AWS.SimpleQueueService.NonExistentQueue", "The specified queue does not exist.", "QueueDoesNotExist")
-
-
-def invalid(message: str) -> SqsError:
-    return SqsError("InvalidParameterValue", message)
-
 
 class Queues:
     """The broker's side of the queues: the store, and the receives waiting on each queue here."""
@@ -214,82 +128,6 @@ async def _existing(request: web.Request, body: dict, action: str) -> tuple[str,
     return name, attrs
 
 
-# --- attributes ----------------------------------------------------------------------------------
-
-def parse_attributes(raw: Any, base: QueueAttributes) -> QueueAttributes:
-    """SQS's string attributes onto `base`; InvalidAttributeName / InvalidAttributeValue as SQS says."""
-    if raw is None:
-        return base
-    if not isinstance(raw, dict):
-        raise invalid("Attributes must be a map of names to strings.")
-    changes: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in ("FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit"):
-            raise invalid(f"{key}: FIFO queues are not supported by busway (standard queues only).")
-        if key not in _SETTABLE:
-            raise SqsError("InvalidAttributeName", f"Unknown Attribute {key}.")
-        if key in _NUMERIC:
-            field, low, high = _NUMERIC[key]
-            try:
-                number = int(str(value))
-            except ValueError:
-                number = low - 1
-            if not low <= number <= high:
-                raise SqsError("InvalidAttributeValue", f"Invalid value for the parameter {key}: must be "
-                                                        f"{low} to {high}.")
-            changes[field] = number
-        elif key == "RedrivePolicy":
-            changes.update(_redrive(value))
-        elif key == "RedriveAllowPolicy":
-            changes["redrive_allow_policy"] = str(value)
-        # Policy and encryption settings are accepted and not enforced (busway's auth decides; Redis holds it).
-    return msgspec.structs.replace(base, **changes)
-
-
-def _redrive(value: Any) -> dict[str, Any]:
-    if value in ("", None):
-        return {"dead_letter_queue": "", "max_receive_count": 0}
-    try:
-        policy = json.loads(value) if isinstance(value, str) else value
-        arn, count = policy["deadLetterTargetArn"], int(policy["maxReceiveCount"])
-    except (ValueError, TypeError, KeyError):
-        raise SqsError("InvalidAttributeValue", "Invalid value for the parameter RedrivePolicy: it is JSON with "
-                                                "deadLetterTargetArn and maxReceiveCount.") from None
-    if not 1 <= count <= 1000:
-        raise SqsError("InvalidAttributeValue", "Value for parameter RedrivePolicy maxReceiveCount must be 1 to 1000.")
-    return {"dead_letter_queue": str(arn).rsplit(":", 1)[-1], "max_receive_count": count}
-
-
-def attributes_out(request: web.Request, name: str, attrs: QueueAttributes, counts: tuple[int, int, int],
-                   wanted: list[str]) -> dict[str, str]:
-    visible, in_flight, delayed = counts
-    every = {
-        "QueueArn": queue_arn(request, name),
-        "ApproximateNumberOfMessages": str(visible),
-        "ApproximateNumberOfMessagesNotVisible": str(in_flight),
-        "ApproximateNumberOfMessagesDelayed": str(delayed),
-        "CreatedTimestamp": str(int(attrs.created)),
-        "LastModifiedTimestamp": str(int(attrs.modified)),
-        "VisibilityTimeout": str(attrs.visibility_timeout),
-        "MessageRetentionPeriod": str(attrs.message_retention_period),
-        "DelaySeconds": str(attrs.delay_seconds),
-        "ReceiveMessageWaitTimeSeconds": str(attrs.receive_message_wait_time_seconds),
-        "MaximumMessageSize": str(attrs.maximum_message_size),
-        "SqsManagedSseEnabled": "false",
-    }
-    if attrs.dead_letter_queue:
-        every["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": queue_arn(request, attrs.dead_letter_queue),
-                                             "maxReceiveCount": attrs.max_receive_count}, separators=(",", ":"))
-    if attrs.redrive_allow_policy:
-        every["RedriveAllowPolicy"] = attrs.redrive_allow_policy
-    if not wanted or "All" in wanted:
-        return every
-    unknown = [w for w in wanted if w not in every and w not in _SETTABLE and w != "Policy"]
-    if unknown:
-        raise SqsError("InvalidAttributeName", f"Unknown Attribute {unknown[0]}.")
-    return {k: v for k, v in every.items() if k in wanted}
-
-
 # --- operations ----------------------------------------------------------------------------------
 
 async def create_queue(request: web.Request, body: dict) -> dict:
@@ -361,7 +199,7 @@ async def get_queue_attributes(request: web.Request, body: dict) -> dict:
     if not isinstance(wanted, list):
         raise invalid("AttributeNames must be a list.")
     counts = await queues_of(request).store.counts(name)
-    return {"Attributes": attributes_out(request, name, attrs, counts, wanted)}
+    return {"Attributes": attributes_out(lambda n: queue_arn(request, n), name, attrs, counts, wanted)}
 
 
 async def set_queue_attributes(request: web.Request, body: dict) -> dict:
@@ -485,27 +323,8 @@ async def receive_message(request: web.Request, body: dict) -> dict:
         metrics.SQS_MESSAGES.labels(name, "received").inc(len(got))
     system = set(body.get("MessageSystemAttributeNames") or []) | set(body.get("AttributeNames") or [])
     wanted_attrs = body.get("MessageAttributeNames") or []
-    messages = [_message_out(r, system, wanted_attrs) for r in got]
+    messages = [message_out(r, system, wanted_attrs) for r in got]
     return {"Messages": messages} if messages else {}
-
-
-def _message_out(r, system: set[str], wanted: list[str]) -> dict:
-    m = r.message
-    every = {"SenderId": m.sender, "SentTimestamp": str(m.sent), "ApproximateReceiveCount": str(r.receive_count),
-             "ApproximateFirstReceiveTimestamp": str(r.first_received)}
-    if m.trace_header:
-        every["AWSTraceHeader"] = m.trace_header
-    out: dict[str, Any] = {"MessageId": m.id, "ReceiptHandle": r.receipt, "MD5OfBody": m.md5, "Body": m.body}
-    if system:
-        out["Attributes"] = every if "All" in system else {k: v for k, v in every.items() if k in system}
-    if wanted and m.attributes:
-        picked = {k: v for k, v in m.attributes.items()
-                  if "All" in wanted or ".*" in wanted or k in wanted
-                  or any(w.endswith(".*") and k.startswith(w[:-1]) for w in wanted)}
-        if picked:
-            out["MessageAttributes"] = picked
-            out["MD5OfMessageAttributes"] = attributes_md5(picked)
-    return out
 
 
 def _int(body: dict, key: str, default: int | None, low: int, high: int) -> int | None:
@@ -578,32 +397,6 @@ async def change_message_visibility_batch(request: web.Request, body: dict) -> d
         else:
             ok.append({"Id": entry["Id"]})
     return {"Successful": ok, "Failed": failed}
-
-
-# --- message attribute MD5 (SQS's encoding: sorted names, each length-prefixed) -----------------
-
-def attributes_md5(attributes: dict[str, Any]) -> str:
-    if not attributes:
-        return ""
-    digest = hashlib.md5()
-    for name in sorted(attributes):
-        value = attributes[name] if isinstance(attributes[name], dict) else {}
-        data_type = str(value.get("DataType", ""))
-        _put(digest, name.encode())
-        _put(digest, data_type.encode())
-        if "BinaryValue" in value:
-            digest.update(b"\x02")
-            binary = value["BinaryValue"]
-            _put(digest, base64.b64decode(binary) if isinstance(binary, str) else bytes(binary))
-        else:
-            digest.update(b"\x01")
-            _put(digest, str(value.get("StringValue", "")).encode())
-    return digest.hexdigest()
-
-
-def _put(digest, data: bytes) -> None:
-    digest.update(struct.pack(">I", len(data)))
-    digest.update(data)
 
 
 Operation = Callable[[web.Request, dict], Awaitable[dict]]

@@ -237,6 +237,12 @@ class FunctionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")  # SQS's, standard queues
 
 
+# SQS's bounds for a queue's attributes (a rules file's queue and the SQS API alike)
+QUEUE_BOUNDS = {"visibility_timeout": (0, 43200), "message_retention_period": (60, 1209600),
+                "delay_seconds": (0, 900), "receive_message_wait_time_seconds": (0, 20),
+                "maximum_message_size": (1024, 1048576)}
+
+
 class QueueRedrive(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dead_letter_queue: str
     max_receive_count: int

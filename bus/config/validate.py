@@ -25,6 +25,7 @@ from bus.config.model import (
     Connection,
     FunctionSettings,
     FunctionTarget,
+    QUEUE_BOUNDS,
     QUEUE_NAME,
     EventSourceMapping,
     QueueDecl,
@@ -129,8 +130,9 @@ def validate_target(target: Target, buses: Collection[str], destinations: Collec
     `queue` target may name (None: not checked; a queue made through the SQS API counts too)."""
     out: list[Problem] = []
     if isinstance(target, QueueTarget) and queues is not None and target.queue not in queues:
+        declared = ", ".join(sorted(queues)) or "none"
         out.append(Problem("queue_target", ("queue",),
-                           f"queue {target.queue!r} is not declared in queues: (declared: {', '.join(sorted(queues)) or 'none'})"))
+                           f"queue {target.queue!r} is not declared in queues: (declared: {declared})"))
     if not isinstance(target.id, str) or not TARGET_ID.match(target.id):
         out.append(Problem("target_id", ("id",), f"invalid target id {target.id!r}"))
     if isinstance(target, FunctionTarget) and not FUNCTION_REF.match(target.function):
@@ -347,18 +349,13 @@ def function_bus_problems(s: FunctionSettings, buses: Collection[str]) -> list[P
             for key in ("on_success", "on_failure") if (bus := getattr(s, key)) is not None and bus not in buses]
 
 
-_QUEUE_BOUNDS = {"visibility_timeout": (0, 43200), "message_retention_period": (60, 1209600),
-                 "delay_seconds": (0, 900), "receive_message_wait_time_seconds": (0, 20),
-                 "maximum_message_size": (1024, 1048576)}
-
-
 def queue_problems(q: QueueDecl, queues: Collection[str]) -> list[Problem]:
     """A declared queue: SQS's name rule and attribute bounds; its dead-letter queue declared too."""
     out: list[Problem] = []
     if not QUEUE_NAME.match(q.name):
         out.append(Problem("queue", ("name",), f"invalid queue name {q.name!r} (1-80 of A-Z a-z 0-9 - _; "
                                                f"FIFO queues are not supported)"))
-    for key, (low, high) in _QUEUE_BOUNDS.items():
+    for key, (low, high) in QUEUE_BOUNDS.items():
         if not low <= getattr(q, key) <= high:
             out.append(Problem("queue", (key,), f"{key} must be {low} to {high}"))
     if (r := q.redrive_policy) is not None:

@@ -21,13 +21,14 @@ import redis.asyncio as aioredis
 
 from bus.ids import new_id
 from bus.store.connect import is_cluster
-from bus.store.deadletters import DeadLetter, dlq_names, encode_dead_letter, trim_min_id
+from bus.store.deadletters import dlq_names, trim_min_id
 from bus.store.deliveries import (
     Delivery, MappingRecord, TargetRecord, decode_mappings, decode_record, encode_delivery, encode_mappings, encode_record,
 )
+from bus.store.followups import FollowUp, script_args
 from bus.store.groupcommit import GroupCommit, Part
 from bus.store.keys import (
-    FIELD, GROUP, INBOX, MAPPINGS, REGISTRY, REGISTRY_VERSION, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
+    FIELD, GROUP, MAPPINGS, REGISTRY, REGISTRY_VERSION, WORKERS, archive_bytes_key, archive_events_key, as_str, concurrency_key,
     delayed_key, dlq_key, invoke_claim_key, key_slot, once_key, rate_key, stream_key,
 )
 from bus.store.once import write_once
@@ -85,53 +86,6 @@ class Taken:
     entry_id: bytes
     fields: dict
     times_delivered: int  # the stream's delivery counter, this read included
-
-
-# --- typed follow-ups: what finishing a delivery writes, atomically with its ack ------------
-
-@dataclass(frozen=True)
-class RetryAt:
-    """Put the delivery back in its target's retry set, due at `due` (epoch s)."""
-
-    due: float
-    delivery: Delivery
-
-
-@dataclass(frozen=True)
-class ToDeadLetters:
-    """Append a dead letter to the DLQ `dlq`."""
-
-    dlq: str
-    letter: DeadLetter
-
-
-@dataclass(frozen=True)
-class ToInbox:
-    """Append a destination record (an InboxItem, JSON) for a broker to route."""
-
-    item: bytes
-
-
-@dataclass(frozen=True)
-class ToReply:
-    """Append a synchronous Invoke's outcome (bus.store.replies) to the waiting broker's stream."""
-
-    stream: str
-    reply: bytes
-
-
-FollowUp = RetryAt | ToDeadLetters | ToInbox | ToReply
-
-
-def _script_args(record: TargetRecord, follow_up: FollowUp) -> tuple[str, str, Any, Any]:
-    """The FINISH script's (op, key, a, b) for one follow-up: "Z" = ZADD, "X" = XADD."""
-    if isinstance(follow_up, RetryAt):
-        return ("Z", delayed_key(record.key), int(follow_up.due * 1000), encode_delivery(follow_up.delivery))
-    if isinstance(follow_up, ToDeadLetters):
-        return ("X", dlq_key(follow_up.dlq), FIELD, encode_dead_letter(follow_up.letter))
-    if isinstance(follow_up, ToReply):
-        return ("R", follow_up.stream, FIELD, follow_up.reply)
-    return ("X", INBOX, FIELD, follow_up.item)
 
 
 class Queue:
@@ -342,7 +296,7 @@ class Queue:
     async def finish(self, record: TargetRecord, entry_id: bytes, follow_ups: list[FollowUp]) -> bool:
         """Ack and delete the entry and write its follow-ups, atomically; False (and nothing
         written) if another worker finished it first. Batched: one script call per stream per ms."""
-        args = [_script_args(record, f) for f in follow_ups]
+        args = [script_args(record, f) for f in follow_ups]
         return await self._scripts.finish(record.stream, entry_id, args)
 
     async def trim_dead_letters(self, dlq: str) -> None:

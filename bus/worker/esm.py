@@ -191,3 +191,39 @@ class MappingPoller:
             log.warning("event source mapping %s -> %s: a batch was not settled; its messages return after the "
                         "visibility timeout", m.queue, m.function, exc_info=True)
 
+
+
+class Pollers:
+    """A worker's pollers, one per event source mapping, replaced whole when the mappings change
+    (a batch in flight finishes; its poller stops taking new ones)."""
+
+    def __init__(self, store: SqsStore, functions: FunctionInvoker, take_slot: Callable[[], Awaitable[bool]],
+                 give_slot: Callable[[], None], stopping: Callable[[], bool]):
+        self.store, self.functions, self.stopping = store, functions, stopping
+        self.take_slot, self.give_slot = take_slot, give_slot
+        self.records: list[MappingRecord] = []
+        self._running: list[tuple[MappingPoller, asyncio.Task]] = []
+
+    def update(self, records: list[MappingRecord]) -> None:
+        if records == self.records:
+            return
+        self.cancel()
+        self.records = records
+        self._running = []
+        for record in records:
+            poller = MappingPoller(record, self.store, self.functions, self.take_slot, self.give_slot)
+            self._running.append((poller, asyncio.create_task(poller.run(self.stopping))))
+        if records:
+            log.info("polling %d event source mappings: %s", len(records),
+                     ", ".join(f"{r.mapping.queue} -> {r.mapping.function}" for r in records))
+
+    def cancel(self) -> None:
+        """Stop taking batches (the ones in flight go on)."""
+        for _, task in self._running:
+            task.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        """SIGTERM: stop taking batches and give those in flight up to `timeout` each."""
+        self.cancel()
+        for poller, _ in self._running:
+            await poller.drain(timeout)

@@ -16,7 +16,8 @@ from bus.store.connect import Reachability, unreachable, until_answered
 from bus.store.deadletters import make_dead_letter
 from bus.store.deliveries import Delivery, TargetRecord
 from bus.store.keys import FIELD
-from bus.store.queue import FollowUp, Queue, RetryAt, ToDeadLetters, ToInbox, ToReply
+from bus.store.followups import FollowUp, RetryAt, ToDeadLetters, ToInbox, ToReply
+from bus.store.queue import Queue
 from bus.store.replies import encode_reply
 from bus.worker.destinations import invocation_record
 from bus.worker.outcome import Ack, Answer, DeadLetter, Drop, Notify, Outcome, Retry, Throttle, give_up

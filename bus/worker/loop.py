@@ -30,7 +30,7 @@ from bus import identity
 from bus.observe import metrics
 from bus.observe.trace import Tracer
 from bus.store.connect import Backoff, Reachability, Watched, unreachable
-from bus.store.deliveries import MappingRecord, TargetRecord, decode_delivery, secret_env_names
+from bus.store.deliveries import TargetRecord, decode_delivery, secret_env_names
 from bus.store.sqs import SqsStore
 from bus.store.keys import FIELD
 from bus.store.queue import Queue
@@ -43,7 +43,7 @@ from bus.worker.invoke_reply import NOT_CLAIMED
 from bus.worker.invoker import THROTTLED, Invocation, Invoker
 from bus.worker.invokers import invokers_for
 from bus.worker.invokers.function import FunctionInvoker
-from bus.worker.esm import MappingPoller
+from bus.worker.esm import Pollers
 from bus.worker.slot import hide_env
 from bus.worker.reload import CHECK_SECONDS as RELOAD_CHECK_SECONDS, CodeWatch
 from bus.worker.outcome import after_attempt, after_sync_attempt, before_attempt, give_up
@@ -98,9 +98,9 @@ class Worker:
         self._renewed = 0.0  # monotonic time of the last renewal round that reached Redis
         self.finisher = Finisher(queue, self.reach, self.tracer, identity.from_env())
         self.code = CodeWatch(functions_dir) if self.settings.reload and functions_dir else None
-        self._mappings: list[MappingRecord] = []
         self._hidden_env: frozenset[str] | None = None  # connection secrets' variables (hide_env)
-        self._pollers: dict[int, tuple[MappingPoller, asyncio.Task]] = {}  # by index in _mappings
+        self.pollers = Pollers(SqsStore(queue.redis), self.functions, self._take_run_slot, self._slot_returned,
+                               lambda: self._stopping)  # event source mappings (bus.worker.esm)
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -122,7 +122,8 @@ class Worker:
             await self._give_back(self._held.take_all())
             await self._drain()
         finally:
-            for chore in chores + [task for _, task in self._pollers.values()]:
+            self.pollers.cancel()
+            for chore in chores:
                 chore.cancel()
             for invoker in set(self.invokers.values()):
                 await invoker.close()
@@ -142,9 +143,7 @@ class Worker:
 
         Whatever is still running is abandoned; its leases lapse and another worker retries it.
         """
-        for poller, task in self._pollers.values():
-            task.cancel()
-            await poller.drain(self.settings.grace_seconds)
+        await self.pollers.drain(self.settings.grace_seconds)
         if not self._inflight:
             return
         log.info("finishing %d in-flight deliveries (grace %.0fs)", len(self._inflight), self.settings.grace_seconds)
@@ -206,8 +205,7 @@ class Worker:
         mappings = await self.queue.mappings()
         self._targets_version, self._refreshed = version, time.monotonic()
         self._hide_secrets()
-        if mappings != self._mappings:
-            self._poll(mappings)
+        self.pollers.update(mappings)
 
     def _hide_secrets(self) -> None:
         """Handlers never see the variables connections read their secrets from: slots forked
@@ -219,22 +217,6 @@ class Worker:
             hide_env(names)
             if not first:
                 self.functions.slots.retire()
-
-    # --- event source mappings (bus.worker.esm) --------------------------------------------
-
-    def _poll(self, mappings: list[MappingRecord]) -> None:
-        """Run one poller per event source mapping; a changed set of mappings replaces them all
-        (a batch in flight finishes; its poller stops taking new ones)."""
-        for _, task in self._pollers.values():
-            task.cancel()
-        self._mappings, self._pollers = mappings, {}
-        store = SqsStore(self.queue.redis)
-        for i, record in enumerate(mappings):
-            poller = MappingPoller(record, store, self.functions, self._take_run_slot, self._slot_returned)
-            self._pollers[i] = (poller, asyncio.create_task(poller.run(lambda: self._stopping)))
-        if mappings:
-            log.info("polling %d event source mappings: %s", len(mappings),
-                     ", ".join(f"{r.mapping.queue} -> {r.mapping.function}" for r in mappings))
 
     async def _take_run_slot(self) -> bool:
         """A handler's place under --concurrency for a mapping's batch; False when stopping."""

@@ -297,10 +297,6 @@ class SlotPool:
                 return slot
         return None
 
-    def can_queue(self, ref: str) -> bool:
-        """Whether a call of `ref` would queue in a slot now (place's first choice)."""
-        return self._queue_slot(ref, "") is not None
-
     def place(self, call: Call, may_run: bool = True, began: Callable[[], None] | None = None,
               queue: bool = True) -> Ticket | None:
         """Queue `call` behind running ones if its function is fast and sync, else (if `may_run`)

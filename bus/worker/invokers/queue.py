@@ -13,9 +13,6 @@ from bus.store.connect import unreachable
 from bus.store.sqs import NoSuchQueue, SqsStore, new_message
 from bus.worker.invoker import Invocation, Result
 
-MAX_BODY = 1048576  # SQS's largest message; the queue's own maximum_message_size is checked too
-
-
 class QueueInvoker:
     def __init__(self, store: SqsStore):
         self.store = store
