@@ -47,7 +47,7 @@ TAIL_BYTES = 4096  # Lambda's LogType Tail: the last 4 KB
 _captured: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("busway_captured", default=None)
 
 
-class Call(msgspec.Struct):
+class Call(msgspec.Struct, omit_defaults=True):
     ref: str
     event: bytes  # JSON
     context: dict[str, Any]
@@ -57,7 +57,7 @@ class Call(msgspec.Struct):
     tail: bool = False  # keep the handler's output (Invoke with LogType Tail): Reply.log
 
 
-class Reply(msgspec.Struct):
+class Reply(msgspec.Struct, omit_defaults=True):
     ok: bool
     kind: str = ""
     error_type: str = ""
