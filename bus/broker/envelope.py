@@ -15,8 +15,9 @@ from bus import identity
 from bus.events import format_time, new_event
 from bus.identity import Identity
 
+# format_time: moved to bus.events, importable here until callers move
 __all__ = ["MAX_JSON_DEPTH", "Entry", "EntryError", "Origin", "RequestError", "TooDeep", "build_envelope", "bus_name",
-           "check_request", "decode_json", "entry_size", "format_time"]  # format_time: moved to bus.events, importable here until callers move
+           "check_request", "decode_json", "may_nest_deeper", "entry_size", "format_time"]
 
 MAX_ENTRIES = 10
 MAX_REQUEST_BYTES = 1024 * 1024  # AWS: total entry size under 1 MB (since 2026-01)
@@ -60,12 +61,12 @@ def decode_json(raw: bytes | str) -> Any:
         value = msgspec.json.decode(raw)
     except RecursionError:
         raise TooDeep() from None
-    if _may_nest_deeper(raw) and _deeper_than(value, MAX_JSON_DEPTH):
+    if may_nest_deeper(raw) and _deeper_than(value, MAX_JSON_DEPTH):
         raise TooDeep()
     return value
 
 
-def _may_nest_deeper(raw: bytes | str) -> bool:
+def may_nest_deeper(raw: bytes | str) -> bool:
     # Cheap first: text with no more brackets than the limit cannot nest past it (brackets inside
     # strings count too, which only errs towards walking), so the common event skips the walk.
     opening = (b"{", b"[") if isinstance(raw, bytes) else ("{", "[")
