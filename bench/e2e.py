@@ -255,6 +255,13 @@ class Row:
         return self.count / self.seconds if self.seconds else 0.0
 
 
+def cpu_per_run(row: Row) -> str:
+    """CPU time per handler run (or request) of each process: steadier than the rate on a shared
+    machine, where neighbours slow every phase down by a different amount, but spend no CPU here."""
+    per = {name: pct / 100 * row.seconds / row.count * 1e6 for name, pct in row.cpu.items() if name != "other"}
+    return "CPU us per run: " + ", ".join(f"{name} {us:.0f}" for name, us in per.items()) + f", all {sum(per.values()):.0f}"
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))]  # nearest rank
@@ -752,6 +759,8 @@ async def run(args, children: Children, rp: RedisProcess, tmp: Path) -> list[Row
         if forks_after > forks:
             row.notes.append(f"Redis forked {forks_after - forks} time(s) during the phase (AOF rewrite at "
                              f"{aof / 1e6:.0f} MB): expect a dip")
+        if row.count and row.cpu:
+            row.notes.append(cpu_per_run(row))
         lat = f", p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms" if row.p99_ms is not None else ""
         print(f"  {row.count} in {row.seconds:.2f} s = {row.rate:.0f}/s{lat}", flush=True)
         return row
