@@ -147,9 +147,10 @@ def test_slow_body_is_answered_408_after_body_timeout(stack):
     assert b"RequestTimeoutException" in body
 
 
-def test_connections_beyond_the_cap_are_refused_at_once_and_a_normal_client_is_served_once_they_close(stack):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # uvloop's transports are no asyncio.WriteTransport
+def test_connections_beyond_the_cap_are_refused_at_once_and_a_normal_client_is_served_once_they_close(stack, loop):
     cap = 10
-    _broker(stack, BUS_MAX_CONNECTIONS=str(cap), BUS_HEADER_TIMEOUT="30")
+    _broker(stack, BUS_MAX_CONNECTIONS=str(cap), BUS_HEADER_TIMEOUT="30", BUS_EVENT_LOOP=loop)
     held = [_connect(stack) for _ in range(cap)]
     extra = [_connect(stack) for _ in range(3)]
     try:

@@ -162,8 +162,8 @@ class GuardedHandler(RequestHandler):
         if not self._gate.admit():
             # Refused before aiohttp starts a task or reads a byte: a flood costs one write each.
             _log_refused("connection refused: %d connections open (BUS_MAX_CONNECTIONS)", self._gate.open)
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(_REFUSED)
+            # No isinstance check: uvloop's transports write but are not asyncio.WriteTransport subclasses.
+            transport.write(_REFUSED)  # type: ignore[attr-defined]
             transport.close()
             return
         self._admitted = True
