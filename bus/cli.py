@@ -259,10 +259,13 @@ def _run_until_signal(make) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        heap.tune()
+        loop.call_later(heap.SETTLE_SECONDS, heap.settle)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await make(stop)
 
+    from bus import heap
     from bus.eventloop import EventLoopError, run
     try:
         run(main())
