@@ -1,8 +1,9 @@
 """Which asyncio event loop busway's long-running processes (serve, worker, tail) run on.
 
 BUS_EVENT_LOOP=asyncio (the default) is the standard library's loop; BUS_EVENT_LOOP=uvloop is
-uvloop's (`pip install 'busway[speed]'`), which made the broker's ingest 11-13 % faster on the
-issue-16 machine (docs/benchmarks.md). Anything else, or uvloop asked for and not installed, is
+uvloop's (`pip install 'busway[speed]'`). On the issue-16 machine it made the broker's ingest
+11-13 % faster before group commit and makes no difference since; a worker spends 5-10 % less
+CPU per run on it (docs/benchmarks.md). Anything else, or uvloop asked for and not installed, is
 refused with a clear message before the process starts serving.
 """
 from __future__ import annotations
