@@ -157,6 +157,24 @@ def test_the_native_api_takes_sigv4_too_and_dlq_is_admin_only(broker):
     assert (status, body) == (200, {"purged": 0})
 
 
+def sqs_client(url: str, key: tuple[str, str]):
+    import boto3
+    from botocore.config import Config
+    return boto3.client("sqs", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key[0],
+                        aws_secret_access_key=key[1], config=Config(retries={"total_max_attempts": 1}))
+
+
+def test_sqs_auth_failures_carry_sqs_codes_for_boto3(broker):
+    assert sqs_client(broker.url, ADMIN).list_queues().get("QueueUrls", []) == []  # the keys work: no queues yet
+    assert error_code(lambda: sqs_client(broker.url, (ADMIN[0], "wrong")).list_queues()) == \
+        ("SignatureDoesNotMatch", 403)
+    assert error_code(lambda: sqs_client(broker.url, ("AKIANOBODY000001", "x")).list_queues()) == \
+        ("InvalidClientTokenId", 403)
+    headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS.ListQueues"}
+    status, answer_headers, _ = request(broker.url + "/", b"{}", headers)
+    assert (status, answer_headers["x-amzn-query-error"]) == (403, "MissingAuthenticationToken;Sender")
+
+
 def test_metrics_and_healthz_stay_open(broker):
     for path in ("/metrics", "/healthz"):
         with urllib.request.urlopen(broker.url + path, timeout=10) as resp:

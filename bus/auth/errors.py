@@ -16,6 +16,13 @@ ACCESS_DENIED = "AccessDeniedException"
 # One place for the statuses: the reference marks some of them unverified for events.
 STATUS = {MISSING: 400, INCOMPLETE: 400, UNRECOGNIZED: 400, INVALID_SIGNATURE: 400, ACCESS_DENIED: 400}
 
+# SQS names the same failures its own way (the reference's sqs column, §1.6). They go in the
+# x-amzn-query-error header, which boto3's sqs client reads for Error.Code, so code written
+# against SQS (`except ClientError` on "InvalidClientTokenId", say) sees the codes it expects.
+SQS_CODES = {MISSING: "MissingAuthenticationToken", INCOMPLETE: "IncompleteSignature",
+             UNRECOGNIZED: "InvalidClientTokenId", INVALID_SIGNATURE: "SignatureDoesNotMatch",
+             ACCESS_DENIED: "AccessDenied"}
+
 MESSAGES = {
     MISSING: "Missing Authentication Token",
     UNRECOGNIZED: "The security token included in the request is invalid.",

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bus.auth import policy, sigv4
 from bus.auth.credentials import Credentials, Principal
-from bus.auth.errors import INCOMPLETE, MISSING, STATUS, UNRECOGNIZED, AuthError
+from bus.auth.errors import INCOMPLETE, MISSING, SQS_CODES, STATUS, UNRECOGNIZED, AuthError
 from bus.broker.awsapi import error_response, origin_of
 from bus.broker.awslambda import is_lambda_path
 from bus.broker.ingest import bus_denial
@@ -103,4 +103,6 @@ def _error(err: AuthError, path: str, sqs: bool = False) -> web.Response:
     # Lambda and SQS answer authentication failures with 403 (events: 400; the reference, §1.6)
     resp = error_response(err.code, err.message, 403 if sqs or is_lambda_path(path) else STATUS[err.code])
     resp.headers["x-amzn-ErrorType"] = err.code
+    if sqs:
+        resp.headers["x-amzn-query-error"] = f"{SQS_CODES[err.code]};Sender"
     return resp
