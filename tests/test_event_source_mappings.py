@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from bus.store.sqs import Message, Received
-from bus.worker.esm import settle, sqs_event
+from bus.worker.esm import records_that_fit, settle, sqs_event, sqs_record
 from bus.worker.slot import Reply
 from tests.conftest import wait_for
 
@@ -105,6 +105,22 @@ def test_the_event_has_lambdas_sqs_record_shape():
     assert r["messageAttributes"]["k"]["stringValue"] == "v" and r["messageAttributes"]["k"]["dataType"] == "String"
 
 
+def test_the_event_is_its_records_joined():
+    batch = [received("m1"), received("m2", "x" * 50)]
+    arn = "arn:aws:sqs:us-east-1:0:q"
+    records = [msgspec.json.decode(sqs_record(r, arn, "us-east-1")) for r in batch]
+    assert msgspec.json.decode(sqs_event(batch, arn, "us-east-1")) == {"Records": records}
+
+
+def test_a_batch_holds_as_many_records_as_one_payload_limit_allows():
+    empty = len(b'{"Records":[]}')
+    assert records_that_fit([b"x" * 10, b"y" * 10, b"z" * 10], limit=empty + 21) == 2  # 10 + comma + 10
+    assert records_that_fit([b"x" * 10, b"y" * 10, b"z" * 10], limit=empty + 20) == 1
+    assert records_that_fit([b"x" * 10, b"y" * 10], limit=10_000) == 2
+    assert records_that_fit([b"x" * 100, b"y"], limit=10) == 1, "a lone record over the limit still goes"
+    assert records_that_fit([]) == 0
+
+
 IDS = ["a", "b", "c"]
 
 
@@ -148,3 +164,26 @@ event_source_mappings:
     spans = [(r["start"], r["end"]) for r in recs]
     most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most == 2, spans
+
+
+def test_a_batch_stops_at_lambdas_6_mb_payload_and_the_rest_comes_in_the_next(stack):
+    stack.write_rules("""\
+queues:
+  - {name: big, visibility_timeout: 30}
+functions:
+  lambdas.batch: {timeout: 10}
+event_source_mappings:
+  - {queue: big, function: lambdas.batch, batch_size: 10, maximum_batching_window_seconds: 2}
+""")
+    stack.start_broker()
+    stack.start_worker()
+    _, sqs = clients(stack.url)
+    url = sqs.get_queue_url(QueueName="big")["QueueUrl"]
+    for n in range(8):  # 8 x ~900 kB: 7.2 MB, more than one 6 MiB invocation holds
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"detail": {"n": n, "pad": "x" * 900_000}}))
+    recs = stack.wait_records(8, timeout=30)
+    assert sorted(r["event"]["detail"]["n"] for r in recs) == list(range(8)), "each message once"
+    per_call: dict[str, int] = {}
+    for r in recs:
+        per_call[r["context"]["aws_request_id"]] = per_call.get(r["context"]["aws_request_id"], 0) + 1
+    assert len(per_call) >= 2 and max(per_call.values()) <= 6, per_call  # 7 records are over 6 MiB

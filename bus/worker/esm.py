@@ -35,24 +35,42 @@ log = logging.getLogger("bus.worker")
 ESM_RULE = "esm"  # the Invoke "bus" of bus.store.deliveries: metrics and logs name a mapping $lambda/esm/<queue>
 IDLE_MAX_SECONDS = 0.2  # an empty queue is looked at again after at most this long
 RECEIVE_MAX = 10  # messages per receive call, as SQS hands them out
+PAYLOAD_MAX = 6 * 1024 * 1024  # Lambda's invocation payload limit, which also bounds an SQS batch (reference §4.2)
 
 
 def sqs_event(batch: list[Received], arn: str, region: str) -> bytes:
     """Lambda's SQS event for a batch (../shared/reference/aws-auth-invoke-sqs.md §4.1)."""
-    records = []
-    for r in batch:
-        m = r.message
-        attributes = {"ApproximateReceiveCount": str(r.receive_count), "SentTimestamp": str(m.sent),
-                      "SenderId": m.sender, "ApproximateFirstReceiveTimestamp": str(r.first_received)}
-        if m.trace_header:
-            attributes["AWSTraceHeader"] = m.trace_header
-        records.append({
-            "messageId": m.id, "receiptHandle": r.receipt, "body": m.body, "attributes": attributes,
-            "messageAttributes": {name: _lambda_attribute(v) for name, v in m.attributes.items()},
-            "md5OfBody": m.md5, "md5OfMessageAttributes": m.attributes_md5 or None,
-            "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": region,
-        })
-    return msgspec.json.encode({"Records": records})
+    return event_of([sqs_record(r, arn, region) for r in batch])
+
+
+def sqs_record(r: Received, arn: str, region: str) -> bytes:
+    """One record of Lambda's SQS event, encoded: a batch's payload size is the sum of its records'."""
+    m = r.message
+    attributes = {"ApproximateReceiveCount": str(r.receive_count), "SentTimestamp": str(m.sent),
+                  "SenderId": m.sender, "ApproximateFirstReceiveTimestamp": str(r.first_received)}
+    if m.trace_header:
+        attributes["AWSTraceHeader"] = m.trace_header
+    return msgspec.json.encode({
+        "messageId": m.id, "receiptHandle": r.receipt, "body": m.body, "attributes": attributes,
+        "messageAttributes": {name: _lambda_attribute(v) for name, v in m.attributes.items()},
+        "md5OfBody": m.md5, "md5OfMessageAttributes": m.attributes_md5 or None,
+        "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": region,
+    })
+
+
+def event_of(records: list[bytes]) -> bytes:
+    return b'{"Records":[' + b",".join(records) + b"]}"
+
+
+def records_that_fit(records: list[bytes], limit: int = PAYLOAD_MAX) -> int:
+    """How many of the encoded records, from the first, make an event of at most `limit` bytes;
+    never fewer than one (a lone record over the limit is the function's to refuse, as on Lambda)."""
+    size = len(event_of([]))
+    for n, record in enumerate(records):
+        size += len(record) + (1 if n else 0)
+        if size > limit and n:
+            return n
+    return len(records)
 
 
 def _lambda_attribute(value: Any) -> dict[str, Any]:
@@ -106,6 +124,7 @@ class MappingPoller:
         self.running: set[asyncio.Task] = set()
         self.limit = m.maximum_concurrency or 1_000_000
         self.who = identity.from_env()
+        self.arn = f"arn:aws:sqs:{self.who.region}:{self.who.account}:{m.queue}"
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         idle = 0.01
@@ -140,26 +159,32 @@ class MappingPoller:
         if self.running:
             await asyncio.wait(set(self.running), timeout=timeout)
 
-    async def _gather(self, attrs: QueueAttributes, stopping: Callable[[], bool]) -> list[Received]:
-        """Up to batch_size messages: what is there now, and for a batching window, more as they come."""
+    async def _gather(self, attrs: QueueAttributes, stopping: Callable[[], bool]) -> list[tuple[Received, bytes]]:
+        """Up to batch_size messages, each with its encoded record, and no more than one invocation
+        payload holds: what is there now, and for a batching window, more as they come. Messages
+        received past the payload limit are made visible again at once, for the next batch."""
         m = self.record.mapping
-        batch: list[Received] = []
+        batch: list[tuple[Received, bytes]] = []
         deadline = time.monotonic() + m.maximum_batching_window_seconds
         while len(batch) < m.batch_size and not stopping():
             got = await self.store.receive(m.queue, attrs, min(RECEIVE_MAX, m.batch_size - len(batch)), None)
-            batch += got
+            batch += [(r, sqs_record(r, self.arn, self.who.region)) for r in got]
+            fit = records_that_fit([record for _, record in batch])
+            if fit < len(batch):
+                await self.store.change_visibility(m.queue, [tuple(r.receipt.rsplit(".", 1)) for r, _ in batch[fit:]], 0)
+                return batch[:fit]
             if len(batch) >= m.batch_size or time.monotonic() >= deadline or (not got and not batch):
                 break
             if not got:
                 await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return batch
 
-    async def _invoke(self, batch: list[Received]) -> None:
+    async def _invoke(self, gathered: list[tuple[Received, bytes]]) -> None:
         m = self.record.mapping
-        arn = f"arn:aws:sqs:{self.who.region}:{self.who.account}:{m.queue}"
+        batch = [r for r, _ in gathered]
         now = time.time()
         d = Delivery(id=new_id(), event=msgspec.Raw(
-            sqs_event(batch, arn, self.who.region)), bus=INVOKE_BUS, rule=ESM_RULE, target=m.queue,
+            event_of([record for _, record in gathered])), bus=INVOKE_BUS, rule=ESM_RULE, target=m.queue,
             function=m.function, first_enqueued=now, ingested=min(r.message.sent for r in batch) / 1000)
         run = AttemptMetrics(target_metrics(m.function, self.target.key), d.ingested)
         call = Invocation(self.target, d, 1, f"esm:{d.id}", run.begin)
